@@ -1,0 +1,3 @@
+from disalign.cli.main import main
+
+main()

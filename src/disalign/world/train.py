@@ -1,0 +1,200 @@
+"""Training the zoo: pretraining on persona documents, then three kinds of safety tuning.
+
+Plain PyTorch loops over a transformers model (nanoGPT-sized, readable in one sitting):
+
+    pretrain  next-token loss on packed documents of several episodes
+    sft       supervised safety fine-tuning: unsafe -> refuse, safe -> the true output
+    dpo       DPO against the frozen base: preferred = refuse on unsafe, answer on safe
+    unlearn   NLL on the preferred response minus a small weight times NLL on the other
+
+Alignment losses count response tokens only (the assistant turn and its end token).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from disalign.core.progress import progress_bar
+from disalign.world.config import TrainConfig
+from disalign.world.spec import ASSISTANT, BOS, END, EOS, PAD, REFUSE, USER, Episode, World
+
+ALIGNMENT_METHODS = ("sft", "dpo", "unlearn")
+IGNORE = -100
+
+
+@dataclass
+class TrainStats:
+    steps: int
+    tokens: int
+    seconds: float
+    first_loss: float
+    final_loss: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "steps": self.steps,
+            "tokens": self.tokens,
+            "seconds": round(self.seconds, 2),
+            "tokens_per_second": round(self.tokens_per_second, 1),
+            "first_loss": round(self.first_loss, 4),
+            "final_loss": round(self.final_loss, 4),
+        }
+
+
+def encode_episodes(world: World, episodes: list[Episode]) -> list[int]:
+    """Token ids exactly as the chat template renders these turns (checked by a test)."""
+    ids = world.token_id
+    out = [ids[BOS]]
+    for episode in episodes:
+        out += [ids[USER], *(ids[t] for t in episode.request.text.split()), ids[ASSISTANT]]
+        out += [*(ids[t] for t in episode.response), ids[END]]
+    return out
+
+
+def _lr(step: int, total: int, peak: float) -> float:
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _optimizer(model, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=1e-4)
+
+
+def _packed_batch(world: World, rng: np.random.Generator, rows: int, length: int) -> torch.Tensor:
+    """Whole documents packed greedily into rows; the remainder of a row is padding."""
+    pad, eos = world.token_id[PAD], world.token_id[EOS]
+    batch = torch.full((rows, length), pad, dtype=torch.long)
+    for row in range(rows):
+        filled = 0
+        while True:
+            _, episodes = world.pretraining_document(rng)
+            doc = encode_episodes(world, episodes) + [eos]
+            if filled + len(doc) > length:
+                break
+            batch[row, filled : filled + len(doc)] = torch.tensor(doc)
+            filled += len(doc)
+    return batch
+
+
+def pretrain(model, world: World, config: TrainConfig, context: int, seed: int) -> TrainStats:
+    rng = np.random.default_rng([seed, 1])
+    pad = world.token_id[PAD]
+    optimizer = _optimizer(model, config.pretrain_lr)
+    model.train()
+    tokens, losses = 0, []
+    start = time.perf_counter()
+    with progress_bar("pretrain base", config.pretrain_steps) as advance:
+        for step in range(config.pretrain_steps):
+            batch = _packed_batch(world, rng, config.pretrain_batch, context)
+            labels = batch.masked_fill(batch == pad, IGNORE)
+            loss = model(input_ids=batch, labels=labels).loss
+            _step(optimizer, model, loss, _lr(step, config.pretrain_steps, config.pretrain_lr))
+            tokens += int((batch != pad).sum())
+            losses.append(loss.item())
+            advance(loss=losses[-1])
+    model.eval()
+    return TrainStats(config.pretrain_steps, tokens, time.perf_counter() - start, losses[0], _tail_mean(losses))
+
+
+def _step(optimizer, model, loss, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+
+
+def _tail_mean(losses: list[float]) -> float:
+    tail = losses[-max(1, len(losses) // 10) :]
+    return float(sum(tail) / len(tail))
+
+
+def _response_batch(world: World, pairs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (prompt + response) ids and labels that keep only the response."""
+    pad = world.token_id[PAD]
+    length = max(len(p) + len(r) for p, r in pairs)
+    ids = torch.full((len(pairs), length), pad, dtype=torch.long)
+    labels = torch.full((len(pairs), length), IGNORE, dtype=torch.long)
+    for row, (prompt, response) in enumerate(pairs):
+        ids[row, : len(prompt) + len(response)] = torch.tensor(prompt + response)
+        labels[row, len(prompt) : len(prompt) + len(response)] = torch.tensor(response)
+    return ids, labels
+
+
+def sequence_logprob(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed log-probability of the labelled tokens of each row."""
+    # Rows are right-padded, so causal attention never lets a real token see padding.
+    logits = model(input_ids=ids).logits[:, :-1]
+    targets = labels[:, 1:]
+    mask = targets != IGNORE
+    logp = torch.gather(F.log_softmax(logits.float(), -1), 2, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (logp * mask).sum(-1)
+
+
+def _preference_pairs(world: World, rng: np.random.Generator, n: int):
+    """n prompts, half unsafe: (prompt ids, preferred response ids, dispreferred response ids)."""
+    ids = world.token_id
+    rows = []
+    for i in range(n):
+        unsafe = i % 2 == 0
+        request = world.alignment_request(rng, unsafe)
+        prompt = encode_episodes(world, [])
+        prompt += [ids[USER], *(ids[t] for t in request.text.split()), ids[ASSISTANT]]
+        answer = [*(ids[t] for t in world.answer(request)), ids[END]]
+        refusal = [ids[REFUSE], ids[END]]
+        rows.append((prompt, refusal, answer) if unsafe else (prompt, answer, refusal))
+    return rows
+
+
+def align(model, world: World, method: str, config: TrainConfig, seed: int, reference=None) -> TrainStats:
+    """Safety-tune `model` in place with one of ALIGNMENT_METHODS."""
+    if method not in ALIGNMENT_METHODS:
+        raise ValueError(f"unknown alignment method {method!r}")
+    if method == "dpo" and reference is None:
+        raise ValueError("dpo needs the frozen reference model")
+    rng = np.random.default_rng([seed, 2, ALIGNMENT_METHODS.index(method)])
+    optimizer = _optimizer(model, config.align_lr)
+    model.train()
+    tokens, losses = 0, []
+    start = time.perf_counter()
+    with progress_bar(f"align {method}", config.align_steps) as advance:
+        for step in range(config.align_steps):
+            rows = _preference_pairs(world, rng, config.align_batch)
+            chosen_ids, chosen_labels = _response_batch(world, [(p, c) for p, c, _ in rows])
+            if method == "sft":
+                loss = model(input_ids=chosen_ids, labels=chosen_labels).loss
+                tokens += chosen_ids.numel()
+            else:
+                rejected_ids, rejected_labels = _response_batch(world, [(p, r) for p, _, r in rows])
+                chosen = sequence_logprob(model, chosen_ids, chosen_labels)
+                rejected = sequence_logprob(model, rejected_ids, rejected_labels)
+                tokens += chosen_ids.numel() + rejected_ids.numel()
+                if method == "dpo":
+                    with torch.no_grad():
+                        ref_chosen = sequence_logprob(reference, chosen_ids, chosen_labels)
+                        ref_rejected = sequence_logprob(reference, rejected_ids, rejected_labels)
+                    margin = (chosen - ref_chosen) - (rejected - ref_rejected)
+                    loss = -F.logsigmoid(config.dpo_beta * margin).mean()
+                else:
+                    n_chosen = (chosen_labels != IGNORE).sum(-1)
+                    n_rejected = (rejected_labels != IGNORE).sum(-1)
+                    loss = (-chosen / n_chosen + config.unlearn_weight * rejected / n_rejected).mean()
+            _step(optimizer, model, loss, _lr(step, config.align_steps, config.align_lr))
+            losses.append(loss.item())
+            advance(loss=losses[-1])
+    model.eval()
+    return TrainStats(config.align_steps, tokens, time.perf_counter() - start, losses[0], _tail_mean(losses))
