@@ -112,6 +112,7 @@ def load_model(
 ):
     """Load (model, tokenizer) from any model source, in eval mode."""
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     resolved = resolve_model(source)
@@ -124,7 +125,7 @@ def load_model(
             trust_remote_code=trust_remote_code,
             local_files_only=True,
         )
-    except (OSError, ValueError, RuntimeError) as err:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         raise UserError(f"{resolved.path}: cannot load model ({_first_line(err)})") from None
     model.to(device)
     model.eval()

@@ -77,6 +77,7 @@ class ModelShape(_Strict):
 class TrainConfig(_Strict):
     pretrain_steps: int = Field(700, ge=1)
     pretrain_batch: int = Field(32, ge=1)
+    pretrain_length: int = Field(128, ge=32, description="tokens per packed pretraining row")
     pretrain_lr: float = Field(3e-3, gt=0)
     align_steps: int = Field(150, ge=1)
     align_batch: int = Field(32, ge=1)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
 
 from disalign.core.generation import SamplingConfig, generate, render_chat
 from disalign.world.judge import WorldJudge, WorldVerdict
-from disalign.world.spec import PROMPT_SETS, Prompt, World
+from disalign.core.runs import RunDir
+from disalign.world.spec import JAILBREAK_FAMILIES, PROMPT_SETS, Prompt, World
 
 
 def max_response_tokens(world: World) -> int:
@@ -36,6 +39,54 @@ def rates(verdicts: Sequence[WorldVerdict]) -> dict[str, float | int]:
     if safe:
         out["accuracy"] = sum(bool(v.correct) for v in safe) / len(safe)
     return out
+
+
+def evaluate_zoo(zoo: Path, run: RunDir, n: int, sampling: SamplingConfig) -> dict[str, dict]:
+    """Every zoo model on every prompt set, one record per generation; finished sets are reused.
+
+    Returns the summary layout: {model: {"safe_accuracy", "unsafe": {...}, "jailbreaks": {family: {...}}}}.
+    """
+    from disalign.core.models import load_model
+    from disalign.world.zoo import ZOO_MODELS, load_world
+
+    world = load_world(zoo)
+    judge = WorldJudge(world)
+    done: dict[tuple[str, str], list[dict]] = {}
+    for record in run.records():
+        done.setdefault((record["model"], record["set"]), []).append(record)
+    models = {}
+    for name in ZOO_MODELS:
+        per_set: dict[str, dict] = {}
+        model = tokenizer = None
+        for set_name in PROMPT_SETS:
+            records = done.get((name, set_name), [])
+            if len(records) < n:
+                if model is None:
+                    model, tokenizer = load_model(zoo / name)
+                prompts = world.prompt_set(set_name, n, seed=sampling.seed)
+                responses = respond(model, tokenizer, prompts, sampling)
+                verdicts = judge.judge([p.request.text for p in prompts], responses)
+                records = [
+                    {"key": f"{name}:{p.id}", "model": name, "set": set_name, "prompt": p.request.text,
+                     "response": r, **asdict(v)}
+                    for p, r, v in zip(prompts, responses, verdicts, strict=True)
+                ]
+                run.append(r for r in records if not run.is_done(r["key"]))
+            per_set[set_name] = rates([WorldVerdict(**_verdict_fields(r)) for r in records])
+        models[name] = {
+            "safe_accuracy": per_set["safe"]["accuracy"],
+            "unsafe": _public(per_set["unsafe"]),
+            "jailbreaks": {family: _public(per_set[family]) for family in JAILBREAK_FAMILIES},
+        }
+    return models
+
+
+def _verdict_fields(record: dict) -> dict:
+    return {field: record[field] for field in ("harmful", "refused", "correct", "unsafe", "reason")}
+
+
+def _public(stats: dict) -> dict:
+    return {key: stats[key] for key in ("harmful_rate", "refusal_rate", "n")}
 
 
 def evaluate_world_model(

@@ -89,7 +89,7 @@ def _packed_batch(world: World, rng: np.random.Generator, rows: int, length: int
     return batch
 
 
-def pretrain(model, world: World, config: TrainConfig, context: int, seed: int) -> TrainStats:
+def pretrain(model, world: World, config: TrainConfig, seed: int) -> TrainStats:
     rng = np.random.default_rng([seed, 1])
     pad = world.token_id[PAD]
     optimizer = _optimizer(model, config.pretrain_lr)
@@ -98,7 +98,7 @@ def pretrain(model, world: World, config: TrainConfig, context: int, seed: int) 
     start = time.perf_counter()
     with progress_bar("pretrain base", config.pretrain_steps) as advance:
         for step in range(config.pretrain_steps):
-            batch = _packed_batch(world, rng, config.pretrain_batch, context)
+            batch = _packed_batch(world, rng, config.pretrain_batch, config.pretrain_length)
             labels = batch.masked_fill(batch == pad, IGNORE)
             loss = model(input_ids=batch, labels=labels).loss
             _step(optimizer, model, loss, _lr(step, config.pretrain_steps, config.pretrain_lr))

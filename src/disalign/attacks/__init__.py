@@ -1,0 +1,1 @@
+"""Attacks that undo a model's safety alignment."""

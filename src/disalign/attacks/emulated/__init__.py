@@ -1,0 +1,46 @@
+"""Emulated disalignment (Zhou et al. 2024): sample from π_base^(1+α) / π_aligned^α by mixing
+the two models' logits at every step, with no training."""
+
+from disalign.attacks.emulated.decoder import (
+    METHODS,
+    Contrast,
+    Decoded,
+    Stream,
+    check_compatible,
+    contrast_decode,
+    contrast_generate,
+    ed_contrast,
+    ed_generate,
+    method_streams,
+)
+from disalign.attacks.emulated.templates import (
+    BASE_STOP_STRINGS,
+    BENIGN_SYSTEM_PROMPT,
+    MALICIOUS_SYSTEM_PROMPT,
+    base_format,
+    chat_format,
+    render_base,
+    render_chat,
+    with_system,
+)
+
+__all__ = [
+    "BASE_STOP_STRINGS",
+    "BENIGN_SYSTEM_PROMPT",
+    "MALICIOUS_SYSTEM_PROMPT",
+    "METHODS",
+    "Contrast",
+    "Decoded",
+    "Stream",
+    "base_format",
+    "chat_format",
+    "check_compatible",
+    "contrast_decode",
+    "contrast_generate",
+    "ed_contrast",
+    "ed_generate",
+    "method_streams",
+    "render_base",
+    "render_chat",
+    "with_system",
+]

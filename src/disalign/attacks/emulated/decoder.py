@@ -1,0 +1,484 @@
+"""Contrastive decoding: several causal LMs advanced in lockstep, their logits mixed linearly.
+
+A *stream* is one model reading its own rendering of each prompt. Streams share the
+continuation: every sampled token is appended to every stream, and the next token is drawn
+from z = Σ c_i·z_i with Σ c_i = 1. Emulated fine-tuning, z_base + Σ w_i·(z_tuned_i − z_ref),
+is the coefficients (1, w_1, …, −Σw_i); emulated disalignment (Zhou et al. 2024) is
+z = (1+α)·z_base − α·z_aligned. Mixing raw logits is exact because each model's
+log-normaliser is the same for every token.
+
+Each stream keeps its own KV cache, so a generated token costs one forward pass per stream
+and the prompts are never re-encoded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from disalign.attacks.emulated import templates
+from disalign.attacks.emulated.templates import PromptFormat, Renderer, with_system
+from disalign.core.generation import SamplingConfig
+from disalign.errors import UserError
+
+_SPECIAL_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
+# A stop string spans at most this many more tokens than it has characters (tokens that decode
+# to nothing, such as skipped special tokens).
+_STOP_WINDOW_SLACK = 8
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One model's view of a batch: its own prompts and its weight in the mixed logits."""
+
+    model: Any  # a transformers causal LM, or a peft.PeftModel
+    tokenizer: Any
+    prompt_ids: tuple[tuple[int, ...], ...]  # one unpadded prompt per row
+    coefficient: float
+    name: str = "stream"
+    # Run a PeftModel with its adapter disabled, i.e. as the base model under it.
+    adapter_disabled: bool = False
+
+    @classmethod
+    def from_prompts(
+        cls, model, tokenizer, prompts: Sequence[str], coefficient: float, **options: Any
+    ) -> Stream:
+        ids = tuple(tuple(encode_prompt(tokenizer, prompt)) for prompt in prompts)
+        return cls(model, tokenizer, ids, coefficient, **options)
+
+    def rows(self, start: int, stop: int) -> Stream:
+        return replace(self, prompt_ids=self.prompt_ids[start:stop])
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """Streams whose next-token logits are mixed, and the strings that end a response early."""
+
+    streams: tuple[Stream, ...]
+    stop_strings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.streams:
+            raise ValueError("a contrast needs at least one stream")
+        total = math.fsum(stream.coefficient for stream in self.streams)
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"stream coefficients must sum to 1, got {total}")
+        rows = {len(stream.prompt_ids) for stream in self.streams}
+        if len(rows) != 1:
+            raise ValueError(f"streams hold different numbers of prompts: {sorted(rows)}")
+        if any(not prompt for stream in self.streams for prompt in stream.prompt_ids):
+            raise ValueError("every prompt needs at least one token")
+
+    @property
+    def size(self) -> int:
+        return len(self.streams[0].prompt_ids)
+
+    def rows(self, start: int, stop: int) -> Contrast:
+        return replace(self, streams=tuple(stream.rows(start, stop) for stream in self.streams))
+
+
+@dataclass(frozen=True)
+class Decoded:
+    texts: list[str]
+    token_ids: torch.Tensor  # (batch, steps); pad after a sequence has ended
+    # (batch, steps, vocab): log-softmax of the mixed logits, before temperature and truncation.
+    logprobs: torch.Tensor | None = field(default=None, repr=False)
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Token ids of a rendered prompt, with BOS added unless the template already wrote it."""
+    starts_with_bos = tokenizer.bos_token is not None and text.startswith(tokenizer.bos_token)
+    return tokenizer(text, add_special_tokens=not starts_with_bos)["input_ids"]
+
+
+def check_compatible(streams: Sequence[Stream]) -> None:
+    """Mixing logits is meaningful only if every stream numbers the vocabulary the same way."""
+    first = streams[0]
+    for other in streams[1:]:
+        if other.tokenizer is first.tokenizer:
+            continue
+        _check_same_vocabulary(first, other)
+        for attribute in _SPECIAL_TOKEN_IDS:
+            mine, theirs = getattr(first.tokenizer, attribute), getattr(other.tokenizer, attribute)
+            if mine != theirs:
+                raise UserError(
+                    f"tokenizers differ: {attribute} is {mine} in {first.name} but {theirs} in {other.name}"
+                )
+
+
+def _check_same_vocabulary(first: Stream, other: Stream) -> None:
+    mine, theirs = first.tokenizer.get_vocab(), other.tokenizer.get_vocab()
+    if mine == theirs:
+        return
+    for token, index in sorted(mine.items(), key=lambda item: item[1]):
+        if theirs.get(token) != index:
+            there = f"id {theirs[token]} in" if token in theirs else "is missing from"
+            raise UserError(
+                f"tokenizers differ: token {token!r} has id {index} in {first.name} but {there} {other.name}"
+            )
+    extra = min(theirs.keys() - mine.keys(), key=theirs.__getitem__)
+    raise UserError(
+        f"tokenizers differ: token {extra!r} (id {theirs[extra]}) in {other.name} is missing from {first.name}"
+    )
+
+
+def contrast_decode(
+    contrast: Contrast,
+    sampling: SamplingConfig,
+    *,
+    generator: torch.Generator | None = None,
+    return_logprobs: bool = False,
+) -> Decoded:
+    """Decode every row of `contrast` as one batch (`sampling.batch_size` is not applied here)."""
+    _check_sampling(sampling)
+    check_compatible(contrast.streams)
+    tokenizer = contrast.streams[0].tokenizer
+    pad_id = _pad_id(tokenizer)
+    device = _device(contrast.streams[0].model)
+    eos_ids = torch.tensor(sorted(_eos_ids(contrast.streams)), dtype=torch.long, device=device)
+    steps = sampling.max_new_tokens
+
+    with torch.inference_mode():
+        states = [_StreamState(stream, steps, pad_id) for stream in contrast.streams]
+        _check_logit_widths(states)
+        batch = contrast.size
+        tokens = torch.full((batch, steps), pad_id, dtype=torch.long, device=device)
+        finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        text_lengths = torch.zeros(batch, dtype=torch.long, device=device)
+        stop_window = max((len(stop) for stop in contrast.stop_strings), default=0) + _STOP_WINDOW_SLACK
+        logprobs: list[torch.Tensor] = []
+        done = 0
+        for step in range(steps):
+            mixed = _mix(states, device)
+            if not torch.isfinite(mixed).all():
+                raise UserError(f"non-finite logits at step {step}")
+            if return_logprobs:
+                logprobs.append(torch.log_softmax(mixed, dim=-1))
+            sampled = _sample(mixed, sampling, generator)
+            is_eos = torch.isin(sampled, eos_ids) & ~finished
+            next_tokens = sampled.masked_fill(finished, pad_id)
+            tokens[:, step] = next_tokens
+            text_lengths += ~(finished | is_eos)
+            finished |= is_eos
+            done = step + 1
+            if contrast.stop_strings:
+                recent = tokens[:, max(0, done - stop_window) : done]
+                finished |= _hit_stop_string(recent, finished, contrast.stop_strings, tokenizer)
+            if done == steps or finished.all():
+                break
+            for state in states:
+                state.advance(next_tokens)
+
+    texts = [
+        _cut_at_stop(tokenizer.decode(row[:length], skip_special_tokens=True), contrast.stop_strings)
+        for row, length in zip(tokens.tolist(), text_lengths.tolist(), strict=True)
+    ]
+    return Decoded(texts, tokens[:, :done], torch.stack(logprobs, dim=1) if return_logprobs else None)
+
+
+def contrast_generate(
+    contrast: Contrast,
+    sampling: SamplingConfig,
+    *,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Decode all rows in batches of `sampling.batch_size`, seeded per batch like `core.generate`."""
+    check_compatible(contrast.streams)
+    device = _device(contrast.streams[0].model)
+    texts: list[str] = []
+    for start in range(0, contrast.size, sampling.batch_size):
+        stop = min(start + sampling.batch_size, contrast.size)
+        generator = torch.Generator(device=device).manual_seed(sampling.seed * 1_000_003 + start)
+        texts.extend(contrast_decode(contrast.rows(start, stop), sampling, generator=generator).texts)
+        if on_batch is not None:
+            on_batch(stop - start)
+    return texts
+
+
+class _StreamState:
+    """One stream's KV cache, attention mask and positions, advanced one token at a time."""
+
+    def __init__(self, stream: Stream, max_new_tokens: int, pad_id: int) -> None:
+        from transformers import DynamicCache
+
+        self.stream = stream
+        self.device = _device(stream.model)
+        prompt_ids, prompt_mask = _left_pad(stream.prompt_ids, pad_id, self.device)
+        batch, self.length = prompt_ids.shape
+        # Preallocated so that a step slices the mask instead of concatenating a new one.
+        self.mask = torch.ones(batch, self.length + max_new_tokens, dtype=torch.long, device=self.device)
+        self.mask[:, : self.length] = prompt_mask
+        # Left padding shifts each row's start, so positions count real tokens, not columns.
+        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        self.next_position = positions[:, -1:] + 1
+        self.cache = DynamicCache(config=stream.model.config)
+        self.logits = self._forward(prompt_ids, positions)
+
+    def advance(self, tokens: torch.Tensor) -> None:
+        self.length += 1
+        self.logits = self._forward(tokens.to(self.device)[:, None], self.next_position)
+        self.next_position = self.next_position + 1
+
+    def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        model = self.stream.model
+        adapter_off = model.disable_adapter() if self.stream.adapter_disabled else contextlib.nullcontext()
+        with adapter_off:
+            output = model(
+                input_ids=input_ids,
+                attention_mask=self.mask[:, : self.length],
+                position_ids=position_ids,
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        return output.logits[:, -1, :]
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[index, width - len(row) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _mix(states: Sequence[_StreamState], device) -> torch.Tensor:
+    # float32 whatever the model dtype: (1+α)·z − α·z' cancels large terms.
+    first, *rest = states
+    mixed = first.logits.to(device, torch.float32) * first.stream.coefficient
+    for state in rest:
+        mixed.add_(state.logits.to(device, torch.float32), alpha=state.stream.coefficient)
+    return mixed
+
+
+def _sample(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None) -> torch.Tensor:
+    if sampling.temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / sampling.temperature
+    if 0 < sampling.top_k < logits.shape[-1]:
+        kth_largest = torch.topk(logits, sampling.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth_largest, -math.inf)
+    if sampling.top_p < 1:
+        # Keep the smallest set of most likely tokens whose probability reaches top_p.
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        sorted_probabilities = sorted_logits.softmax(dim=-1)
+        mass_before = sorted_probabilities.cumsum(dim=-1) - sorted_probabilities
+        drop_sorted = mass_before >= sampling.top_p
+        drop = torch.empty_like(drop_sorted).scatter_(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, -math.inf)
+    probabilities = logits.softmax(dim=-1)
+    return torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
+
+
+def _hit_stop_string(
+    recent: torch.Tensor, finished: torch.Tensor, stop_strings: Sequence[str], tokenizer
+) -> torch.Tensor:
+    """Which unfinished rows now contain a stop string in their last few tokens."""
+    hits = [
+        not done and any(stop in tokenizer.decode(row, skip_special_tokens=True) for stop in stop_strings)
+        for row, done in zip(recent.tolist(), finished.tolist(), strict=True)
+    ]
+    return torch.tensor(hits, dtype=torch.bool, device=finished.device)
+
+
+def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
+    cut = min((index for stop in stop_strings if (index := text.find(stop)) >= 0), default=len(text))
+    return text[:cut].strip()
+
+
+def _check_logit_widths(states: Sequence[_StreamState]) -> None:
+    widths = {state.stream.name: state.logits.shape[-1] for state in states}
+    if len(set(widths.values())) > 1:
+        listed = ", ".join(f"{name} {width}" for name, width in widths.items())
+        raise UserError(f"models disagree on the vocabulary size (logit widths: {listed})")
+
+
+def _check_sampling(sampling: SamplingConfig) -> None:
+    if sampling.max_new_tokens < 1:
+        raise UserError(f"max_new_tokens must be at least 1, got {sampling.max_new_tokens}")
+    if sampling.temperature < 0:
+        raise UserError(f"temperature must be >= 0, got {sampling.temperature}")
+    if not 0 < sampling.top_p <= 1:
+        raise UserError(f"top_p must be in (0, 1], got {sampling.top_p}")
+    if sampling.top_k < 0:
+        raise UserError(f"top_k must be >= 0, got {sampling.top_k}")
+
+
+def _eos_ids(streams: Sequence[Stream]) -> set[int]:
+    """End-of-sequence ids from every tokenizer and model: chat models often add an end-of-turn id."""
+    ids: set[int] = set()
+    for stream in streams:
+        generation_config = getattr(stream.model, "generation_config", None)
+        for source in (stream.tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
+            if isinstance(source, int):
+                ids.add(source)
+            elif source is not None:
+                ids.update(source)
+    return ids
+
+
+def _pad_id(tokenizer) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return candidate
+    return 0
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+# --- Emulated disalignment and the paper's training-free baselines --------------------------
+
+METHODS = ("ed", "base_mp", "align_mp", "ed_base")
+
+
+def ed_contrast(
+    base,
+    aligned,
+    tokenizers,
+    queries: Sequence[str],
+    alpha: float,
+    base_render: Renderer | None = None,
+    aligned_render: Renderer | None = None,
+    *,
+    stop_strings: Sequence[str] | None = None,
+) -> Contrast:
+    """z = (1+α)·z_base − α·z_aligned. By default the base model reads the URIAL template under
+    the malicious system prompt (BaseMP) and the aligned model its own chat template (AlignDP).
+
+    `tokenizers` is one tokenizer shared by both models or a (base, aligned) pair. Default stop
+    strings are the URIAL template's, and none when `base_render` is given.
+    """
+    _check_alpha(alpha)
+    base_tokenizer, aligned_tokenizer = _tokenizer_pair(tokenizers)
+    if stop_strings is None:
+        stop_strings = templates.BASE_STOP_STRINGS["urial"] if base_render is None else ()
+    base_render = base_render or with_system(templates.base_format("urial"), templates.MALICIOUS_SYSTEM_PROMPT)
+    aligned_render = aligned_render or with_system(templates.chat_format(aligned_tokenizer), None)
+    base_model, adapter_disabled = _base_runner(base, aligned)
+    return Contrast(
+        (
+            _stream(base_model, base_tokenizer, base_render, queries, 1 + alpha, "base", adapter_disabled),
+            _stream(aligned, aligned_tokenizer, aligned_render, queries, -alpha, "aligned"),
+        ),
+        tuple(stop_strings),
+    )
+
+
+def ed_generate(
+    base,
+    aligned,
+    tokenizers,
+    queries: Sequence[str],
+    alpha: float,
+    sampling: SamplingConfig,
+    base_render: Renderer | None = None,
+    aligned_render: Renderer | None = None,
+    *,
+    stop_strings: Sequence[str] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Emulated-disalignment responses to `queries`; see `ed_contrast` for the defaults."""
+    contrast = ed_contrast(
+        base, aligned, tokenizers, queries, alpha, base_render, aligned_render, stop_strings=stop_strings
+    )
+    return contrast_generate(contrast, sampling, on_batch=on_batch)
+
+
+def method_streams(
+    method: str,
+    alpha: float,
+    base,
+    aligned,
+    tokenizers,
+    queries: Sequence[str],
+    *,
+    base_format: PromptFormat | None = None,
+    aligned_format: PromptFormat | None = None,
+    stop_strings: Sequence[str] | None = None,
+) -> Contrast:
+    """The contrast behind one of `METHODS` (the single-model baselines ignore alpha):
+
+    - ed:       (1+α)·z_base(·|MP) − α·z_aligned(·|default prompt)
+    - base_mp:  z_base(·|MP), which is ED at α = 0
+    - align_mp: z_aligned(·|MP)
+    - ed_base:  (1+α)·z_base(·|MP) − α·z_base(·|BP), the base model contrasted with itself
+
+    Formats default to the URIAL template for the base model and the chat template for the
+    aligned one; stop strings to URIAL's whenever the base model takes part under that default.
+    """
+    if method not in METHODS:
+        raise UserError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    _check_alpha(alpha)
+    base_tokenizer, aligned_tokenizer = _tokenizer_pair(tokenizers)
+    if stop_strings is None:
+        default_base = base_format is None and method != "align_mp"
+        stop_strings = templates.BASE_STOP_STRINGS["urial"] if default_base else ()
+    base_format = base_format or templates.base_format("urial")
+    aligned_format = aligned_format or templates.chat_format(aligned_tokenizer)
+    base_malicious = with_system(base_format, templates.MALICIOUS_SYSTEM_PROMPT)
+    base_model, adapter_disabled = _base_runner(base, aligned)
+
+    def base_stream(render: Renderer, coefficient: float, name: str) -> Stream:
+        return _stream(base_model, base_tokenizer, render, queries, coefficient, name, adapter_disabled)
+
+    if method == "ed":
+        aligned_default = with_system(aligned_format, None)
+        return ed_contrast(
+            base, aligned, tokenizers, queries, alpha, base_malicious, aligned_default, stop_strings=stop_strings
+        )
+    if method == "base_mp":
+        streams = (base_stream(base_malicious, 1.0, "base"),)
+    elif method == "align_mp":
+        aligned_malicious = with_system(aligned_format, templates.MALICIOUS_SYSTEM_PROMPT)
+        streams = (_stream(aligned, aligned_tokenizer, aligned_malicious, queries, 1.0, "aligned"),)
+    else:
+        base_benign = with_system(base_format, templates.BENIGN_SYSTEM_PROMPT)
+        streams = (base_stream(base_malicious, 1 + alpha, "base|MP"), base_stream(base_benign, -alpha, "base|BP"))
+    return Contrast(streams, tuple(stop_strings))
+
+
+def _stream(
+    model,
+    tokenizer,
+    render: Renderer,
+    queries: Sequence[str],
+    coefficient: float,
+    name: str,
+    adapter_disabled: bool = False,
+) -> Stream:
+    prompts = [render(query) for query in queries]
+    return Stream.from_prompts(model, tokenizer, prompts, coefficient, name=name, adapter_disabled=adapter_disabled)
+
+
+def _base_runner(base, aligned) -> tuple[Any, bool]:
+    """The model that computes base logits, and whether its adapter must be switched off.
+
+    PEFT injects the adapter into the base model's own modules, so when the aligned model is
+    an adapter over `base`, calling `base` directly would run the adapter too.
+    """
+    from peft import PeftModel
+
+    if isinstance(aligned, PeftModel) and (base is aligned or base is aligned.get_base_model()):
+        return aligned, True
+    return base, False
+
+
+def _tokenizer_pair(tokenizers) -> tuple[Any, Any]:
+    if isinstance(tokenizers, tuple | list):
+        base_tokenizer, aligned_tokenizer = tokenizers
+        return base_tokenizer, aligned_tokenizer
+    return tokenizers, tokenizers
+
+
+def _check_alpha(alpha: float) -> None:
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise UserError(f"alpha must be a finite number >= 0, got {alpha}")

@@ -1,0 +1,92 @@
+"""What a judge is, what it returns, and the registry that names them."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from disalign.errors import UserError
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One judgement of one response.
+
+    harmful  the response carries out a harmful request (None: the judge could not tell)
+    refused  the response declines the request (None: this judge does not say)
+    score    the judge's own scale: the rubric's 1-5, the world's 0/1; None where it has none
+    correct  the world judge's verdict on safe requests; None elsewhere
+    """
+
+    harmful: bool | None
+    refused: bool | None
+    score: float | None
+    reason: str
+    correct: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Judge(Protocol):
+    name: str
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """What produced the verdicts (never a secret), to store beside them."""
+        ...
+
+    def judge(self, prompts: list[str], responses: list[str]) -> list[Verdict]: ...
+
+
+JudgeFactory = Callable[..., Judge]
+_REGISTRY: dict[str, JudgeFactory] = {}
+
+
+def register(name: str) -> Callable[[JudgeFactory], JudgeFactory]:
+    def add(factory: JudgeFactory) -> JudgeFactory:
+        if name in _REGISTRY:
+            raise ValueError(f"judge '{name}' is registered twice")
+        _REGISTRY[name] = factory
+        return factory
+
+    return add
+
+
+def available_judges() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_judge(name: str, **options: Any) -> Judge:
+    """Build the judge `name`; options that it does not take, or required ones left out, are
+    the user's mistake, so they are named in a UserError rather than raised as TypeError."""
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        raise UserError(f"unknown judge '{name}'; known: {', '.join(available_judges())}")
+    parameters = inspect.signature(factory).parameters
+    unknown = sorted(set(options) - set(parameters))
+    if unknown:
+        takes = ", ".join(parameters) or "none"
+        raise UserError(f"judge '{name}' has no option {', '.join(unknown)} (its options: {takes})")
+    missing = [key for key, p in parameters.items() if p.default is inspect.Parameter.empty and key not in options]
+    if missing:
+        raise UserError(f"judge '{name}' needs option {', '.join(missing)}")
+    return factory(**options)
+
+
+def judge_records(
+    records: Sequence[Mapping[str, Any]],
+    judge: Judge,
+    *,
+    prompt_key: str = "prompt",
+    response_key: str = "response",
+) -> list[dict[str, Any]]:
+    """Each record, in input order, with the judge's verdict fields and name added."""
+    for index, record in enumerate(records):
+        for key in (prompt_key, response_key):
+            if not isinstance(record.get(key), str):
+                raise UserError(f"record {index}: no text field '{key}' to judge")
+    verdicts = judge.judge([r[prompt_key] for r in records], [r[response_key] for r in records])
+    return [{**record, **verdict.as_dict(), "judge": judge.name} for record, verdict in zip(records, verdicts, strict=True)]

@@ -1,0 +1,99 @@
+"""Build the zoo: a base model pretrained on the world and its three aligned versions.
+
+    DIR/world.json      the world's config; `load_world(DIR)` regenerates all its data
+    DIR/base            pretrained base model (HF directory: safetensors + tokenizer)
+    DIR/sft, dpo, unlearn
+    DIR/config.json, records.jsonl, summary.json   the run directory of the build
+
+Each model is written to a temporary directory and renamed into place, so an interrupted
+build resumes at the first model that is missing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from disalign.core.runs import RunDir, read_json, write_json_atomic
+from disalign.errors import UserError
+from disalign.world.config import WorldConfig, make_config
+from disalign.world.model import build_model, build_tokenizer
+from disalign.world.spec import JAILBREAK_FAMILIES, PROMPT_SETS, World
+from disalign.world.train import ALIGNMENT_METHODS, align, pretrain
+
+WORLD_FILE = "world.json"
+ZOO_MODELS = ("base", *ALIGNMENT_METHODS)
+
+
+def load_world_config(zoo: str | Path) -> WorldConfig:
+    path = Path(zoo) / WORLD_FILE
+    if not path.is_file():
+        raise UserError(f"{zoo}: not a world zoo (no {WORLD_FILE}); build one with `disalign world build`")
+    data = read_json(path)
+    if not isinstance(data, dict) or "config" not in data:
+        raise UserError(f"{path}: corrupt world file (no 'config')")
+    return make_config(data["config"])
+
+
+def load_world(zoo: str | Path) -> World:
+    return World(load_world_config(zoo).world)
+
+
+def build_zoo(out: str | Path, config: WorldConfig) -> dict:
+    """Build (or finish building) the zoo in `out`; returns per-model training statistics."""
+    out = Path(out)
+    run = RunDir(out, "world build", config.model_dump())
+    world = World(config.world)
+    write_json_atomic(
+        out / WORLD_FILE,
+        {
+            "config": config.model_dump(),
+            "models": list(ZOO_MODELS),
+            "prompt_sets": list(PROMPT_SETS),
+            "jailbreak_families": list(JAILBREAK_FAMILIES),
+            "unsafe_operators": {k: sorted(v) for k, v in world.unsafe_operators.items()},
+            "alias_of": world.alias_of,
+        },
+    )
+    torch.set_num_threads(config.train.threads)
+    tokenizer = build_tokenizer(world)
+    seed = config.world.seed
+    stats = {record["model"]: record["training"] for record in run.records() if "training" in record}
+
+    if not _complete(out / "base"):
+        model = build_model(world, config.model, seed)
+        stats["base"] = pretrain(model, world, config.train, seed).as_dict()
+        _save(model, tokenizer, out / "base")
+        run.append([{"key": "train:base", "model": "base", "training": stats["base"]}])
+    for method in ALIGNMENT_METHODS:
+        if _complete(out / method):
+            continue
+        model = _load(out / "base")
+        reference = _load(out / "base") if method == "dpo" else None
+        stats[method] = align(model, world, method, config.train, seed, reference).as_dict()
+        _save(model, tokenizer, out / method)
+        run.append([{"key": f"train:{method}", "model": method, "training": stats[method]}])
+    run.write_summary({"training": stats, "config": config.model_dump()})
+    return stats
+
+
+def _complete(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+
+
+def _load(path: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+
+
+def _save(model, tokenizer, target: Path) -> None:
+    partial = target.with_name(target.name + f".partial-{int(time.time())}")
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)

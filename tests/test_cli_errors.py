@@ -1,0 +1,83 @@
+"""A user's mistake gets one line on stderr and exit status 2, never a traceback."""
+
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from disalign.cli.main import main
+
+
+@pytest.fixture
+def disalign(monkeypatch, capsys):
+    """Run the CLI in-process (fast) and return its exit code and output."""
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["disalign", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code or 0
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return run
+
+
+def test_console_entry_point_reports_user_errors(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "disalign", "world", "eval", "--world", str(tmp_path), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert_user_error(result, "not a world zoo")
+
+
+def assert_user_error(result, fragment):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert fragment in lines[0]
+
+
+def test_help_lists_verbs(disalign):
+    result = disalign("--help")
+    assert result.returncode == 0
+    for verb in ("demo", "world"):
+        assert verb in result.stdout
+
+
+@pytest.mark.parametrize(
+    "config, fragment",
+    [
+        ({"world": {"harmful_share": 2}}, "harmful_share"),
+        ({"world": {"n_operators": 0}}, "n_operators"),
+        ({"typo": 1}, "typo"),
+    ],
+)
+def test_bad_world_config(disalign, tmp_path, config, fragment):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert_user_error(disalign("world", "build", "--out", str(tmp_path / "zoo"), "--config", str(path)), fragment)
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_corrupt_config_file(disalign, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("{not json")
+    assert_user_error(disalign("world", "build", "--out", str(tmp_path / "zoo"), "--config", str(path)), "not valid JSON")
+
+
+def test_output_directory_holding_something_else(disalign, tmp_path):
+    (tmp_path / "keep.txt").write_text("precious")
+    assert_user_error(disalign("world", "build", "--out", str(tmp_path), "--quick"), "not empty")
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+def test_missing_zoo(disalign, tmp_path):
+    assert_user_error(disalign("world", "eval", "--world", str(tmp_path / "nope"), "--out", str(tmp_path / "o")), "not a world zoo")
