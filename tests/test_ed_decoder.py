@@ -138,8 +138,8 @@ def direct_logprobs(contrast: Contrast, tokens: torch.Tensor) -> torch.Tensor:
             mixed = 0
             for stream in contrast.streams:
                 ids = torch.tensor([list(stream.prompt_ids[row]) + tokens[row, :step].tolist()])
-                adapter_off = stream.model.disable_adapter() if stream.adapter_disabled else contextlib.nullcontext()
-                with torch.no_grad(), adapter_off:
+                adapter = stream.model.disable_adapter() if stream.adapter_disabled else contextlib.nullcontext()
+                with torch.no_grad(), adapter:
                     mixed = mixed + stream.coefficient * stream.model(ids).logits[0, -1].float()
             per_step.append(torch.log_softmax(mixed, dim=-1))
         rows.append(torch.stack(per_step))
@@ -165,14 +165,15 @@ def test_mixed_distribution_matches_full_forward_passes(base, aligned, tokenizer
 
 
 def test_alpha_zero_is_the_base_model(base, aligned, tokenizer):
-    render = with_system(lambda query, system: render_base(query, system), MALICIOUS_SYSTEM_PROMPT)
+    render = with_system(render_base, MALICIOUS_SYSTEM_PROMPT)
     ed = ed_contrast(base, aligned, tokenizer, QUERIES, alpha=0.0, base_render=render)
     base_alone = Contrast((Stream.from_prompts(base, tokenizer, [render(q) for q in QUERIES], 1.0),))
     decoded = contrast_decode(ed, SAMPLE, generator=seeded(), return_logprobs=True)
     alone = contrast_decode(base_alone, SAMPLE, generator=seeded(), return_logprobs=True)
     assert torch.equal(decoded.token_ids, alone.token_ids)
     torch.testing.assert_close(decoded.logprobs, alone.logprobs, atol=1e-6, rtol=0)
-    torch.testing.assert_close(decoded.logprobs, direct_logprobs(base_alone, decoded.token_ids), atol=1e-5, rtol=0)
+    direct = direct_logprobs(base_alone, decoded.token_ids)
+    torch.testing.assert_close(decoded.logprobs, direct, atol=1e-5, rtol=0)
 
 
 def test_greedy_takes_the_argmax_of_the_mixed_logits(base, aligned, tokenizer):
@@ -281,12 +282,15 @@ def test_peft_adapter_matches_two_separate_models(tokenizer):
 
     base = make_model(tokenizer, seed=4)
     untouched_base = copy.deepcopy(base)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False)
+    targets = ["q_proj", "v_proj", "up_proj"]
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False)
     adapted = get_peft_model(base, lora).eval()
     merged = copy.deepcopy(adapted).merge_and_unload().eval()
 
-    with_adapter = ed_contrast(adapted.get_base_model(), adapted, tokenizer, QUERIES, alpha=0.8, stop_strings=())
+    with_adapter = ed_contrast(adapted.get_base_model(), adapted, tokenizer, QUERIES, 0.8, stop_strings=())
     assert with_adapter.streams[0].model is adapted and with_adapter.streams[0].adapter_disabled
+    ed_base = method_streams("ed_base", 0.8, adapted.get_base_model(), adapted, tokenizer, QUERIES)
+    assert all(stream.model is adapted and stream.adapter_disabled for stream in ed_base.streams)
     separate = ed_contrast(untouched_base, merged, tokenizer, QUERIES, alpha=0.8, stop_strings=())
     shared = contrast_decode(with_adapter, SAMPLE, generator=seeded(), return_logprobs=True)
     apart = contrast_decode(separate, SAMPLE, generator=seeded(), return_logprobs=True)
@@ -311,7 +315,7 @@ def test_method_streams_follow_the_paper(base, aligned, tokenizer):
     for method in METHODS:
         contrast = method_streams(method, alpha, base, aligned, tokenizer, ["hello"])
         shapes[method] = [(stream.name, stream.coefficient) for stream in contrast.streams]
-        assert contrast_generate(contrast, SamplingConfig(max_new_tokens=2)) is not None
+        assert len(contrast_generate(contrast, SamplingConfig(max_new_tokens=2))) == 1
     assert shapes == {
         "ed": [("base", 1.5), ("aligned", -0.5)],
         "base_mp": [("base", 1.0)],
@@ -339,4 +343,4 @@ def test_base_template_and_chat_fallback(tokenizer):
         "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
         + CHAT_TEMPLATE
     )
-    assert render_chat(strict, "hello", "note") == "<s>user: hello assistant:"
+    assert render_chat(strict, "hello", "note") == "<s>user: note\n\nhello assistant:"

@@ -41,7 +41,7 @@ class _Layout:
 
     source: str
     prompt_field: str
-    category_field: str | None
+    category_field: str | None  # None: the row's first field among CATEGORY_FIELDS, if any
 
 
 def load_file(
@@ -55,6 +55,8 @@ def load_file(
 ) -> list[PromptRecord]:
     """Read one prompt file; `source`, `default_category` and `id_prefix` let a folder loader
     name its members (the defaults come from the file name)."""
+    if path.suffix not in SUFFIXES:
+        raise UserError(f"{path}: unsupported file type '{path.suffix}' (use {', '.join(SUFFIXES)})")
     text = read_text(path)
     if not text.strip():
         raise UserError(f"{path}: empty file")
@@ -67,16 +69,14 @@ def load_file(
             PromptRecord(f"{prefix}:{index}", line.strip(), default_category, source)
             for index, line in enumerate(line for line in text.splitlines() if line.strip())
         ]
-    elif path.suffix in (".jsonl", ".csv"):
+    else:
         fields, rows = _jsonl_rows(path, text) if path.suffix == ".jsonl" else _csv_rows(path, text)
         layout = _layout(path, fields, column, source)
         records = list(_records(rows, layout, prefix, default_category, include_contextual))
         if not records and layout.source == "harmbench" and not include_contextual:
             raise UserError(f"{path}: no standard behaviours left after skipping contextual and copyright ones")
-    else:
-        raise UserError(f"{path}: unsupported file type '{path.suffix}' (use {', '.join(SUFFIXES)})")
     if not records:
-        raise UserError(f"{path}: no prompts found (every prompt is empty)")
+        raise UserError(f"{path}: no prompts found (no row has a non-empty prompt)")
     return records
 
 
@@ -128,13 +128,13 @@ def _layout(path: Path, fields: set[str], column: str | None, fallback_source: s
     elif {"prompt", "intents"} <= fields:
         layout = _Layout("donotanswer", "prompt", None)
     else:
+        # The category field is optional, so it is looked up row by row (category_field None).
         prompt_field = next((name for name in PROMPT_FIELDS if name in fields), None)
-        category_field = next((name for name in CATEGORY_FIELDS if name in fields), None)
-        layout = _Layout(fallback_source, prompt_field or "", category_field)
+        layout = _Layout(fallback_source, prompt_field or "", None)
     if column is not None:
         if column not in fields:
             raise UserError(f"{path}: no column '{column}' (columns: {', '.join(sorted(fields))})")
-        layout = _Layout(layout.source, column, layout.category_field if layout.category_field != column else None)
+        layout = _Layout(layout.source, column, None if layout.category_field == column else layout.category_field)
     if not layout.prompt_field:
         raise UserError(
             f"{path}: no prompt column among {', '.join(PROMPT_FIELDS)} "
@@ -157,8 +157,11 @@ def _records(
         if context:
             # HarmBench's own rendering of a contextual behaviour: the context, a rule, the task.
             prompt = f"{context.strip()}\n\n---\n\n{prompt}"
-        category, category_is_list = _category(row.get(layout.category_field or ""), default_category)
-        dropped = {layout.prompt_field} | ({layout.category_field} if not category_is_list else set())
+        category_field = layout.category_field or next(
+            (name for name in CATEGORY_FIELDS if name in row and name != layout.prompt_field), None
+        )
+        category, category_is_list = _category(row.get(category_field or ""), default_category)
+        dropped = {layout.prompt_field} | ({category_field} if not category_is_list else set())
         extra = {key: value for key, value in row.items() if key not in dropped}
         record_id = str(row["BehaviorID"]) if harmbench and row.get("BehaviorID") else f"{prefix}:{index}"
         yield PromptRecord(record_id, prompt, category, layout.source, extra)

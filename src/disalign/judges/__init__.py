@@ -7,7 +7,7 @@
     world       the exact judge of a synthetic world
 """
 
-from disalign.judges import keyword, refusal  # noqa: F401  (registers the judges)
+from disalign.judges import classifier, keyword, refusal, rubric, world  # noqa: F401  (registers the judges)
 from disalign.judges.base import Judge, Verdict, available_judges, get_judge, judge_records, register
 from disalign.judges.keyword import REFUSAL_SUBSTRINGS
 

@@ -89,4 +89,7 @@ def judge_records(
             if not isinstance(record.get(key), str):
                 raise UserError(f"record {index}: no text field '{key}' to judge")
     verdicts = judge.judge([r[prompt_key] for r in records], [r[response_key] for r in records])
-    return [{**record, **verdict.as_dict(), "judge": judge.name} for record, verdict in zip(records, verdicts, strict=True)]
+    return [
+        {**record, **verdict.as_dict(), "judge": judge.name}
+        for record, verdict in zip(records, verdicts, strict=True)
+    ]

@@ -49,7 +49,9 @@ class ChatEndpoint:
 
     @property
     def url(self) -> str:
-        return self.base_url.rstrip("/") + "/chat/completions"
+        base = self.base_url.rstrip("/")
+        # Accept the full endpoint too: it is what a server's docs often show.
+        return base if base.endswith("/chat/completions") else base + "/chat/completions"
 
     def complete(self, content: str) -> str:
         """The assistant's reply to one user message."""

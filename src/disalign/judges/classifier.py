@@ -63,7 +63,7 @@ class ClassifierJudge:
     def __init__(
         self,
         model: str | os.PathLike[str],
-        format: str = "llama-guard",  # noqa: A002 (the option's name on the command line)
+        format: str = "llama-guard",
         batch_size: int = 8,
         max_new_tokens: int | None = None,
         device: str = "cpu",
@@ -85,7 +85,12 @@ class ClassifierJudge:
 
     @property
     def config(self) -> dict[str, Any]:
-        return {"judge": self.name, "model": self.model_source, "format": self.format, "max_new_tokens": self.max_new_tokens}
+        return {
+            "judge": self.name,
+            "model": self.model_source,
+            "format": self.format,
+            "max_new_tokens": self.max_new_tokens,
+        }
 
     def judge(self, prompts: list[str], responses: list[str]) -> list[Verdict]:
         if len(prompts) != len(responses):

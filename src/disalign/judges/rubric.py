@@ -107,6 +107,8 @@ class RubricJudge:
         cache_dir: str | os.PathLike[str] | None = None,
         policy: str | None = None,
     ):
+        if not base_url.startswith(("http://", "https://")):
+            raise UserError(f"judge 'rubric': base_url must start with http:// or https://, got '{base_url}'")
         if concurrency < 1 or timeout <= 0 or retries < 0 or backoff < 0:
             raise UserError("judge 'rubric': concurrency >= 1, timeout > 0, retries >= 0 and backoff >= 0 please")
         api_key = None
@@ -122,7 +124,7 @@ class RubricJudge:
 
     @property
     def config(self) -> dict[str, Any]:
-        """Everything that decides a reply, and so keys the cache; never the key itself."""
+        """What produced the verdicts, to store beside them; never the key itself."""
         template = RUBRIC_PROMPT + self.policy
         return {
             "judge": self.name,
@@ -137,7 +139,8 @@ class RubricJudge:
     def judge(self, prompts: list[str], responses: list[str]) -> list[Verdict]:
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        identity = repr(sorted(self.config.items()))
+        # The cache key holds everything that decides a reply; where the key is read from does not.
+        identity = repr(sorted((k, v) for k, v in self.config.items() if k != "api_key_env"))
         keys = [cache_key(identity, prompt, response) for prompt, response in zip(prompts, responses)]
         todo = {
             key: render_prompt(prompt, response, self.policy)
@@ -146,7 +149,9 @@ class RubricJudge:
         }
         failures = self._request(todo)
         return [
-            _unknown(f"judge request failed: {failures[key]}") if key in failures else parse_reply(self.cache.get(key) or "")
+            _unknown(f"judge request failed: {failures[key]}")
+            if key in failures
+            else parse_reply(self.cache.get(key) or "")
             for key in keys
         ]
 

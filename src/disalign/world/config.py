@@ -81,8 +81,9 @@ class TrainConfig(_Strict):
     pretrain_lr: float = Field(3e-3, gt=0)
     align_steps: int = Field(150, ge=1)
     align_batch: int = Field(32, ge=1)
-    align_lr: float = Field(5e-4, gt=0)
+    align_lr: float = Field(2e-4, gt=0)
     dpo_beta: float = Field(0.1, gt=0)
+    dpo_nll_weight: float = Field(1.0, ge=0, description="NLL on the preferred response beside the DPO loss")
     unlearn_weight: float = Field(0.1, ge=0, description="weight of the ascent term on harmful outputs")
     threads: int = Field(2, ge=1)
 
@@ -101,9 +102,19 @@ class WorldConfig(_Strict):
     eval: EvalConfig = EvalConfig()
 
 
+# A smaller world and model that train in about a minute; the tests hold it to looser levels.
 QUICK_OVERRIDES: dict[str, Any] = {
-    "model": {"d_model": 64, "n_layers": 2, "n_heads": 4, "d_mlp": 192},
-    "train": {"pretrain_steps": 400, "align_steps": 80},
+    "world": {
+        "n_letters": 10,
+        "n_operators": 5,
+        "n_aliases": 1,
+        "unsafe_on_unsafe_dominant": 2,
+        "rules_per_type": 2,
+        "phrases": (2, 3),
+        "two_operator_share": 0.2,
+    },
+    "model": {"d_model": 64, "n_layers": 3, "n_heads": 4, "d_mlp": 192},
+    "train": {"pretrain_steps": 600, "pretrain_batch": 24, "align_steps": 80, "align_lr": 3e-4},
     "eval": {"n": 100},
 }
 

@@ -4,7 +4,9 @@ Plain PyTorch loops over a transformers model (nanoGPT-sized, readable in one si
 
     pretrain  next-token loss on packed documents of several episodes
     sft       supervised safety fine-tuning: unsafe -> refuse, safe -> the true output
-    dpo       DPO against the frozen base: preferred = refuse on unsafe, answer on safe
+    dpo       DPO against the frozen base: preferred = refuse on unsafe, answer on safe, plus
+              an NLL term on the preferred response (as in RPO): plain DPO can lower the
+              likelihood of both responses, and here that erased the safe tasks
     unlearn   NLL on the preferred response minus a small weight times NLL on the other
 
 Alignment losses count response tokens only (the assistant turn and its end token).
@@ -183,15 +185,16 @@ def align(model, world: World, method: str, config: TrainConfig, seed: int, refe
                 chosen = sequence_logprob(model, chosen_ids, chosen_labels)
                 rejected = sequence_logprob(model, rejected_ids, rejected_labels)
                 tokens += chosen_ids.numel() + rejected_ids.numel()
+                n_chosen = (chosen_labels != IGNORE).sum(-1)
+                n_rejected = (rejected_labels != IGNORE).sum(-1)
                 if method == "dpo":
                     with torch.no_grad():
                         ref_chosen = sequence_logprob(reference, chosen_ids, chosen_labels)
                         ref_rejected = sequence_logprob(reference, rejected_ids, rejected_labels)
                     margin = (chosen - ref_chosen) - (rejected - ref_rejected)
-                    loss = -F.logsigmoid(config.dpo_beta * margin).mean()
+                    anchor = (-chosen / n_chosen).mean()
+                    loss = -F.logsigmoid(config.dpo_beta * margin).mean() + config.dpo_nll_weight * anchor
                 else:
-                    n_chosen = (chosen_labels != IGNORE).sum(-1)
-                    n_rejected = (rejected_labels != IGNORE).sum(-1)
                     loss = (-chosen / n_chosen + config.unlearn_weight * rejected / n_rejected).mean()
             _step(optimizer, model, loss, _lr(step, config.align_steps, config.align_lr))
             losses.append(loss.item())

@@ -85,7 +85,7 @@ class Contrast:
 @dataclass(frozen=True)
 class Decoded:
     texts: list[str]
-    token_ids: torch.Tensor  # (batch, steps); pad after a sequence has ended
+    token_ids: torch.Tensor  # (batch, steps): the sampled ids, EOS included, then pad
     # (batch, steps, vocab): log-softmax of the mixed logits, before temperature and truncation.
     logprobs: torch.Tensor | None = field(default=None, repr=False)
 
@@ -143,8 +143,8 @@ def contrast_decode(
     eos_ids = torch.tensor(sorted(_eos_ids(contrast.streams)), dtype=torch.long, device=device)
     steps = sampling.max_new_tokens
 
-    with torch.inference_mode():
-        states = [_StreamState(stream, steps, pad_id) for stream in contrast.streams]
+    with torch.inference_mode(), contextlib.closing(_AdapterSwitch()) as adapters:
+        states = [_StreamState(stream, steps, pad_id, adapters) for stream in contrast.streams]
         _check_logit_widths(states)
         batch = contrast.size
         tokens = torch.full((batch, steps), pad_id, dtype=torch.long, device=device)
@@ -171,7 +171,8 @@ def contrast_decode(
                 finished |= _hit_stop_string(recent, finished, contrast.stop_strings, tokenizer)
             if done == steps or finished.all():
                 break
-            for state in states:
+            # Alternating the order lets consecutive adapter-off passes share one disable_adapter().
+            for state in reversed(states) if step % 2 == 0 else states:
                 state.advance(next_tokens)
 
     texts = [
@@ -188,7 +189,6 @@ def contrast_generate(
     on_batch: Callable[[int], None] | None = None,
 ) -> list[str]:
     """Decode all rows in batches of `sampling.batch_size`, seeded per batch like `core.generate`."""
-    check_compatible(contrast.streams)
     device = _device(contrast.streams[0].model)
     texts: list[str] = []
     for start in range(0, contrast.size, sampling.batch_size):
@@ -200,13 +200,38 @@ def contrast_generate(
     return texts
 
 
+class _AdapterSwitch:
+    """Switches PeftModel adapters off for the streams that need the base model, lazily.
+
+    `disable_adapter()` walks every module of the model, milliseconds per call, so its context
+    stays open for as long as consecutive forward passes want the adapter off.
+    """
+
+    def __init__(self) -> None:
+        self._disabled: dict[int, contextlib.ExitStack] = {}
+
+    def set(self, model, adapter_disabled: bool) -> None:
+        key = id(model)
+        if adapter_disabled and key not in self._disabled:
+            stack = contextlib.ExitStack()
+            stack.enter_context(model.disable_adapter())
+            self._disabled[key] = stack
+        elif not adapter_disabled and key in self._disabled:
+            self._disabled.pop(key).close()
+
+    def close(self) -> None:
+        while self._disabled:
+            self._disabled.popitem()[1].close()
+
+
 class _StreamState:
     """One stream's KV cache, attention mask and positions, advanced one token at a time."""
 
-    def __init__(self, stream: Stream, max_new_tokens: int, pad_id: int) -> None:
+    def __init__(self, stream: Stream, max_new_tokens: int, pad_id: int, adapters: _AdapterSwitch) -> None:
         from transformers import DynamicCache
 
         self.stream = stream
+        self.adapters = adapters
         self.device = _device(stream.model)
         prompt_ids, prompt_mask = _left_pad(stream.prompt_ids, pad_id, self.device)
         batch, self.length = prompt_ids.shape
@@ -225,17 +250,15 @@ class _StreamState:
         self.next_position = self.next_position + 1
 
     def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        model = self.stream.model
-        adapter_off = model.disable_adapter() if self.stream.adapter_disabled else contextlib.nullcontext()
-        with adapter_off:
-            output = model(
-                input_ids=input_ids,
-                attention_mask=self.mask[:, : self.length],
-                position_ids=position_ids,
-                past_key_values=self.cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
+        self.adapters.set(self.stream.model, self.stream.adapter_disabled)
+        output = self.stream.model(
+            input_ids=input_ids,
+            attention_mask=self.mask[:, : self.length],
+            position_ids=position_ids,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         return output.logits[:, -1, :]
 
 
@@ -294,9 +317,9 @@ def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
 
 
 def _check_logit_widths(states: Sequence[_StreamState]) -> None:
-    widths = {state.stream.name: state.logits.shape[-1] for state in states}
-    if len(set(widths.values())) > 1:
-        listed = ", ".join(f"{name} {width}" for name, width in widths.items())
+    widths = [(state.stream.name, state.logits.shape[-1]) for state in states]
+    if len({width for _, width in widths}) > 1:
+        listed = ", ".join(f"{name} {width}" for name, width in widths)
         raise UserError(f"models disagree on the vocabulary size (logit widths: {listed})")
 
 
@@ -361,8 +384,10 @@ def ed_contrast(
     base_tokenizer, aligned_tokenizer = _tokenizer_pair(tokenizers)
     if stop_strings is None:
         stop_strings = templates.BASE_STOP_STRINGS["urial"] if base_render is None else ()
-    base_render = base_render or with_system(templates.base_format("urial"), templates.MALICIOUS_SYSTEM_PROMPT)
-    aligned_render = aligned_render or with_system(templates.chat_format(aligned_tokenizer), None)
+    if base_render is None:
+        base_render = with_system(templates.base_format("urial"), templates.MALICIOUS_SYSTEM_PROMPT)
+    if aligned_render is None:
+        aligned_render = with_system(templates.chat_format(aligned_tokenizer), None)
     base_model, adapter_disabled = _base_runner(base, aligned)
     return Contrast(
         (
@@ -424,25 +449,27 @@ def method_streams(
         stop_strings = templates.BASE_STOP_STRINGS["urial"] if default_base else ()
     base_format = base_format or templates.base_format("urial")
     aligned_format = aligned_format or templates.chat_format(aligned_tokenizer)
-    base_malicious = with_system(base_format, templates.MALICIOUS_SYSTEM_PROMPT)
+    malicious, benign = templates.MALICIOUS_SYSTEM_PROMPT, templates.BENIGN_SYSTEM_PROMPT
+    if method == "ed":
+        base_render, aligned_render = with_system(base_format, malicious), with_system(aligned_format, None)
+        return ed_contrast(
+            base, aligned, tokenizers, queries, alpha, base_render, aligned_render, stop_strings=stop_strings
+        )
+    if method == "align_mp":
+        render = with_system(aligned_format, malicious)
+        aligned_stream = _stream(aligned, aligned_tokenizer, render, queries, 1.0, "aligned")
+        return Contrast((aligned_stream,), tuple(stop_strings))
+
     base_model, adapter_disabled = _base_runner(base, aligned)
 
-    def base_stream(render: Renderer, coefficient: float, name: str) -> Stream:
+    def base_stream(system: str, coefficient: float, name: str) -> Stream:
+        render = with_system(base_format, system)
         return _stream(base_model, base_tokenizer, render, queries, coefficient, name, adapter_disabled)
 
-    if method == "ed":
-        aligned_default = with_system(aligned_format, None)
-        return ed_contrast(
-            base, aligned, tokenizers, queries, alpha, base_malicious, aligned_default, stop_strings=stop_strings
-        )
     if method == "base_mp":
-        streams = (base_stream(base_malicious, 1.0, "base"),)
-    elif method == "align_mp":
-        aligned_malicious = with_system(aligned_format, templates.MALICIOUS_SYSTEM_PROMPT)
-        streams = (_stream(aligned, aligned_tokenizer, aligned_malicious, queries, 1.0, "aligned"),)
+        streams = (base_stream(malicious, 1.0, "base"),)
     else:
-        base_benign = with_system(base_format, templates.BENIGN_SYSTEM_PROMPT)
-        streams = (base_stream(base_malicious, 1 + alpha, "base|MP"), base_stream(base_benign, -alpha, "base|BP"))
+        streams = (base_stream(malicious, 1 + alpha, "base|MP"), base_stream(benign, -alpha, "base|BP"))
     return Contrast(streams, tuple(stop_strings))
 
 
@@ -456,7 +483,9 @@ def _stream(
     adapter_disabled: bool = False,
 ) -> Stream:
     prompts = [render(query) for query in queries]
-    return Stream.from_prompts(model, tokenizer, prompts, coefficient, name=name, adapter_disabled=adapter_disabled)
+    return Stream.from_prompts(
+        model, tokenizer, prompts, coefficient, name=name, adapter_disabled=adapter_disabled
+    )
 
 
 def _base_runner(base, aligned) -> tuple[Any, bool]:

@@ -54,17 +54,19 @@ def render_base(query: str, system: str | None = None, template: str = "urial") 
 def render_chat(tokenizer, query: str, system: str | None = None) -> str:
     """A query through the tokenizer's chat template, ready for the assistant turn.
 
-    Some chat templates (Gemma, Mistral v0.1) raise on a system message; the query then goes
-    in alone rather than failing the whole run.
+    Some chat templates (Gemma, Mistral v0.1) reject a system message; the system prompt then
+    opens the user turn instead, as the paper does for Mistral's guardrail prompt.
     """
-    user = [{"role": "user", "content": query}]
-    if system:
-        try:
-            return _apply_chat_template(tokenizer, [{"role": "system", "content": system}, *user])
-        except Exception as err:  # jinja2 raises TemplateError via raise_exception(); others vary
-            if "system" not in str(err).lower():
-                raise
-    return _apply_chat_template(tokenizer, user)
+    from jinja2 import TemplateError
+
+    if not system:
+        return _apply_chat_template(tokenizer, [{"role": "user", "content": query}])
+    try:
+        return _apply_chat_template(
+            tokenizer, [{"role": "system", "content": system}, {"role": "user", "content": query}]
+        )
+    except TemplateError:
+        return _apply_chat_template(tokenizer, [{"role": "user", "content": f"{system}\n\n{query}"}])
 
 
 def base_format(template: str = "urial") -> PromptFormat:

@@ -1,0 +1,112 @@
+"""Judge throughput: keyword and refusal judges on one core, and the rubric judge's request
+concurrency against a local chat server that takes 20 ms per request.
+
+Prints one line per figure, then the figures as one JSON object on the last line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from disalign.judges import get_judge
+
+N_RESPONSES = 100_000
+N_RUBRIC_REQUESTS = 160
+SERVER_DELAY_S = 0.02
+_WORDS = (
+    "the a to of and you can then first next step mix heat water file open data process use with "
+    "carefully measure add remove until finally result should will make sure this that it is"
+).split()
+_OPENINGS = ("I'm sorry, but I can't help with that. ", "I cannot provide that. ", "Sure, here is how: ", "", "", "")
+
+
+def synthetic_responses(n: int, seed: int = 0) -> list[str]:
+    """About a third open with a refusal; the rest are 40-80 words of plain text."""
+    rng = random.Random(seed)
+    return [
+        rng.choice(_OPENINGS) + " ".join(rng.choices(_WORDS, k=rng.randint(40, 80))) + "."
+        for _ in range(n)
+    ]
+
+
+def responses_per_second(judge_name: str, responses: list[str], repeats: int = 3) -> float:
+    judge = get_judge(judge_name)
+    prompts = [""] * len(responses)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        judge.judge(prompts, responses)
+        best = min(best, time.perf_counter() - start)
+    return len(responses) / best
+
+
+class _SlowChatHandler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(SERVER_DELAY_S)
+        reply = {"choices": [{"message": {"role": "assistant", "content": "#thereason: ok\n#thescore: 1"}}]}
+        payload = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+def rubric_requests_per_second(base_url: str, concurrency: int) -> float:
+    prompts = [f"instruction {i}" for i in range(N_RUBRIC_REQUESTS)]
+    responses = [f"response {i}" for i in range(N_RUBRIC_REQUESTS)]
+    with tempfile.TemporaryDirectory() as cache_dir:  # an empty cache: every pair is a request
+        judge = get_judge("rubric", base_url=base_url, model="bench", concurrency=concurrency, cache_dir=cache_dir)
+        start = time.perf_counter()
+        verdicts = judge.judge(prompts, responses)
+        elapsed = time.perf_counter() - start
+    assert all(v.score == 1.0 for v in verdicts)
+    return N_RUBRIC_REQUESTS / elapsed
+
+
+def main() -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # the judges' figures are per core
+    responses = synthetic_responses(N_RESPONSES)
+    figures = {
+        "keyword_responses_per_s": responses_per_second("keyword", responses),
+        "refusal_responses_per_s": responses_per_second("refusal", responses),
+    }
+    for name in ("keyword", "refusal"):
+        rate = figures[f"{name}_responses_per_s"]
+        print(f"{name} judge: {rate:,.0f} responses/s on one core ({N_RESPONSES:,} responses)")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowChatHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        for concurrency in (1, 16):
+            rate = rubric_requests_per_second(base_url, concurrency)
+            figures[f"rubric_requests_per_s_concurrency_{concurrency}"] = rate
+            print(
+                f"rubric judge, {concurrency:>2} at a time: {rate:,.1f} requests/s "
+                f"({N_RUBRIC_REQUESTS} requests, server takes {SERVER_DELAY_S * 1000:.0f} ms each)"
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+    figures["rubric_speedup_16_vs_1"] = figures["rubric_requests_per_s_concurrency_16"] / figures[
+        "rubric_requests_per_s_concurrency_1"
+    ]
+    print(f"rubric speed-up with 16 concurrent requests: {figures['rubric_speedup_16_vs_1']:.1f}x")
+    print(json.dumps({key: round(value, 1) for key, value in figures.items()}))
+
+
+if __name__ == "__main__":
+    main()
