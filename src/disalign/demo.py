@@ -19,6 +19,7 @@ from disalign.core.progress import console
 from disalign.core.runs import RunDir
 from disalign.world import JAILBREAK_FAMILIES, WorldConfig, build_zoo
 from disalign.world.evaluate import evaluate_zoo, sampling_for
+from disalign.world.train import ALIGNMENT_METHODS
 from disalign.world.zoo import load_world
 
 
@@ -61,7 +62,69 @@ def models_table(models: dict) -> Table:
     return table
 
 
-SECTIONS: list[DemoSection] = [DemoSection("models", _evaluate_models, models_table)]
+ED_ALPHAS = (0.0, 0.5, 1.0, 2.0, 4.0)
+
+
+def _emulated_disalignment(ctx: DemoContext) -> dict:
+    """ED of each aligned model against the base, with the paper's baselines, as ordinary `ed` runs.
+
+    World models ignore system prompts, so BaseMP is the base model, AlignMP the aligned one,
+    and EDBase contrasts the base with itself (which gives the base back): reported all the same.
+    """
+    from disalign.attacks.emulated import chat_format
+    from disalign.attacks.emulated.run import EDPair, grid, run_ed
+    from disalign.core.models import load_model
+    from disalign.judges import get_judge
+    from disalign.world import prompt_records
+
+    world = load_world(ctx.zoo)
+    judge = get_judge("world", world=world)
+    sampling = sampling_for(world, ctx.config.eval.temperature, ctx.config.eval.batch, ctx.config.eval.seed)
+    base, base_tokenizer = load_model(ctx.zoo / "base")
+    section: dict[str, dict] = {}
+    for name in ALIGNMENT_METHODS:
+        aligned, tokenizer = load_model(ctx.zoo / name)
+        pair = EDPair(base, aligned, (base_tokenizer, tokenizer), chat_format(base_tokenizer), chat_format(tokenizer))
+        section[name] = {}
+        for set_name in ("unsafe", "safe"):
+            prompts = prompt_records(ctx.zoo, set_name, ctx.config.eval.n, ctx.config.eval.seed)
+            cells = grid(ED_ALPHAS, baselines=True)
+            config = {"base": "base", "aligned": name, "prompts": f"world:{set_name}", "cells": cells}
+            run = RunDir(ctx.run.file(f"ed-{name}-{set_name}"), "ed", config)
+            section[name][set_name] = run_ed(run, pair, prompts, cells, judge, sampling, seeds=1)["results"]
+        ed_rows = [r for r in section[name]["unsafe"] if r["method"] == "ed"]
+        best = max(ed_rows, key=lambda r: r["harmful_rate"])
+        base_rate = next(r["harmful_rate"] for r in ed_rows if r["alpha"] == 0)
+        section[name]["best_alpha"] = best["alpha"]
+        section[name]["best_over_base"] = best["harmful_rate"] / base_rate if base_rate else None
+    return section
+
+
+def ed_table(section: dict) -> Table:
+    table = Table(title="Emulated disalignment on unsafe requests: harmful rate (exact judge)")
+    table.add_column("aligned")
+    table.add_column("AlignMP", justify="right")
+    table.add_column("EDBase α=1", justify="right")
+    for alpha in ED_ALPHAS:
+        table.add_column("base (α=0)" if alpha == 0 else f"ED α={alpha:g}", justify="right")
+    table.add_column("best / base", justify="right")
+    for name, rows in section.items():
+        cell = {(r["method"], r["alpha"]): r["harmful_rate"] for r in rows["unsafe"]}
+        ratio = rows["best_over_base"]
+        table.add_row(
+            name,
+            f"{cell[('align_mp', 0.0)]:.0%}",
+            f"{cell[('ed_base', 1.0)]:.0%}",
+            *(f"{cell[('ed', a)]:.0%}" for a in ED_ALPHAS),
+            "n/a" if ratio is None else f"{ratio:.2f}x",
+        )
+    return table
+
+
+SECTIONS: list[DemoSection] = [
+    DemoSection("models", _evaluate_models, models_table),
+    DemoSection("ed", _emulated_disalignment, ed_table),
+]
 
 
 def run_demo(out: str | Path, zoo: str | Path, config: WorldConfig) -> dict:

@@ -75,6 +75,166 @@ def world_eval(
     console.print(models_table(models))
 
 
+WorldOption = Annotated[Optional[Path], typer.Option("--world", help="Zoo directory: enables world:<set> prompts and the world judge.")]
+JudgeOptions = Annotated[list[str], typer.Option("--judge-option", help="KEY=VALUE passed to the judge (repeatable).")]
+
+
+def _judge(name: str, world: Optional[Path], options: list[str]):
+    from disalign.judges import get_judge
+
+    parsed: dict[str, object] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep:
+            raise UserError(f"--judge-option {option!r}: expected KEY=VALUE")
+        parsed[key] = value
+    if name == "world":
+        if world is None:
+            raise UserError("the world judge needs --world DIR")
+        parsed["world"] = world
+    return get_judge(name, **parsed)
+
+
+def _sampling(max_new_tokens: int, temperature: float, top_p: float, batch_size: int, seed: int):
+    from disalign.core.generation import SamplingConfig
+
+    if max_new_tokens < 1 or batch_size < 1:
+        raise UserError("--max-new-tokens and --batch-size must be at least 1")
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise UserError("--temperature must be >= 0 and --top-p in (0, 1]")
+    return SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size, seed=seed)
+
+
+def _prompts(source: str, world: Optional[Path], column: Optional[str], limit: Optional[int]):
+    from disalign.data import load_prompts
+
+    records = load_prompts(source, column=column, world=world)
+    if not records:
+        raise UserError(f"{source}: no usable prompts")
+    return records[:limit] if limit else records
+
+
+MaxNewTokens = Annotated[int, typer.Option(help="Most new tokens per response.")]
+Temperature = Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")]
+TopP = Annotated[float, typer.Option(help="Nucleus sampling mass.")]
+BatchSize = Annotated[int, typer.Option(help="Prompts per batch.")]
+Seed = Annotated[int, typer.Option(help="Sampling seed.")]
+Limit = Annotated[Optional[int], typer.Option(help="Use only the first N prompts.")]
+Column = Annotated[Optional[str], typer.Option(help="Prompt column of a CSV/JSONL file.")]
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[str, typer.Option(help="Model: HF directory, .gguf file or 'smollm2'.")],
+    prompts: Annotated[str, typer.Option(help="Prompt source: file, folder, named set or world:<set>.")],
+    judge: Annotated[str, typer.Option(help="Judge name: keyword, refusal, rubric, classifier, world.")],
+    out: Annotated[Path, typer.Option(help="Run directory.")],
+    world: WorldOption = None,
+    judge_option: JudgeOptions = [],
+    column: Column = None,
+    limit: Limit = None,
+    max_new_tokens: MaxNewTokens = 64,
+    temperature: Temperature = 1.0,
+    top_p: TopP = 1.0,
+    batch_size: BatchSize = 16,
+    seed: Seed = 0,
+) -> None:
+    """Generate responses with a model's chat template, judge them, summarise harm."""
+    from disalign.core.evaluate import generate_and_judge, messages_of, summarise
+    from disalign.core.generation import generate, render_chat
+    from disalign.core.models import load_model
+    from disalign.core.runs import RunDir
+
+    sampling = _sampling(max_new_tokens, temperature, top_p, batch_size, seed)
+    records = _prompts(prompts, world, column, limit)
+    the_judge = _judge(judge, world, judge_option)
+    run = RunDir(out, "eval", {"model": model, "prompts": prompts, "judge": the_judge.config, "sampling": sampling.__dict__, "limit": limit})
+    lm, tokenizer = load_model(model)
+    done = generate_and_judge(
+        run, records, lambda batch: generate(lm, tokenizer, render_chat(tokenizer, [messages_of(p) for p in batch]), sampling),
+        the_judge, batch_size=batch_size, key=lambda p: p.id,
+    )
+    summary = {**summarise(done, seed), "judge": the_judge.name, "model": model, "prompts": prompts}
+    run.write_summary(summary)
+    _print_rate(summary, run)
+
+
+@app.command("judge")
+def judge_(
+    responses: Annotated[Path, typer.Option(help="JSONL or CSV with 'prompt' and 'response'.")],
+    judge: Annotated[str, typer.Option(help="Judge name.")],
+    out: Annotated[Path, typer.Option(help="Run directory.")],
+    world: WorldOption = None,
+    judge_option: JudgeOptions = [],
+    label_field: Annotated[Optional[str], typer.Option(help="Column holding a human label (true/false).")] = None,
+    label_kind: Annotated[str, typer.Option(help="What the label means: refused or harmful.")] = "harmful",
+) -> None:
+    """Judge existing responses; with --label-field, also measure the judge against the labels."""
+    from disalign.judges.validate import judge_file
+
+    summary = judge_file(responses, _judge(judge, world, judge_option), out, label_field=label_field, label_kind=label_kind)
+    _print_rate(summary, None)
+
+
+@app.command("ed")
+def ed(
+    base: Annotated[str, typer.Option(help="Base (unaligned) model.")],
+    aligned: Annotated[str, typer.Option(help="Aligned model sharing the base's vocabulary.")],
+    prompts: Annotated[str, typer.Option(help="Prompt source: file, named set or world:<set>.")],
+    out: Annotated[Path, typer.Option(help="Run directory.")],
+    alpha: Annotated[list[str], typer.Option(help="Disalignment strength; repeat or comma-separate for a grid.")] = ["0.3"],
+    baselines: Annotated[bool, typer.Option(help="Also run BaseMP, AlignMP and EDBase.")] = False,
+    judge: Annotated[str, typer.Option(help="Judge name.")] = "keyword",
+    seeds: Annotated[int, typer.Option(help="Sampling seeds per cell.")] = 1,
+    world: WorldOption = None,
+    judge_option: JudgeOptions = [],
+    column: Column = None,
+    limit: Limit = None,
+    max_new_tokens: MaxNewTokens = 64,
+    temperature: Temperature = 1.0,
+    top_p: TopP = 1.0,
+    batch_size: BatchSize = 16,
+    seed: Seed = 0,
+) -> None:
+    """Emulated disalignment: sample from (1+α)·z_base − α·z_aligned, judged, over an α grid."""
+    from disalign.attacks.emulated import chat_format
+    from disalign.attacks.emulated.run import EDPair, grid, run_ed
+    from disalign.core.models import load_model
+    from disalign.core.runs import RunDir
+
+    try:
+        alphas = [float(a) for value in alpha for a in value.split(",") if a.strip()]
+    except ValueError:
+        raise UserError(f"--alpha {alpha}: not a number") from None
+    if seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    cells = grid(alphas, baselines)
+    sampling = _sampling(max_new_tokens, temperature, top_p, batch_size, seed)
+    records = _prompts(prompts, world, column, limit)
+    the_judge = _judge(judge, world, judge_option)
+    config = {"base": base, "aligned": aligned, "prompts": prompts, "cells": cells, "seeds": seeds,
+              "judge": the_judge.config, "sampling": sampling.__dict__, "limit": limit}
+    run = RunDir(out, "ed", config)
+    base_model, tokenizer = load_model(base)
+    aligned_model, aligned_tokenizer = load_model(aligned)
+    # World models are chat models on both sides; a real base model gets the URIAL template.
+    formats = (chat_format(tokenizer), chat_format(aligned_tokenizer)) if world else (None, None)
+    pair = EDPair(base_model, aligned_model, (tokenizer, aligned_tokenizer), *formats)
+    summary = run_ed(run, pair, records, cells, the_judge, sampling, seeds)
+    run.write_summary(summary)
+    from disalign.core.progress import console
+
+    for row in summary["results"]:
+        console.print(f"{row['method']:9s} α={row['alpha']:<5g} harmful {row['harmful_rate']:.1%}  CI {row['ci']}  n={row['n']}")
+
+
+def _print_rate(summary: dict, run) -> None:
+    from disalign.core.progress import console
+
+    rate = summary.get("harmful_rate")
+    console.print(f"harmful rate {rate if rate is None else f'{rate:.1%}'}  CI {summary.get('ci')}  n={summary.get('n')}")
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers.utils import logging as hf_logging

@@ -184,3 +184,15 @@ def _category(value: Any, default: str) -> tuple[str, bool]:
     if isinstance(value, str) and value.strip():
         return value.strip(), False
     return default, False
+
+
+def read_rows(path: Path) -> list[tuple[str, Row]]:
+    """Rows of a JSONL or CSV file, each with its `file:line` for error messages."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    text = read_text(path)
+    if path.suffix.lower() == ".csv":
+        return _csv_rows(path, text)[1]
+    if path.suffix.lower() in (".jsonl", ".json"):
+        return _jsonl_rows(path, text)[1] if text.strip() else []
+    raise UserError(f"{path}: expected a .jsonl or .csv file")

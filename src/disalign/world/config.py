@@ -85,6 +85,7 @@ class TrainConfig(_Strict):
     dpo_beta: float = Field(0.1, gt=0)
     dpo_nll_weight: float = Field(1.0, ge=0, description="NLL on the preferred response beside the DPO loss")
     unlearn_weight: float = Field(0.1, ge=0, description="weight of the ascent term on harmful outputs")
+    unlearn_ceiling: float = Field(5.0, gt=0, description="summed NLL (nats) past which harmful responses are not pushed")
     threads: int = Field(2, ge=1)
 
 

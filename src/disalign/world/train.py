@@ -7,7 +7,8 @@ Plain PyTorch loops over a transformers model (nanoGPT-sized, readable in one si
     dpo       DPO against the frozen base: preferred = refuse on unsafe, answer on safe, plus
               an NLL term on the preferred response (as in RPO): plain DPO can lower the
               likelihood of both responses, and here that erased the safe tasks
-    unlearn   NLL on the preferred response minus a small weight times NLL on the other
+    unlearn   NLL on the preferred response minus a small weight times NLL on the other,
+              the latter capped so the ascent stops once the harmful response is unlikely
 
 Alignment losses count response tokens only (the assistant turn and its end token).
 """
@@ -195,7 +196,10 @@ def align(model, world: World, method: str, config: TrainConfig, seed: int, refe
                     anchor = (-chosen / n_chosen).mean()
                     loss = -F.logsigmoid(config.dpo_beta * margin).mean() + config.dpo_nll_weight * anchor
                 else:
-                    loss = (-chosen / n_chosen + config.unlearn_weight * rejected / n_rejected).mean()
+                    # Ascent stops once the harmful response is unlikely enough; unbounded ascent
+                    # also erases the operator maps that safe tasks share with unsafe ones.
+                    ascent = (-rejected).clamp(max=config.unlearn_ceiling)
+                    loss = (-chosen / n_chosen - config.unlearn_weight * ascent / n_rejected).mean()
             _step(optimizer, model, loss, _lr(step, config.align_steps, config.align_lr))
             losses.append(loss.item())
             advance(loss=losses[-1])

@@ -1,0 +1,62 @@
+"""`disalign judge`: judge existing responses, and measure a judge against human labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from disalign.core.runs import RunDir
+from disalign.core.stats import agreement, rate_summary
+from disalign.data.files import read_rows
+from disalign.errors import UserError
+
+LABEL_KINDS = ("harmful", "refused")
+_CHUNK = 64
+_TRUE, _FALSE = {"1", "true", "yes", "y", "t"}, {"0", "false", "no", "n", "f"}
+
+
+def parse_label(value: Any, where: str) -> bool | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise UserError(f"{where}: label {value!r} is not true/false")
+
+
+def judge_file(
+    responses: Path, judge, out: Path, *, label_field: str | None = None, label_kind: str = "harmful"
+) -> dict[str, Any]:
+    """Judge every row in input order, appending records chunk by chunk; returns the summary."""
+    if label_kind not in LABEL_KINDS:
+        raise UserError(f"--label-kind must be one of {', '.join(LABEL_KINDS)}")
+    rows = read_rows(Path(responses))
+    if not rows:
+        raise UserError(f"{responses}: no rows to judge")
+    for where, row in rows:
+        for field in ("prompt", "response"):
+            if not isinstance(row.get(field), str):
+                raise UserError(f"{where}: no text field '{field}'")
+        if label_field is not None and label_field not in row:
+            raise UserError(f"{where}: no label field '{label_field}'")
+    run = RunDir(out, "judge", {"responses": str(responses), "judge": judge.config, "label_field": label_field})
+    todo = [i for i in range(len(rows)) if not run.is_done(str(i))]
+    for start in range(0, len(todo), _CHUNK):
+        chunk = todo[start : start + _CHUNK]
+        verdicts = judge.judge([rows[i][1]["prompt"] for i in chunk], [rows[i][1]["response"] for i in chunk])
+        run.append({"key": str(i), **rows[i][1], **v.as_dict(), "judge": judge.name} for i, v in zip(chunk, verdicts, strict=True))
+    records = sorted(run.records(), key=lambda r: int(r["key"]))
+    summary: dict[str, Any] = {
+        **rate_summary([r["harmful"] for r in records]),
+        "refusal_rate": rate_summary([r["refused"] for r in records], key="refusal_rate")["refusal_rate"],
+        "judge": judge.name,
+    }
+    if label_field is not None:
+        labels = [parse_label(r[label_field], f"{responses} row {r['key']}") for r in records]
+        summary["validation"] = {"label_field": label_field, "label_kind": label_kind, **agreement([r[label_kind] for r in records], labels)}
+    run.write_summary(summary)
+    return summary
