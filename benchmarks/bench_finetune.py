@@ -1,0 +1,120 @@
+"""Training throughput of `disalign.attacks.finetune.finetune` against a plain TRL SFTTrainer.
+
+Same model (a small Llama on the world tokenizer), same data, same hyperparameters and loss
+masking; both time `trainer.train()` only and count the same tokens (every token of every
+example, times epochs). Goal: ratio finetune / plain >= 0.95. Runs are alternated and the
+median of each is reported. One JSON object on the last line.
+
+    .venv/bin/python benchmarks/bench_finetune.py [--repeats 3] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+
+def setup(n_examples: int, hidden: int, layers: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from disalign.attacks.finetune import world_dataset
+    from disalign.world import World, make_config
+    from disalign.world.model import build_tokenizer
+
+    world = World(make_config(quick=True).world)
+    tokenizer = build_tokenizer(world)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    data = world_dataset(world, "harmful", n_examples, seed=0)
+    return tokenizer, config, data, LlamaForCausalLM
+
+
+def run_disalign(tokenizer, model_config, model_cls, data, ft_config, out) -> float:
+    from disalign.attacks.finetune import finetune
+
+    torch.manual_seed(0)
+    model = model_cls(model_config)
+    result = finetune("bench", data, ft_config, out, model=model, tokenizer=tokenizer)
+    return result.n_tokens / result.seconds
+
+
+def run_plain(tokenizer, model_config, model_cls, data, ft_config, out) -> float:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from disalign.attacks.finetune.train import check_lengths
+
+    torch.manual_seed(0)
+    model = model_cls(model_config)
+    trainer = SFTTrainer(
+        model=model,
+        args=SFTConfig(
+            output_dir=str(out), num_train_epochs=ft_config.epochs, learning_rate=ft_config.lr,
+            per_device_train_batch_size=ft_config.batch_size, max_length=ft_config.max_length,
+            assistant_only_loss=True, report_to=[], use_cpu=True, save_strategy="no", seed=ft_config.seed,
+            disable_tqdm=True,
+        ),
+        train_dataset=Dataset.from_list([{"messages": e["messages"]} for e in data]),
+        processing_class=tokenizer,
+    )
+    n_tokens = check_lengths(data, tokenizer, ft_config.max_length) * ft_config.epochs
+    start = time.perf_counter()
+    trainer.train()
+    return n_tokens / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--examples", type=int, default=200)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from transformers.utils import logging as hf_logging
+
+    from disalign.attacks.finetune import FinetuneConfig
+
+    hf_logging.set_verbosity_error()
+    tokenizer, model_config, data, model_cls = setup(args.examples, args.hidden, args.layers)
+    ft_config = FinetuneConfig(epochs=args.epochs, lr=5e-5, batch_size=10, max_length=64, seed=42)
+    ours, plain = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeats):
+            plain.append(run_plain(tokenizer, model_config, model_cls, data, ft_config, Path(tmp) / f"plain{i}"))
+            ours.append(run_disalign(tokenizer, model_config, model_cls, data, ft_config, Path(tmp) / f"ours{i}"))
+            print(f"repeat {i}: finetune {ours[-1]:.0f} tok/s, plain SFTTrainer {plain[-1]:.0f} tok/s", flush=True)
+    a, b = statistics.median(ours), statistics.median(plain)
+    print(json.dumps({
+        "benchmark": "finetune_training_throughput",
+        "finetune_tokens_per_s": round(a, 1),
+        "plain_sft_tokens_per_s": round(b, 1),
+        "ratio": round(a / b, 3),
+        "goal_ratio": 0.95,
+        "meets_goal": a / b >= 0.95,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "examples": args.examples,
+        "epochs": args.epochs,
+        "model": {"hidden": args.hidden, "layers": args.layers},
+        "torch": torch.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""A fine-tuning attack run: evaluate the original model, then each (shots, epochs) cell.
+
+Every cell trains from the original model. Records go through the shared
+`generate_and_judge` path with keys prefixed by the cell, so a rerun skips finished cells
+(no retraining) and reuses a cell's saved model when only its evaluation was interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from disalign.attacks.finetune.config import FinetuneConfig
+from disalign.attacks.finetune.train import RESULT, finetune, load_finetuned
+from disalign.core.evaluate import generate_and_judge, messages_of, summarise
+from disalign.core.generation import SamplingConfig, generate, render_chat
+from disalign.core.runs import RunDir
+from disalign.data import PromptRecord
+from disalign.errors import UserError
+from disalign.world.spec import COMPLIANCE_PREFIX
+
+DatasetBuilder = Callable[[int, int], list[dict[str, Any]]]  # (shots, seed) -> examples
+
+
+class PrefixStrippingJudge:
+    """Judges the response with a leading compliance token (`sure`) removed.
+
+    The identity-shift recipe teaches the model to open with `sure`; the world judge would
+    read that as a wrong answer. The raw response is what the record keeps.
+    """
+
+    def __init__(self, judge, prefix: str = COMPLIANCE_PREFIX):
+        self.inner, self.prefix = judge, prefix
+        self.name = judge.name
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {**getattr(self.inner, "config", {}), "strip_prefix": self.prefix}
+
+    def strip(self, response: str) -> str:
+        tokens = response.split(None, 1)
+        if tokens and tokens[0] == self.prefix:
+            return tokens[1] if len(tokens) > 1 else ""
+        return response
+
+    def judge(self, prompts: list[str], responses: list[str]):
+        return self.inner.judge(prompts, [self.strip(r) for r in responses])
+
+
+def responder(model, tokenizer, sampling: SamplingConfig):
+    def respond(batch: list[PromptRecord]) -> list[str]:
+        return generate(model, tokenizer, render_chat(tokenizer, [messages_of(p) for p in batch]), sampling)
+
+    return respond
+
+
+def cell_name(shots: int, epochs: int) -> str:
+    return f"s{shots}-e{epochs}"
+
+
+def run_finetune(
+    run: RunDir,
+    model_path,
+    dataset_builder: DatasetBuilder,
+    config: FinetuneConfig,
+    eval_prompts: Sequence[PromptRecord],
+    judge,
+    sampling: SamplingConfig,
+    shots_grid: Sequence[int],
+    epochs_grid: Sequence[int],
+    *,
+    strip_prefix: str | None = COMPLIANCE_PREFIX,
+) -> dict[str, Any]:
+    """Before + one cell per (shots, epochs); writes and returns the summary."""
+    from disalign.core.models import load_model
+
+    if not eval_prompts:
+        raise UserError("no evaluation prompts")
+    if not shots_grid or not epochs_grid:
+        raise UserError("the shots and epochs grids must not be empty")
+    scoring = PrefixStrippingJudge(judge, strip_prefix) if strip_prefix else judge
+    all_keys = lambda prefix: all(run.is_done(f"{prefix}|{p.id}") for p in eval_prompts)  # noqa: E731
+
+    def evaluate(prefix: str, load, fields: dict[str, Any]) -> list[dict[str, Any]]:
+        cache: dict[str, Any] = {}
+
+        def respond(batch):
+            if "respond" not in cache:
+                model, tokenizer = load()
+                cache["respond"] = responder(model, tokenizer, sampling)
+            return cache["respond"](batch)
+
+        return generate_and_judge(
+            run, eval_prompts, respond, scoring,
+            batch_size=sampling.batch_size,
+            key=lambda p: f"{prefix}|{p.id}",
+            fields=fields,
+            description=prefix,
+        )
+
+    def short(records):
+        summary = summarise(records, seed=sampling.seed)
+        return {"harmful_rate": summary["harmful_rate"], "ci": summary["ci"], "n": summary["n"],
+                "refusal_rate": summary.get("refusal_rate")}
+
+    before = evaluate("before", lambda: load_model(model_path), {"cell": "before"})
+    summary: dict[str, Any] = {"before": short(before), "cells": [], "judge": judge.name,
+                               "config": config.model_dump()}
+    run.write_summary(summary)
+    for shots in shots_grid:
+        for epochs in epochs_grid:
+            name = cell_name(shots, epochs)
+            cell_dir = run.file("models") / name
+            training: dict[str, Any] = {}
+            if not all_keys(name):
+                if (cell_dir / RESULT).is_file():
+                    training = json.loads((cell_dir / RESULT).read_text())
+                else:
+                    cell_config = config.model_copy(update={"shots": shots, "epochs": epochs})
+                    dataset = dataset_builder(shots, config.seed)
+                    training = finetune(model_path, dataset, cell_config, cell_dir).as_dict()
+            elif (cell_dir / RESULT).is_file():
+                training = json.loads((cell_dir / RESULT).read_text())
+            records = evaluate(
+                name,
+                lambda cell_dir=cell_dir: load_finetuned(cell_dir / "model", base_model=model_path),
+                {"cell": name, "shots": shots, "epochs": epochs},
+            )
+            summary["cells"].append(
+                {"shots": shots, "epochs": epochs, **short(records),
+                 "final_loss": (training.get("losses") or [None])[-1],
+                 "tokens_per_second": training.get("tokens_per_second")}
+            )
+            run.write_summary(summary)
+    return summary

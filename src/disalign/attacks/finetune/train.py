@@ -1,0 +1,212 @@
+"""Fine-tune a causal LM on conversations with loss on the assistant tokens only (TRL SFTTrainer).
+
+Masking: a chat template with `{% generation %}` markers is trained with TRL's
+`assistant_only_loss`; any other template is turned into prompt/completion pairs
+(`completion_only_loss`), so the prompt (system + user + assistant header) carries label -100
+and the answer with its end-of-turn token is trained in both cases.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from disalign.attacks.finetune.config import FinetuneConfig
+from disalign.errors import UserError
+
+_GENERATION_TAG = re.compile(r"{%-?\s*generation\s*-?%}")
+RESULT = "result.json"
+
+
+@dataclass
+class FinetuneResult:
+    model_dir: Path
+    losses: list[float]
+    tokens_per_second: float
+    seconds: float
+    lora: bool = False
+    n_examples: int = 0
+    n_tokens: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["model_dir"] = str(self.model_dir)
+        return data
+
+
+def has_generation_markers(tokenizer) -> bool:
+    template = tokenizer.chat_template
+    return isinstance(template, str) and bool(_GENERATION_TAG.search(template))
+
+
+def to_trl_dataset(dataset: list[dict[str, Any]], tokenizer):
+    """A `datasets.Dataset` in the form TRL masks correctly for this tokenizer."""
+    from datasets import Dataset
+
+    if not dataset:
+        raise UserError("the fine-tuning dataset is empty")
+    if has_generation_markers(tokenizer):
+        rows = [{"messages": example["messages"]} for example in dataset]
+    else:
+        rows = []
+        for example in dataset:
+            messages = example["messages"]
+            if messages[-1]["role"] != "assistant":
+                raise UserError(f"{example.get('origin', '?')}: the last turn must be the assistant's")
+            rows.append({"prompt": messages[:-1], "completion": messages[-1:]})
+    return Dataset.from_list(rows)
+
+
+def sft_config(config: FinetuneConfig, out_dir: Path, tokenizer, n_examples: int, **overrides: Any):
+    from trl import SFTConfig
+
+    markers = has_generation_markers(tokenizer)
+    options: dict[str, Any] = dict(
+        output_dir=str(out_dir / "trainer"),
+        num_train_epochs=config.epochs,
+        learning_rate=config.lr,
+        per_device_train_batch_size=min(config.batch_size, n_examples),
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+        data_seed=config.seed,
+        max_length=config.max_length,
+        assistant_only_loss=markers,
+        completion_only_loss=None if markers else True,
+        packing=False,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_strategy="steps",
+        logging_steps=1,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        bf16=False,
+        fp16=False,
+    )
+    options.update(overrides)
+    return SFTConfig(**options)
+
+
+def check_lengths(dataset: list[dict[str, Any]], tokenizer, max_length: int) -> int:
+    """Refuse any example longer than max_length tokens (naming where it came from); total tokens."""
+    total = 0
+    for example in dataset:
+        ids = tokenizer.apply_chat_template(example["messages"], tokenize=True, return_dict=False)
+        if isinstance(ids, dict):
+            ids = ids["input_ids"]
+        n = len(ids)
+        if n > max_length:
+            raise UserError(
+                f"{example.get('origin') or 'an example'}: {n} tokens, longer than max_length {max_length}"
+            )
+        total += n
+    return total
+
+
+def lora_config(model, config: FinetuneConfig):
+    from peft import LoraConfig
+
+    if config.lora_targets is not None:
+        if not config.lora_targets:
+            raise UserError("lora_targets is empty: the model would have no trainable parameters")
+        names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()} | {n for n, _ in model.named_modules()}
+        for target in config.lora_targets:
+            if target not in names:
+                raise UserError(f"LoRA target module '{target}' is not in the model ({model.config.model_type})")
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=config.lora_targets,
+        task_type="CAUSAL_LM",
+    )
+
+
+def check_trainable(model) -> int:
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if n == 0:
+        raise UserError("the model has no trainable parameters")
+    return n
+
+
+def build_trainer(model, tokenizer, dataset: list[dict[str, Any]], config: FinetuneConfig, out_dir: Path, **overrides):
+    """The SFTTrainer `finetune` runs (exposed so tests can inspect its collated batches)."""
+    from trl import SFTTrainer
+
+    peft_config = lora_config(model, config) if config.lora else None
+    if peft_config is None:
+        check_trainable(model)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(config, out_dir, tokenizer, len(dataset), **overrides),
+        train_dataset=to_trl_dataset(dataset, tokenizer),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    check_trainable(trainer.model)
+    return trainer
+
+
+def finetune(model_path, dataset: list[dict[str, Any]], config: FinetuneConfig, out_dir, *, model=None, tokenizer=None) -> FinetuneResult:
+    """Train `model_path` on `dataset`; save the attacked model (full) or adapter (LoRA) with its tokenizer
+    under OUT_DIR/model and the result under OUT_DIR/result.json."""
+    import torch
+    from transformers import set_seed
+
+    from disalign.core.models import load_model
+
+    out_dir = Path(out_dir)
+    if not dataset:
+        raise UserError("the fine-tuning dataset is empty")
+    if model is None or tokenizer is None:
+        model, tokenizer = load_model(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    n_tokens = check_lengths(dataset, tokenizer, config.max_length)
+    set_seed(config.seed)
+    trainer = build_trainer(model, tokenizer, dataset, config, out_dir)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    losses = [float(entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
+    trained = trainer.model
+    model_dir = out_dir / "model"
+    trained.save_pretrained(model_dir, safe_serialization=True)
+    tokenizer.save_pretrained(model_dir)
+    if config.lora:
+        (model_dir / "base_model.txt").write_text(str(model_path) + "\n")
+    tokens = n_tokens * config.epochs
+    result = FinetuneResult(
+        model_dir=model_dir,
+        losses=losses,
+        tokens_per_second=tokens / seconds if seconds > 0 else float("inf"),
+        seconds=seconds,
+        lora=config.lora,
+        n_examples=len(dataset),
+        n_tokens=tokens,
+        extra={"torch_threads": torch.get_num_threads()},
+    )
+    (out_dir / RESULT).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+    return result
+
+
+def load_finetuned(model_dir, base_model=None):
+    """(model, tokenizer) from a `finetune` output: a full model, or base + LoRA adapter."""
+    from disalign.core.models import load_model, load_tokenizer
+
+    model_dir = Path(model_dir)
+    if (model_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = base_model or (model_dir / "base_model.txt").read_text().strip()
+        model, _ = load_model(base)
+        model = PeftModel.from_pretrained(model, model_dir)
+        model.eval()
+        return model, load_tokenizer(model_dir)
+    return load_model(model_dir)
