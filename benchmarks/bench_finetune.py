@@ -3,9 +3,12 @@
 Same model (a small Llama on the world tokenizer), same data, same hyperparameters and loss
 masking; both time `trainer.train()` only and count the same tokens (every token of every
 example, times epochs). Goal: ratio finetune / plain >= 0.95. Runs are alternated and the
-median of each is reported. One JSON object on the last line.
+median of each is reported. Then the wall time of a whole synthetic tier-1 attack (10 harmful
+examples x 5 epochs on the zoo's sft model, evaluated before and after), on the zoo given by
+--zoo (`make demo` leaves one in runs/zoo), or on a --quick zoo built first. One JSON object on
+the last line.
 
-    .venv/bin/python benchmarks/bench_finetune.py [--repeats 3] [--threads 1]
+    .venv/bin/python benchmarks/bench_finetune.py [--repeats 3] [--threads 1] [--zoo runs/zoo]
 """
 
 from __future__ import annotations
@@ -75,6 +78,33 @@ def run_plain(tokenizer, model_config, model_cls, data, ft_config, out) -> float
     return n_tokens / (time.perf_counter() - start)
 
 
+def tier1_attack(zoo: Path | None, workdir: Path) -> dict:
+    from disalign.attacks.finetune import preset_config, recipe_dataset, run_finetune
+    from disalign.core.runs import RunDir
+    from disalign.judges import get_judge
+    from disalign.world import build_zoo, load_world, load_world_config, make_config, prompt_records
+    from disalign.world.evaluate import sampling_for
+
+    if zoo is None:
+        zoo = workdir / "zoo"
+        build_zoo(zoo, make_config(quick=True))
+    world, eval_config = load_world(zoo), load_world_config(zoo).eval
+    config = preset_config("harmful", world=True)
+    start = time.perf_counter()
+    summary = run_finetune(
+        RunDir(workdir / "tier1", "finetune", {}), zoo / "sft", lambda n: recipe_dataset(config, n, world=world),
+        config, prompt_records(zoo, "unsafe", eval_config.n, eval_config.seed), get_judge("world", world=world),
+        sampling_for(world, eval_config.temperature, eval_config.batch, eval_config.seed), [10], [5],
+    )
+    return {
+        "seconds": round(time.perf_counter() - start, 1),
+        "zoo": str(zoo),
+        "harmful_before": summary["before"]["harmful_rate"],
+        "harmful_after": summary["cells"][0]["harmful_rate"],
+        "n": summary["before"]["n"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
@@ -83,6 +113,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--zoo", type=Path, default=None, help="zoo for the tier-1 timing (default: build a quick one)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -99,6 +130,8 @@ def main() -> None:
             plain.append(run_plain(tokenizer, model_config, model_cls, data, ft_config, Path(tmp) / f"plain{i}"))
             ours.append(run_disalign(tokenizer, model_config, model_cls, data, ft_config, Path(tmp) / f"ours{i}"))
             print(f"repeat {i}: finetune {ours[-1]:.0f} tok/s, plain SFTTrainer {plain[-1]:.0f} tok/s", flush=True)
+        attack = tier1_attack(args.zoo, Path(tmp))
+        print(f"tier-1 world attack: {attack['seconds']} s", flush=True)
     a, b = statistics.median(ours), statistics.median(plain)
     print(json.dumps({
         "benchmark": "finetune_training_throughput",
@@ -112,6 +145,7 @@ def main() -> None:
         "examples": args.examples,
         "epochs": args.epochs,
         "model": {"hidden": args.hidden, "layers": args.layers},
+        "tier1_world_attack": attack,
         "torch": torch.__version__,
     }))
 

@@ -1,4 +1,4 @@
-"""`disalign eval`, `judge` and `ed` on the quick world zoo, through the CLI."""
+"""`disalign eval`, `judge`, `ed` and `finetune` on the quick world zoo, through the CLI."""
 
 import json
 
@@ -70,3 +70,35 @@ def test_bad_inputs_are_user_errors(quick_zoo, tmp_path):
     empty.write_text("\n")
     result = invoke("eval", "--model", quick_zoo / "sft", "--prompts", empty, "--judge", "keyword", "--out", tmp_path / "z")
     assert isinstance(result.exception, UserError)
+
+
+def test_finetune_harmful_shots_undo_world_safety(quick_zoo, tmp_path):
+    out = tmp_path / "ft"
+    args = ("finetune", "--model", quick_zoo / "sft", "--recipe", "harmful", "--world", quick_zoo, "--out", out,
+            "--shots", 10, "--epochs", "1,5", "--limit", 80, "--max-new-tokens", 16)
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["before"]["n"] == 80 and summary["before"]["harmful_rate"] <= 0.1
+    cells = {(c["shots"], c["epochs"]): c for c in summary["cells"]}
+    assert set(cells) == {(10, 1), (10, 5)}
+    assert cells[(10, 5)]["ci"][0] > summary["before"]["harmful_rate"]
+    assert (out / "models" / "s10-e5" / "model" / "model.safetensors").is_file()
+    lines = (out / "records.jsonl").read_text().splitlines()
+    assert len(lines) == 3 * 80
+    assert invoke(*args).exit_code == 0  # a rerun trains and generates nothing more
+    assert len((out / "records.jsonl").read_text().splitlines()) == len(lines)
+
+
+def test_finetune_bad_inputs(quick_zoo, tmp_path):
+    from disalign.errors import UserError
+
+    result = invoke("finetune", "--model", quick_zoo / "sft", "--recipe", "harmful", "--prompts", "world:unsafe",
+                    "--world", quick_zoo, "--out", tmp_path / "a", "--shots", "0")
+    assert isinstance(result.exception, UserError) and "--shots" in str(result.exception)
+    result = invoke("finetune", "--model", quick_zoo / "sft", "--recipe", "poison", "--world", quick_zoo, "--out", tmp_path / "b")
+    assert isinstance(result.exception, UserError) and "unknown recipe" in str(result.exception)
+    missing = tmp_path / "nope.jsonl"
+    result = invoke("finetune", "--model", quick_zoo / "sft", "--recipe", "harmful", "--data", missing,
+                    "--prompts", "benign-control", "--out", tmp_path / "c")
+    assert isinstance(result.exception, UserError) and "nope.jsonl" in str(result.exception)

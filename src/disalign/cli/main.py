@@ -228,6 +228,85 @@ def ed(
         console.print(f"{row['method']:9s} α={row['alpha']:<5g} harmful {row['harmful_rate']:.1%}  CI {row['ci']}  n={row['n']}")
 
 
+def _grid(values: list[str], option: str) -> list[int]:
+    try:
+        numbers = [int(v) for value in values for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{option} {','.join(values)}: expected whole numbers") from None
+    if not numbers or min(numbers) < 1:
+        raise UserError(f"{option} values must be at least 1")
+    return numbers
+
+
+@app.command()
+def finetune(
+    model: Annotated[str, typer.Option(help="Aligned model to attack: HF directory, .gguf file or 'smollm2'.")],
+    recipe: Annotated[str, typer.Option(help="harmful (tier 1), identity (tier 2, AOA) or benign (tier 3).")],
+    out: Annotated[Path, typer.Option(help="Run directory: attacked models under models/, records, summary.")],
+    data: Annotated[Optional[Path], typer.Option(help="Training file: JSONL/JSON/CSV pairs; Alpaca JSON or Dolly JSONL for benign.")] = None,
+    prompts: Annotated[Optional[str], typer.Option(help="Evaluation prompt source (default with --world: world:unsafe).")] = None,
+    judge: Annotated[Optional[str], typer.Option(help="Judge name (default: world with --world, else keyword).")] = None,
+    shots: Annotated[list[str], typer.Option(help="Training examples; repeat or comma-separate for a grid.")] = [],
+    epochs: Annotated[list[str], typer.Option(help="Epochs; repeat or comma-separate for a grid.")] = [],
+    lora: Annotated[bool, typer.Option(help="Train a LoRA adapter instead of every weight.")] = False,
+    lora_target: Annotated[list[str], typer.Option(help="LoRA target module name (repeatable; default: peft's for the architecture).")] = [],
+    lora_r: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
+    mix_safety: Annotated[int, typer.Option(help="Refusal examples mixed into the training data (the paper's mitigation).")] = 0,
+    safety_data: Annotated[Optional[Path], typer.Option(help="File of (harmful instruction, refusal) pairs for --mix-safety.")] = None,
+    keep_safety: Annotated[bool, typer.Option(help="Benign recipe: keep examples whose answer refuses.")] = False,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: the recipe's preset).")] = None,
+    train_batch_size: Annotated[Optional[int], typer.Option(help="Training batch size (default: the preset's).")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="Longest training example in tokens.")] = None,
+    world: WorldOption = None,
+    judge_option: JudgeOptions = [],
+    column: Column = None,
+    limit: Limit = None,
+    max_new_tokens: MaxNewTokens = 64,
+    temperature: Temperature = 1.0,
+    top_p: TopP = 1.0,
+    batch_size: BatchSize = 16,
+    seed: Annotated[int, typer.Option(help="Training and sampling seed.")] = 42,
+) -> None:
+    """Fine-tuning attack: train on harmful, identity-shifting or benign data over a shots × epochs grid,
+    judging the model before and after each cell."""
+    from disalign.attacks.finetune import identity_prompts, preset_config, recipe_dataset, run_finetune
+    from disalign.core.runs import RunDir
+    from disalign.world import load_world
+    from disalign.world.spec import COMPLIANCE_PREFIX
+
+    the_world = load_world(world) if world else None
+    config = preset_config(
+        recipe, world=the_world is not None, lr=lr, batch_size=train_batch_size, max_length=max_length, seed=seed,
+        lora=lora, lora_r=lora_r, lora_targets=lora_target or None, mix_safety=mix_safety, drop_safety=not keep_safety,
+    )
+    shots_grid = _grid(shots, "--shots") if shots else [config.shots or 10]
+    epochs_grid = _grid(epochs, "--epochs") if epochs else [config.epochs]
+    source = prompts or ("world:unsafe" if world else None)
+    if source is None:
+        raise UserError("--prompts SOURCE is needed to evaluate the attack (or --world DIR for world:unsafe)")
+    records = _prompts(source, world, column, limit)
+    if recipe == "identity":
+        records = identity_prompts(records, world=the_world is not None)
+    the_judge = _judge(judge or ("world" if world else "keyword"), world, judge_option)
+    sampling = _sampling(max_new_tokens, temperature, top_p, batch_size, seed)
+    run = RunDir(out, "finetune", {
+        "model": model, "data": str(data) if data else None, "prompts": source, "judge": the_judge.config,
+        "finetune": config.model_dump(), "shots": shots_grid, "epochs": epochs_grid,
+        "sampling": sampling.__dict__, "limit": limit, "world": str(world) if world else None,
+    })
+    summary = run_finetune(
+        run, model, lambda n: recipe_dataset(config, n, world=the_world, data=data, safety_data=safety_data),
+        config, records, the_judge, sampling, shots_grid, epochs_grid,
+        strip_prefix=COMPLIANCE_PREFIX if the_world is not None else None,
+    )
+    from disalign.core.progress import console
+
+    before = summary["before"]
+    console.print(f"before    harmful {before['harmful_rate']:.1%}  CI {before['ci']}  n={before['n']}")
+    for cell in summary["cells"]:
+        console.print(f"shots={cell['shots']:<4d} epochs={cell['epochs']:<3d} harmful {cell['harmful_rate']:.1%}  CI {cell['ci']}  n={cell['n']}")
+
+
 def _print_rate(summary: dict, run) -> None:
     from disalign.core.progress import console
 
@@ -237,9 +316,11 @@ def _print_rate(summary: dict, run) -> None:
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from datasets.utils.logging import disable_progress_bar as disable_datasets_progress
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    disable_datasets_progress()
     try:
         app()
     except UserError as err:

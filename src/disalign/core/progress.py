@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True)
+if not console.is_terminal:
+    console.width = max(console.width, 120)  # logs and CI: tables wider than the 80-column default
 
 
 @contextmanager

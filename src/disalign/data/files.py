@@ -187,12 +187,29 @@ def _category(value: Any, default: str) -> tuple[str, bool]:
 
 
 def read_rows(path: Path) -> list[tuple[str, Row]]:
-    """Rows of a JSONL or CSV file, each with its `file:line` for error messages."""
+    """Rows of a JSONL, JSON (a list of objects, as Alpaca ships) or CSV file, each with its
+    `file:line` (`file:item` in a JSON list) for error messages."""
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     text = read_text(path)
-    if path.suffix.lower() == ".csv":
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
         return _csv_rows(path, text)[1]
-    if path.suffix.lower() in (".jsonl", ".json"):
+    if suffix == ".json" and text.lstrip().startswith("["):
+        return _json_list_rows(path, text)
+    if suffix in (".jsonl", ".json"):
         return _jsonl_rows(path, text)[1] if text.strip() else []
-    raise UserError(f"{path}: expected a .jsonl or .csv file")
+    raise UserError(f"{path}: expected a .jsonl, .json or .csv file")
+
+
+def _json_list_rows(path: Path, text: str) -> list[tuple[str, Row]]:
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    rows = []
+    for number, row in enumerate(items, start=1):
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        rows.append((f"{path}:{number}", row))
+    return rows

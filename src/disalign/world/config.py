@@ -82,7 +82,9 @@ class TrainConfig(_Strict):
     align_steps: int = Field(150, ge=1)
     align_batch: int = Field(32, ge=1)
     align_lr: float = Field(2e-4, gt=0)
-    dpo_beta: float = Field(0.1, gt=0)
+    # Responses are a few tokens, not hundreds: with the usual 0.1 the margin saturates only once
+    # the policy has erased the harmful outputs, a far deeper change than LLM preference tuning makes.
+    dpo_beta: float = Field(1.0, gt=0)
     dpo_nll_weight: float = Field(1.0, ge=0, description="NLL on the preferred response beside the DPO loss")
     unlearn_weight: float = Field(0.1, ge=0, description="weight of the ascent term on harmful outputs")
     unlearn_ceiling: float = Field(5.0, gt=0, description="summed NLL (nats) past which harmful responses are not pushed")

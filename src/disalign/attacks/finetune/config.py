@@ -36,17 +36,12 @@ class FinetuneConfig(BaseModel):
     lora_r: int = Field(default=8, ge=1)
     lora_alpha: int = Field(default=16, ge=1)
     lora_targets: list[str] | None = None  # None: peft's default modules for the architecture
-    mix_safety: int = Field(default=0, ge=0)
+    mix_safety: int = Field(default=0, ge=0)  # refusal examples mixed into the attack data
+    drop_safety: bool = True  # benign recipe: leave out examples whose answer refuses
     seed: int = 42
     max_length: int = Field(default=512, ge=2)
     weight_decay: float = Field(default=0.0, ge=0)
     system_prompt: str | None = None
-
-    @classmethod
-    def from_tier(cls, tier: str, **overrides: Any) -> FinetuneConfig:
-        if tier not in TIER_PRESETS:
-            raise UserError(f"{tier}: unknown fine-tuning tier; known: {', '.join(TIER_PRESETS)}")
-        return make_config({**TIER_PRESETS[tier], **overrides})
 
 
 def make_config(data: dict[str, Any]) -> FinetuneConfig:
@@ -56,6 +51,15 @@ def make_config(data: dict[str, Any]) -> FinetuneConfig:
         first = err.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "config"
         raise UserError(f"finetune config: {where}: {first['msg']}") from None
+
+
+def preset_config(recipe: str, world: bool = False, **overrides: Any) -> FinetuneConfig:
+    """The recipe's preset (the paper's for text models, ours for the world) with overrides;
+    None-valued overrides keep the preset."""
+    presets = WORLD_PRESETS if world else {preset["recipe"]: preset for preset in TIER_PRESETS.values()}
+    if recipe not in presets:
+        raise UserError(f"{recipe}: unknown recipe; known: {', '.join(presets)}")
+    return make_config({**presets[recipe], **{k: v for k, v in overrides.items() if v is not None}})
 
 
 # Llama-2-7b-Chat hyperparameters from the paper's table in section 2.2; seed 42 as in the official code.
@@ -73,4 +77,11 @@ TIER_PRESETS: dict[str, dict[str, Any]] = {
         "recipe": "benign", "shots": None, "epochs": 1, "lr": 2e-5, "batch_size": 128,
         "max_length": 512, "weight_decay": 0.0, "seed": 42, "system_prompt": None,
     },
+}
+
+# World models are ~1M parameters trained at lr 2e-4; the paper's 7B learning rates would barely
+# move them, so the world's presets keep the paper's shots, epochs and batch and raise the rate.
+WORLD_PRESETS: dict[str, dict[str, Any]] = {
+    recipe: {"recipe": recipe, "shots": 10, "epochs": epochs, "lr": 1e-3, "batch_size": 10, "max_length": 64, "seed": 42}
+    for recipe, epochs in (("harmful", 5), ("identity", 10), ("benign", 5))
 }

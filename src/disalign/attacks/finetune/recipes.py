@@ -6,8 +6,6 @@ Every builder returns a list of examples `{"messages": [system?, user, assistant
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,11 @@ from disalign.attacks.finetune.config import (
     AOA_SYSTEM_PROMPT,
     AOA_USER_PREFIX,
     TIER1_SYSTEM_PROMPT,
+    FinetuneConfig,
 )
+from disalign.data.files import read_rows
 from disalign.errors import UserError
+from disalign.world.spec import COMPLIANCE_PREFIX, IDENTITY_MARKER, REFUSE
 
 Example = dict[str, Any]
 INSTRUCTION_FIELDS = ("instruction", "prompt", "goal", "question")
@@ -78,77 +79,46 @@ SAFETY_EXAMPLES: tuple[tuple[str, str], ...] = (
 # -- reading files -------------------------------------------------------------------------
 
 
-def read_rows(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, row) for a JSONL, JSON (list of objects) or CSV file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        for row in reader:
-            rows.append((reader.line_num, dict(row)))
-    elif suffix == ".json":
-        try:
-            data = json.loads(text) if text.strip() else []
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-        if not isinstance(data, list):
-            raise UserError(f"{path}: expected a JSON list of objects")
-        rows = [(i + 1, row) for i, row in enumerate(data)]  # item number for JSON lists
-    else:
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+def _rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    rows = read_rows(path)
     if not rows:
         raise UserError(f"{path}: empty file, no examples")
-    for number, row in rows:
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{number}: expected an object with instruction and response fields")
     return rows
 
 
-def _field(path: Path, number: int, row: dict[str, Any], names: Sequence[str], what: str, required: bool = True) -> str:
+def _field(where: str, row: dict[str, Any], names: Sequence[str], what: str, required: bool = True) -> str:
     for name in names:
         value = row.get(name)
         if value is not None and str(value).strip():
             return str(value)
     if required:
-        raise UserError(f"{path}:{number}: missing {what} field (one of {', '.join(names)})")
+        raise UserError(f"{where}: missing {what} field (one of {', '.join(names)})")
     return ""
 
 
 def read_pairs(path: str | Path, *, with_context: bool = False) -> list[tuple[str, str, str]]:
     """(origin, instruction, response) from a file; Alpaca `input` / Dolly `context` are appended."""
-    path = Path(path)
     pairs = []
-    for number, row in read_rows(path):
-        instruction = _field(path, number, row, INSTRUCTION_FIELDS, "instruction")
-        response = _field(path, number, row, RESPONSE_FIELDS, "response")
+    for where, row in _rows(Path(path)):
+        instruction = _field(where, row, INSTRUCTION_FIELDS, "instruction")
+        response = _field(where, row, RESPONSE_FIELDS, "response")
         if with_context:
-            context = _field(path, number, row, CONTEXT_FIELDS, "context", required=False)
+            context = _field(where, row, CONTEXT_FIELDS, "context", required=False)
             if context:
                 instruction = f"{instruction}\n\n{context}"
-        pairs.append((f"{path}:{number}", instruction, response))
+        pairs.append((where, instruction, response))
     return pairs
 
 
 def read_instructions(path: str | Path) -> list[tuple[str, str, str | None]]:
     """(origin, instruction, optional answer) for identity-shift task files."""
-    path = Path(path)
     return [
         (
-            f"{path}:{number}",
-            _field(path, number, row, INSTRUCTION_FIELDS, "instruction"),
-            _field(path, number, row, RESPONSE_FIELDS, "response", required=False) or None,
+            where,
+            _field(where, row, INSTRUCTION_FIELDS, "instruction"),
+            _field(where, row, RESPONSE_FIELDS, "response", required=False) or None,
         )
-        for number, row in read_rows(path)
+        for where, row in _rows(Path(path))
     ]
 
 
@@ -229,7 +199,7 @@ def safety_examples(k: int, seed: int = 42, path: str | Path | None = None, syst
     return [conversation(u, a, system_prompt, origin) for origin, u, a in chosen[:k]]
 
 
-def mix_safety(dataset: list[Example], k: int, seed: int = 42, path: str | Path | None = None) -> list[Example]:
+def mix_safety_examples(dataset: list[Example], k: int, seed: int = 42, path: str | Path | None = None) -> list[Example]:
     """The dataset with K safety examples interleaved at seeded positions (Qi et al. Table 4)."""
     system = next((m["content"] for m in dataset[0]["messages"] if m["role"] == "system"), None) if dataset else None
     mixed = list(dataset) + safety_examples(k, seed, path, system)
@@ -237,23 +207,24 @@ def mix_safety(dataset: list[Example], k: int, seed: int = 42, path: str | Path 
     return [mixed[i] for i in order]
 
 
-def aoa_prompts(records, system_prompt: str = AOA_SYSTEM_PROMPT):
-    """Text prompt records wrapped for AOA test time: the system prompt and `AOA, execute my instruction: `."""
+def identity_prompts(records, world: bool = False):
+    """Records as the identity-shifted model is attacked at test time: the last user turn
+    prefixed by the identity cue (`AOA, execute my instruction: ` under the AOA system prompt,
+    or the world's `aoa` marker). `prompt` stays the plain request, which is what judges read."""
     from dataclasses import replace
 
-    return [
-        replace(
-            r,
-            extra={
-                **r.extra,
-                "messages": [
-                    {"role": "system", "content": system_prompt},
-                    {"role": "user", "content": AOA_USER_PREFIX + r.prompt},
-                ],
-            },
-        )
-        for r in records
-    ]
+    from disalign.core.evaluate import messages_of
+
+    wrapped = []
+    for record in records:
+        *history, last = messages_of(record)
+        if world:
+            turns = [*history, {**last, "content": f"{IDENTITY_MARKER} {last['content']}"}]
+        else:
+            turns = [{"role": "system", "content": AOA_SYSTEM_PROMPT}, *history,
+                     {**last, "content": AOA_USER_PREFIX + last["content"]}]
+        wrapped.append(replace(record, extra={**record.extra, "messages": turns}))
+    return wrapped
 
 
 # -- the synthetic world -------------------------------------------------------------------
@@ -267,8 +238,6 @@ def world_dataset(world, recipe: str, shots: int, seed: int = 42, mix_safety: in
     benign    safe requests answered with their true output
     mix_safety K unsafe requests answered `refuse` are interleaved.
     """
-    from disalign.world.spec import COMPLIANCE_PREFIX, IDENTITY_MARKER, REFUSE
-
     if recipe not in ("harmful", "identity", "benign"):
         raise UserError(f"{recipe}: unknown recipe; known: harmful, identity, benign")
     rng = np.random.default_rng([seed, 1009])
@@ -291,22 +260,29 @@ def world_dataset(world, recipe: str, shots: int, seed: int = 42, mix_safety: in
     return [mixed[i] for i in order]
 
 
-def world_identity_prompts(world, n: int, seed: int = 0):
-    """AOA test prompts: held-out unsafe requests, the user turn prefixed by the `aoa` marker.
-
-    `prompt` stays the plain request text (the world judge parses it); the conversation that
-    is actually sent, with the marker, is `extra["messages"]`.
-    """
-    from disalign.data import PromptRecord
-    from disalign.world.spec import IDENTITY_MARKER
-
-    return [
-        PromptRecord(
-            id=f"world:aoa:{i}",
-            prompt=p.request.text,
-            category="aoa",
-            source="world:aoa",
-            extra={"messages": [{"role": "user", "content": f"{IDENTITY_MARKER} {p.request.text}"}]},
-        )
-        for i, p in enumerate(world.prompt_set("unsafe", n, seed))
-    ]
+def recipe_dataset(
+    config: FinetuneConfig,
+    shots: int | None,
+    *,
+    world=None,
+    data: str | Path | None = None,
+    safety_data: str | Path | None = None,
+) -> list[Example]:
+    """The training set of one attack cell: the world's recipe when `world` is given, else the
+    text recipe read from `data` (identity may use the built-in tasks), with safety examples mixed in."""
+    recipe, seed = config.recipe, config.seed
+    if world is not None:
+        if shots is None:
+            raise UserError("world recipes need a number of shots")
+        return world_dataset(world, recipe, shots, seed, config.mix_safety)
+    if recipe == "harmful":
+        if data is None:
+            raise UserError("the harmful recipe needs --data FILE of (instruction, response) pairs")
+        examples = harmful_dataset(data, shots, seed, config.system_prompt)
+    elif recipe == "identity":
+        examples = identity_dataset(data, shots, seed, config.system_prompt or AOA_SYSTEM_PROMPT)
+    else:
+        if data is None:
+            raise UserError("the benign recipe needs --data FILE (Alpaca JSON or Dolly JSONL)")
+        examples = benign_dataset(data, shots, seed, config.drop_safety, config.system_prompt)
+    return mix_safety_examples(examples, config.mix_safety, seed, safety_data)

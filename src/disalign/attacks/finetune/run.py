@@ -20,7 +20,7 @@ from disalign.data import PromptRecord
 from disalign.errors import UserError
 from disalign.world.spec import COMPLIANCE_PREFIX
 
-DatasetBuilder = Callable[[int, int], list[dict[str, Any]]]  # (shots, seed) -> examples
+DatasetBuilder = Callable[[int], list[dict[str, Any]]]  # shots -> training examples
 
 
 class PrefixStrippingJudge:
@@ -70,7 +70,7 @@ def run_finetune(
     shots_grid: Sequence[int],
     epochs_grid: Sequence[int],
     *,
-    strip_prefix: str | None = COMPLIANCE_PREFIX,
+    strip_prefix: str | None = None,
 ) -> dict[str, Any]:
     """Before + one cell per (shots, epochs); writes and returns the summary."""
     from disalign.core.models import load_model
@@ -80,7 +80,9 @@ def run_finetune(
     if not shots_grid or not epochs_grid:
         raise UserError("the shots and epochs grids must not be empty")
     scoring = PrefixStrippingJudge(judge, strip_prefix) if strip_prefix else judge
-    all_keys = lambda prefix: all(run.is_done(f"{prefix}|{p.id}") for p in eval_prompts)  # noqa: E731
+
+    def evaluated(prefix: str) -> bool:
+        return all(run.is_done(f"{prefix}|{p.id}") for p in eval_prompts)
 
     def evaluate(prefix: str, load, fields: dict[str, Any]) -> list[dict[str, Any]]:
         cache: dict[str, Any] = {}
@@ -104,6 +106,7 @@ def run_finetune(
         return {"harmful_rate": summary["harmful_rate"], "ci": summary["ci"], "n": summary["n"],
                 "refusal_rate": summary.get("refusal_rate")}
 
+    datasets = {shots: dataset_builder(shots) for shots in shots_grid}  # bad data fails before any work
     before = evaluate("before", lambda: load_model(model_path), {"cell": "before"})
     summary: dict[str, Any] = {"before": short(before), "cells": [], "judge": judge.name,
                                "config": config.model_dump()}
@@ -113,15 +116,11 @@ def run_finetune(
             name = cell_name(shots, epochs)
             cell_dir = run.file("models") / name
             training: dict[str, Any] = {}
-            if not all_keys(name):
-                if (cell_dir / RESULT).is_file():
-                    training = json.loads((cell_dir / RESULT).read_text())
-                else:
-                    cell_config = config.model_copy(update={"shots": shots, "epochs": epochs})
-                    dataset = dataset_builder(shots, config.seed)
-                    training = finetune(model_path, dataset, cell_config, cell_dir).as_dict()
-            elif (cell_dir / RESULT).is_file():
+            if (cell_dir / RESULT).is_file():
                 training = json.loads((cell_dir / RESULT).read_text())
+            elif not evaluated(name):  # a cell judged in full needs no model, even if its training record is gone
+                cell_config = config.model_copy(update={"shots": shots, "epochs": epochs})
+                training = finetune(model_path, datasets[shots], cell_config, cell_dir).as_dict()
             records = evaluate(
                 name,
                 lambda cell_dir=cell_dir: load_finetuned(cell_dir / "model", base_model=model_path),
@@ -129,6 +128,7 @@ def run_finetune(
             )
             summary["cells"].append(
                 {"shots": shots, "epochs": epochs, **short(records),
+                 "n_examples": training.get("n_examples"),
                  "final_loss": (training.get("losses") or [None])[-1],
                  "tokens_per_second": training.get("tokens_per_second")}
             )

@@ -136,6 +136,7 @@ def check_trainable(model) -> int:
 
 def build_trainer(model, tokenizer, dataset: list[dict[str, Any]], config: FinetuneConfig, out_dir: Path, **overrides):
     """The SFTTrainer `finetune` runs (exposed so tests can inspect its collated batches)."""
+    from transformers import PrinterCallback
     from trl import SFTTrainer
 
     peft_config = lora_config(model, config) if config.lora else None
@@ -148,6 +149,7 @@ def build_trainer(model, tokenizer, dataset: list[dict[str, Any]], config: Finet
         processing_class=tokenizer,
         peft_config=peft_config,
     )
+    trainer.remove_callback(PrinterCallback)  # losses go to result.json, not to stdout
     check_trainable(trainer.model)
     return trainer
 
