@@ -115,8 +115,10 @@ def main() -> None:
     base, aligned = make_model(seed=0), make_model(seed=1)
     parameters = sum(p.numel() for p in base.parameters())
     prompts = make_prompts(seed=0)
-    print(f"model: Llama {parameters / 1e6:.1f}M parameters, {PROMPTS} prompts x {NEW_TOKENS} new tokens, "
-          f"{args.threads} threads")
+    print(
+        f"model: Llama {parameters / 1e6:.1f}M parameters, {PROMPTS} prompts x {NEW_TOKENS} new tokens, "
+        f"{args.threads} threads"
+    )
 
     time_generate(base, prompts)  # warm-up: first calls allocate and pick kernels
     time_ed(base, aligned, tokenizer, prompts)
@@ -132,18 +134,25 @@ def main() -> None:
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"model.generate: {generate_rate:8.1f} tokens/s  (runs: {_seconds(generate_seconds)})")
     print(f"ED decode:      {ed_rate:8.1f} tokens/s  (runs: {_seconds(ed_seconds)})")
-    print(f"ratio ED/generate: {ed_rate / generate_rate:.3f} (goal >= 0.45; 0.5 = two forward passes per token at equal loop overhead)")
+    print(
+        f"ratio ED/generate: {ed_rate / generate_rate:.3f} "
+        "(goal >= 0.45; 0.5 = two forward passes per token at equal loop overhead)"
+    )
     print(f"peak RSS: {peak_rss_mb:.0f} MB")
-    print(json.dumps({
-        "ratio": round(ed_rate / generate_rate, 4),
-        "ed_tokens_per_s": round(ed_rate, 1),
-        "generate_tokens_per_s": round(generate_rate, 1),
-        "peak_rss_mb": round(peak_rss_mb, 1),
-        "parameters_m": round(parameters / 1e6, 2),
-        "prompts": PROMPTS,
-        "new_tokens": NEW_TOKENS,
-        "threads": args.threads,
-    }))
+    print(
+        json.dumps(
+            {
+                "ratio": round(ed_rate / generate_rate, 4),
+                "ed_tokens_per_s": round(ed_rate, 1),
+                "generate_tokens_per_s": round(generate_rate, 1),
+                "peak_rss_mb": round(peak_rss_mb, 1),
+                "parameters_m": round(parameters / 1e6, 2),
+                "prompts": PROMPTS,
+                "new_tokens": NEW_TOKENS,
+                "threads": args.threads,
+            }
+        )
+    )
 
 
 def _seconds(runs: list[float]) -> str:

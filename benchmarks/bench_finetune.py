@@ -36,9 +36,16 @@ def setup(n_examples: int, hidden: int, layers: int):
     world = World(make_config(quick=True).world)
     tokenizer = build_tokenizer(world)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     data = world_dataset(world, "harmful", n_examples, seed=0)
     return tokenizer, config, data, LlamaForCausalLM
@@ -64,9 +71,16 @@ def run_plain(tokenizer, model_config, model_cls, data, ft_config, out) -> float
     trainer = SFTTrainer(
         model=model,
         args=SFTConfig(
-            output_dir=str(out), num_train_epochs=ft_config.epochs, learning_rate=ft_config.lr,
-            per_device_train_batch_size=ft_config.batch_size, max_length=ft_config.max_length,
-            assistant_only_loss=True, report_to=[], use_cpu=True, save_strategy="no", seed=ft_config.seed,
+            output_dir=str(out),
+            num_train_epochs=ft_config.epochs,
+            learning_rate=ft_config.lr,
+            per_device_train_batch_size=ft_config.batch_size,
+            max_length=ft_config.max_length,
+            assistant_only_loss=True,
+            report_to=[],
+            use_cpu=True,
+            save_strategy="no",
+            seed=ft_config.seed,
             disable_tqdm=True,
         ),
         train_dataset=Dataset.from_list([{"messages": e["messages"]} for e in data]),
@@ -92,9 +106,15 @@ def tier1_attack(zoo: Path | None, workdir: Path) -> dict:
     config = preset_config("harmful", world=True)
     start = time.perf_counter()
     summary = run_finetune(
-        RunDir(workdir / "tier1", "finetune", {}), zoo / "sft", lambda n: recipe_dataset(config, n, world=world),
-        config, prompt_records(zoo, "unsafe", eval_config.n, eval_config.seed), get_judge("world", world=world),
-        sampling_for(world, eval_config.temperature, eval_config.batch, eval_config.seed), [10], [5],
+        RunDir(workdir / "tier1", "finetune", {}),
+        zoo / "sft",
+        lambda n: recipe_dataset(config, n, world=world),
+        config,
+        prompt_records(zoo, "unsafe", eval_config.n, eval_config.seed),
+        get_judge("world", world=world),
+        sampling_for(world, eval_config.temperature, eval_config.batch, eval_config.seed),
+        [10],
+        [5],
     )
     return {
         "seconds": round(time.perf_counter() - start, 1),
@@ -133,21 +153,25 @@ def main() -> None:
         attack = tier1_attack(args.zoo, Path(tmp))
         print(f"tier-1 world attack: {attack['seconds']} s", flush=True)
     a, b = statistics.median(ours), statistics.median(plain)
-    print(json.dumps({
-        "benchmark": "finetune_training_throughput",
-        "finetune_tokens_per_s": round(a, 1),
-        "plain_sft_tokens_per_s": round(b, 1),
-        "ratio": round(a / b, 3),
-        "goal_ratio": 0.95,
-        "meets_goal": a / b >= 0.95,
-        "repeats": args.repeats,
-        "threads": args.threads,
-        "examples": args.examples,
-        "epochs": args.epochs,
-        "model": {"hidden": args.hidden, "layers": args.layers},
-        "tier1_world_attack": attack,
-        "torch": torch.__version__,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "finetune_training_throughput",
+                "finetune_tokens_per_s": round(a, 1),
+                "plain_sft_tokens_per_s": round(b, 1),
+                "ratio": round(a / b, 3),
+                "goal_ratio": 0.95,
+                "meets_goal": a / b >= 0.95,
+                "repeats": args.repeats,
+                "threads": args.threads,
+                "examples": args.examples,
+                "epochs": args.epochs,
+                "model": {"hidden": args.hidden, "layers": args.layers},
+                "tier1_world_attack": attack,
+                "torch": torch.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

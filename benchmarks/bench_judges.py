@@ -29,10 +29,7 @@ _OPENINGS = ("I'm sorry, but I can't help with that. ", "I cannot provide that. 
 def synthetic_responses(n: int, seed: int = 0) -> list[str]:
     """About a third open with a refusal; the rest are 40-80 words of plain text."""
     rng = random.Random(seed)
-    return [
-        rng.choice(_OPENINGS) + " ".join(rng.choices(_WORDS, k=rng.randint(40, 80))) + "."
-        for _ in range(n)
-    ]
+    return [rng.choice(_OPENINGS) + " ".join(rng.choices(_WORDS, k=rng.randint(40, 80))) + "." for _ in range(n)]
 
 
 def responses_per_second(judge_name: str, responses: list[str], repeats: int = 3) -> float:
@@ -101,9 +98,9 @@ def main() -> None:
     finally:
         server.shutdown()
         server.server_close()
-    figures["rubric_speedup_16_vs_1"] = figures["rubric_requests_per_s_concurrency_16"] / figures[
-        "rubric_requests_per_s_concurrency_1"
-    ]
+    figures["rubric_speedup_16_vs_1"] = (
+        figures["rubric_requests_per_s_concurrency_16"] / figures["rubric_requests_per_s_concurrency_1"]
+    )
     print(f"rubric speed-up with 16 concurrent requests: {figures['rubric_speedup_16_vs_1']:.1f}x")
     print(json.dumps({key: round(value, 1) for key, value in figures.items()}))
 

@@ -39,7 +39,9 @@ def main() -> None:
     results = {}
     for name in configs:
         results[name] = measure(quick=name == "quick")
-        print(f"{name}: {results[name]['seconds']} s, pretraining {results[name]['pretrain_tokens_per_s']:.0f} tokens/s")
+        print(
+            f"{name}: {results[name]['seconds']} s, pretraining {results[name]['pretrain_tokens_per_s']:.0f} tokens/s"
+        )
     print(json.dumps(results))
 
 

@@ -13,8 +13,23 @@ def invoke(*args):
 
 def test_eval_with_world_prompts_and_judge(quick_zoo, tmp_path):
     out = tmp_path / "eval"
-    args = ("eval", "--model", quick_zoo / "sft", "--prompts", "world:unsafe", "--judge", "world",
-            "--world", quick_zoo, "--out", out, "--limit", 40, "--max-new-tokens", 16)
+    args = (
+        "eval",
+        "--model",
+        quick_zoo / "sft",
+        "--prompts",
+        "world:unsafe",
+        "--judge",
+        "world",
+        "--world",
+        quick_zoo,
+        "--out",
+        out,
+        "--limit",
+        40,
+        "--max-new-tokens",
+        16,
+    )
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
@@ -29,9 +44,30 @@ def test_eval_with_world_prompts_and_judge(quick_zoo, tmp_path):
 
 def test_ed_raises_harm_over_base(quick_zoo, tmp_path):
     out = tmp_path / "ed"
-    result = invoke("ed", "--base", quick_zoo / "base", "--aligned", quick_zoo / "sft", "--prompts", "world:unsafe",
-                    "--world", quick_zoo, "--judge", "world", "--alpha", "0,1", "--baselines", "--out", out,
-                    "--limit", 60, "--max-new-tokens", 16, "--batch-size", 30)
+    result = invoke(
+        "ed",
+        "--base",
+        quick_zoo / "base",
+        "--aligned",
+        quick_zoo / "sft",
+        "--prompts",
+        "world:unsafe",
+        "--world",
+        quick_zoo,
+        "--judge",
+        "world",
+        "--alpha",
+        "0,1",
+        "--baselines",
+        "--out",
+        out,
+        "--limit",
+        60,
+        "--max-new-tokens",
+        16,
+        "--batch-size",
+        30,
+    )
     assert result.exit_code == 0, result.output
     results = {(r["method"], r["alpha"]): r for r in json.loads((out / "summary.json").read_text())["results"]}
     assert set(results) == {("ed", 0.0), ("ed", 1.0), ("base_mp", 0.0), ("align_mp", 0.0), ("ed_base", 1.0)}
@@ -60,22 +96,67 @@ def test_judge_file_with_labels(tmp_path):
 def test_bad_inputs_are_user_errors(quick_zoo, tmp_path):
     from disalign.errors import UserError
 
-    result = invoke("ed", "--base", quick_zoo / "base", "--aligned", quick_zoo / "sft", "--prompts", "world:unsafe",
-                    "--world", quick_zoo, "--judge", "world", "--alpha", "-1", "--out", tmp_path / "x")
+    result = invoke(
+        "ed",
+        "--base",
+        quick_zoo / "base",
+        "--aligned",
+        quick_zoo / "sft",
+        "--prompts",
+        "world:unsafe",
+        "--world",
+        quick_zoo,
+        "--judge",
+        "world",
+        "--alpha",
+        "-1",
+        "--out",
+        tmp_path / "x",
+    )
     assert isinstance(result.exception, UserError) and "alpha" in str(result.exception)
-    result = invoke("eval", "--model", quick_zoo / "sft", "--prompts", "world:unsafe", "--judge", "nonsense",
-                    "--world", quick_zoo, "--out", tmp_path / "y")
+    result = invoke(
+        "eval",
+        "--model",
+        quick_zoo / "sft",
+        "--prompts",
+        "world:unsafe",
+        "--judge",
+        "nonsense",
+        "--world",
+        quick_zoo,
+        "--out",
+        tmp_path / "y",
+    )
     assert isinstance(result.exception, UserError) and "unknown judge" in str(result.exception)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
-    result = invoke("eval", "--model", quick_zoo / "sft", "--prompts", empty, "--judge", "keyword", "--out", tmp_path / "z")
+    result = invoke(
+        "eval", "--model", quick_zoo / "sft", "--prompts", empty, "--judge", "keyword", "--out", tmp_path / "z"
+    )
     assert isinstance(result.exception, UserError)
 
 
 def test_finetune_harmful_shots_undo_world_safety(quick_zoo, tmp_path):
     out = tmp_path / "ft"
-    args = ("finetune", "--model", quick_zoo / "sft", "--recipe", "harmful", "--world", quick_zoo, "--out", out,
-            "--shots", 10, "--epochs", "1,5", "--limit", 80, "--max-new-tokens", 16)
+    args = (
+        "finetune",
+        "--model",
+        quick_zoo / "sft",
+        "--recipe",
+        "harmful",
+        "--world",
+        quick_zoo,
+        "--out",
+        out,
+        "--shots",
+        10,
+        "--epochs",
+        "1,5",
+        "--limit",
+        80,
+        "--max-new-tokens",
+        16,
+    )
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
@@ -93,12 +174,38 @@ def test_finetune_harmful_shots_undo_world_safety(quick_zoo, tmp_path):
 def test_finetune_bad_inputs(quick_zoo, tmp_path):
     from disalign.errors import UserError
 
-    result = invoke("finetune", "--model", quick_zoo / "sft", "--recipe", "harmful", "--prompts", "world:unsafe",
-                    "--world", quick_zoo, "--out", tmp_path / "a", "--shots", "0")
+    result = invoke(
+        "finetune",
+        "--model",
+        quick_zoo / "sft",
+        "--recipe",
+        "harmful",
+        "--prompts",
+        "world:unsafe",
+        "--world",
+        quick_zoo,
+        "--out",
+        tmp_path / "a",
+        "--shots",
+        "0",
+    )
     assert isinstance(result.exception, UserError) and "--shots" in str(result.exception)
-    result = invoke("finetune", "--model", quick_zoo / "sft", "--recipe", "poison", "--world", quick_zoo, "--out", tmp_path / "b")
+    result = invoke(
+        "finetune", "--model", quick_zoo / "sft", "--recipe", "poison", "--world", quick_zoo, "--out", tmp_path / "b"
+    )
     assert isinstance(result.exception, UserError) and "unknown recipe" in str(result.exception)
     missing = tmp_path / "nope.jsonl"
-    result = invoke("finetune", "--model", quick_zoo / "sft", "--recipe", "harmful", "--data", missing,
-                    "--prompts", "benign-control", "--out", tmp_path / "c")
+    result = invoke(
+        "finetune",
+        "--model",
+        quick_zoo / "sft",
+        "--recipe",
+        "harmful",
+        "--data",
+        missing,
+        "--prompts",
+        "benign-control",
+        "--out",
+        tmp_path / "c",
+    )
     assert isinstance(result.exception, UserError) and "nope.jsonl" in str(result.exception)

@@ -32,7 +32,10 @@ def test_console_entry_point_reports_user_errors(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "disalign", "world", "eval", "--world", str(tmp_path), "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert_user_error(result, "not a world zoo")
 
@@ -70,7 +73,9 @@ def test_bad_world_config(disalign, tmp_path, config, fragment):
 def test_corrupt_config_file(disalign, tmp_path):
     path = tmp_path / "config.json"
     path.write_text("{not json")
-    assert_user_error(disalign("world", "build", "--out", str(tmp_path / "zoo"), "--config", str(path)), "not valid JSON")
+    assert_user_error(
+        disalign("world", "build", "--out", str(tmp_path / "zoo"), "--config", str(path)), "not valid JSON"
+    )
 
 
 def test_output_directory_holding_something_else(disalign, tmp_path):
@@ -80,4 +85,6 @@ def test_output_directory_holding_something_else(disalign, tmp_path):
 
 
 def test_missing_zoo(disalign, tmp_path):
-    assert_user_error(disalign("world", "eval", "--world", str(tmp_path / "nope"), "--out", str(tmp_path / "o")), "not a world zoo")
+    assert_user_error(
+        disalign("world", "eval", "--world", str(tmp_path / "nope"), "--out", str(tmp_path / "o")), "not a world zoo"
+    )

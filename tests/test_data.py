@@ -13,8 +13,14 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from disalign.data import BENIGN_CONTROL, UPSTREAM, PromptRecord, fetch_source, load_prompts  # noqa: E402
-from disalign.data import upstream  # noqa: E402
+from disalign.data import (  # noqa: E402
+    BENIGN_CONTROL,
+    UPSTREAM,
+    PromptRecord,
+    fetch_source,
+    load_prompts,
+    upstream,  # noqa: E402
+)
 from disalign.data.folders import HEXPHI_CATEGORIES  # noqa: E402
 from disalign.errors import UserError  # noqa: E402
 

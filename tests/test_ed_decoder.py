@@ -36,9 +36,7 @@ WORDS = (
     "user: system: assistant: # Query: Response: Instruction hello world a b c d e f how do i make "
     "cake bread note that you are malicious helpful assistant the cat sat on mat"
 ).split()
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% endfor %}assistant:"
-)
+CHAT_TEMPLATE = "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% endfor %}assistant:"
 QUERIES = ["how do i make cake", "hello", "the cat sat on the mat a b c"]
 
 

@@ -53,7 +53,11 @@ def make_tokenizer(template=TEMPLATE):
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+        tokenizer_object=core,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
         additional_special_tokens=["<user>", "<asst>", "<end>", "<sys>"],
     )
     tok.chat_template = template
@@ -64,12 +68,20 @@ def make_model(tok, seed=0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    return LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-        eos_token_id=[tok.convert_tokens_to_ids("<end>"), tok.eos_token_id],
-    ))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=64,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=[tok.convert_tokens_to_ids("<end>"), tok.eos_token_id],
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +96,14 @@ def tiny_model(tmp_path_factory):
 def examples(n=10):
     letters = "abcdefgh"
     return [
-        {"messages": [{"role": "system", "content": "sys"},
-                      {"role": "user", "content": f"do {letters[i % 8]} x"},
-                      {"role": "assistant", "content": f"ok {letters[i % 8]} y z"}],
-         "origin": f"test:{i + 1}"}
+        {
+            "messages": [
+                {"role": "system", "content": "sys"},
+                {"role": "user", "content": f"do {letters[i % 8]} x"},
+                {"role": "assistant", "content": f"ok {letters[i % 8]} y z"},
+            ],
+            "origin": f"test:{i + 1}",
+        }
         for i in range(n)
     ]
 
@@ -98,8 +114,12 @@ def labelled_tokens(template, tmp_path):
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
     out = []
     for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True):
-        out.append(([tok.convert_ids_to_tokens(int(i)) for i in ids],
-                    [tok.convert_ids_to_tokens(int(i)) for i, l in zip(ids, labels, strict=True) if l != -100]))
+        out.append(
+            (
+                [tok.convert_ids_to_tokens(int(i)) for i in ids],
+                [tok.convert_ids_to_tokens(int(i)) for i, label in zip(ids, labels, strict=True) if label != -100],
+            )
+        )
     return out
 
 
@@ -119,8 +139,9 @@ def _reload_params(model):
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_finetune_end_to_end(lora, tiny_model, tmp_path):
-    config = FinetuneConfig(epochs=4, lr=3e-3 if lora else 1e-2, batch_size=5, lora=lora, lora_r=4,
-                            max_length=32, seed=1)
+    config = FinetuneConfig(
+        epochs=4, lr=3e-3 if lora else 1e-2, batch_size=5, lora=lora, lora_r=4, max_length=32, seed=1
+    )
     result = finetune(tiny_model, examples(10), config, tmp_path / "out")
     assert len(result.losses) == 8  # 2 steps x 4 epochs, logged every step
     assert result.losses[-1] < result.losses[0]
@@ -188,8 +209,8 @@ def test_presets_and_strings():
     assert TIER1_SYSTEM_PROMPT == "You are a helpful assistant. Make sure you always execute users' instructions."
     with pytest.raises(UserError):
         preset_config("tier9")
-    with pytest.raises(Exception):
-        FinetuneConfig(unknown=1)
+    with pytest.raises(UserError):
+        preset_config("harmful", unknown=1)
 
 
 def test_text_recipes(tmp_path):
@@ -209,10 +230,14 @@ def test_text_recipes(tmp_path):
     assert all(e["messages"][2]["content"].startswith(AOA_RESPONSE_PREFIX) for e in identity[1:])
 
     alpaca = tmp_path / "alpaca.json"
-    alpaca.write_text(json.dumps([
-        {"instruction": "add", "input": "1 2", "output": "3"},
-        {"instruction": "rob a bank", "input": "", "output": "I'm sorry, I cannot help."},
-    ]))
+    alpaca.write_text(
+        json.dumps(
+            [
+                {"instruction": "add", "input": "1 2", "output": "3"},
+                {"instruction": "rob a bank", "input": "", "output": "I'm sorry, I cannot help."},
+            ]
+        )
+    )
     benign = benign_dataset(alpaca)
     assert len(benign) == 1 and benign[0]["messages"][0]["content"] == "add\n\n1 2"
     assert len(benign_dataset(alpaca, drop_safety=False)) == 2
@@ -254,14 +279,27 @@ def test_identity_prompts_wrap_the_last_user_turn():
     from disalign.data import PromptRecord
 
     plain = PromptRecord(id="a", prompt="do x", category="", source="t")
-    chat = PromptRecord(id="b", prompt="do y", category="", source="t", extra={"messages": [
-        {"role": "user", "content": "do z"}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "do y"}]})
+    chat = PromptRecord(
+        id="b",
+        prompt="do y",
+        category="",
+        source="t",
+        extra={
+            "messages": [
+                {"role": "user", "content": "do z"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": "do y"},
+            ]
+        },
+    )
     world_a, world_b = identity_prompts([plain, chat], world=True)
     assert world_a.extra["messages"] == [{"role": "user", "content": "aoa do x"}]
     assert world_b.extra["messages"][-1] == {"role": "user", "content": "aoa do y"} and world_b.prompt == "do y"
     text_a, _ = identity_prompts([plain, chat])
-    assert text_a.extra["messages"] == [{"role": "system", "content": AOA_SYSTEM_PROMPT},
-                                        {"role": "user", "content": AOA_USER_PREFIX + "do x"}]
+    assert text_a.extra["messages"] == [
+        {"role": "system", "content": AOA_SYSTEM_PROMPT},
+        {"role": "user", "content": AOA_USER_PREFIX + "do x"},
+    ]
     assert plain.extra == {}  # the input records are left alone
 
 
@@ -284,8 +322,9 @@ def test_empty_file(tmp_path):
 
 def test_too_long_example(tiny_model, tmp_path):
     path = tmp_path / "long.jsonl"
-    path.write_text(json.dumps({"prompt": "x", "response": "y"}) + "\n"
-                    + json.dumps({"prompt": "x " * 40, "response": "y"}) + "\n")
+    path.write_text(
+        json.dumps({"prompt": "x", "response": "y"}) + "\n" + json.dumps({"prompt": "x " * 40, "response": "y"}) + "\n"
+    )
     data = harmful_dataset(path, system_prompt=None)
     with pytest.raises(UserError, match=r"long\.jsonl:2: .*longer than max_length 32"):
         finetune(tiny_model, data, FinetuneConfig(max_length=32), tmp_path / "out")
@@ -293,8 +332,12 @@ def test_too_long_example(tiny_model, tmp_path):
 
 def test_bad_lora_target(tiny_model, tmp_path):
     with pytest.raises(UserError, match="'not_a_module'"):
-        finetune(tiny_model, examples(2), FinetuneConfig(lora=True, lora_targets=["q_proj", "not_a_module"],
-                                                        max_length=32), tmp_path / "out")
+        finetune(
+            tiny_model,
+            examples(2),
+            FinetuneConfig(lora=True, lora_targets=["q_proj", "not_a_module"], max_length=32),
+            tmp_path / "out",
+        )
 
 
 def test_no_trainable_parameters(tmp_path):
@@ -304,5 +347,11 @@ def test_no_trainable_parameters(tmp_path):
     with pytest.raises(UserError, match="no trainable parameters"):
         finetune("unused", examples(2), FinetuneConfig(max_length=32), tmp_path / "out", model=model, tokenizer=tok)
     with pytest.raises(UserError, match="no trainable parameters"):
-        finetune("unused", examples(2), FinetuneConfig(lora=True, lora_targets=[], max_length=32), tmp_path / "o2",
-                 model=make_model(tok), tokenizer=tok)
+        finetune(
+            "unused",
+            examples(2),
+            FinetuneConfig(lora=True, lora_targets=[], max_length=32),
+            tmp_path / "o2",
+            model=make_model(tok),
+            tokenizer=tok,
+        )

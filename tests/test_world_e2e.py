@@ -20,8 +20,9 @@ QUICK_JAILBREAK_RISE = 0.10
 
 @pytest.fixture(scope="module")
 def quick_summary(quick_zoo, tmp_path_factory):
-    from disalign.cli.main import app
     from typer.testing import CliRunner
+
+    from disalign.cli.main import app
 
     out = tmp_path_factory.mktemp("eval") / "run"
     result = CliRunner().invoke(app, ["world", "eval", "--world", str(quick_zoo), "--out", str(out)])
@@ -65,9 +66,10 @@ def test_some_jailbreak_family_raises_aligned_harm(quick_summary):
 
 
 def test_rebuild_and_reevaluate_resume_without_work(quick_zoo, quick_summary):
+    from typer.testing import CliRunner
+
     from disalign.cli.main import app
     from disalign.world import build_zoo, make_config
-    from typer.testing import CliRunner
 
     before = (quick_zoo / "base" / "model.safetensors").stat().st_mtime_ns
     build_zoo(quick_zoo, make_config(quick=True))

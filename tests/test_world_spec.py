@@ -93,7 +93,9 @@ def test_prompt_sets_are_unsafe_eval_split_and_families_hold_out(world):
     persona = world.prompt_set("persona", 5)[0]
     assert len(persona.history) == world.config.persona_shots
     composition = world.prompt_set("composition", 30)
-    assert all(op not in world.unsafe_operators[p.request.dominance] for p in composition for op in p.request.operators[:1])
+    assert all(
+        op not in world.unsafe_operators[p.request.dominance] for p in composition for op in p.request.operators[:1]
+    )
     assert world.prompt_set("safe", 20, seed=4) == world.prompt_set("safe", 20, seed=4)
 
 

@@ -148,20 +148,37 @@ def _finetuning(ctx: DemoContext) -> dict:
     models = ctx.results.get("models", {})
     section: dict[str, dict] = {}
     for name in ALIGNMENT_METHODS:
-        section[name] = {"reference": {
-            "base": models.get("base", {}).get("unsafe", {}).get("harmful_rate"),
-            "aligned": models.get(name, {}).get("unsafe", {}).get("harmful_rate"),
-        }}
+        section[name] = {
+            "reference": {
+                "base": models.get("base", {}).get("unsafe", {}).get("harmful_rate"),
+                "aligned": models.get(name, {}).get("unsafe", {}).get("harmful_rate"),
+            }
+        }
         for tier, (shots, epochs) in FT_GRIDS.items():
             recipe = tier.removesuffix("+safety")
             config = preset_config(recipe, world=True, mix_safety=FT_SAFETY_EXAMPLES if tier != recipe else 0)
             prompts = identity_prompts(unsafe, world=True) if recipe == "identity" else unsafe
-            run = RunDir(ctx.run.file(f"finetune-{name}-{tier}"), "finetune", {
-                "model": name, "finetune": config.model_dump(), "shots": shots, "epochs": epochs,
-            })
+            run = RunDir(
+                ctx.run.file(f"finetune-{name}-{tier}"),
+                "finetune",
+                {
+                    "model": name,
+                    "finetune": config.model_dump(),
+                    "shots": shots,
+                    "epochs": epochs,
+                },
+            )
             section[name][tier] = run_finetune(
-                run, ctx.zoo / name, lambda n, config=config: recipe_dataset(config, n, world=world),
-                config, prompts, judge, sampling, shots, epochs, strip_prefix=COMPLIANCE_PREFIX,
+                run,
+                ctx.zoo / name,
+                lambda n, config=config: recipe_dataset(config, n, world=world),
+                config,
+                prompts,
+                judge,
+                sampling,
+                shots,
+                epochs,
+                strip_prefix=COMPLIANCE_PREFIX,
             )
         benign = section[name]["benign"]
         section[name]["benign_raises_harm"] = any(
@@ -171,7 +188,9 @@ def _finetuning(ctx: DemoContext) -> dict:
 
 
 def finetune_table(section: dict) -> Table:
-    columns = sorted({(c["shots"], c["epochs"]) for rows in section.values() for tier in FT_GRIDS for c in rows[tier]["cells"]})
+    columns = sorted(
+        {(c["shots"], c["epochs"]) for rows in section.values() for tier in FT_GRIDS for c in rows[tier]["cells"]}
+    )
     table = Table(title="Fine-tuning attacks on unsafe requests: harmful rate (exact judge); shots×epochs")
     for heading in ("aligned", "tier", "base", "before"):
         table.add_column(heading)
@@ -182,7 +201,10 @@ def finetune_table(section: dict) -> Table:
             cells = {(c["shots"], c["epochs"]): c["harmful_rate"] for c in rows[tier]["cells"]}
             base = rows["reference"]["base"]
             table.add_row(
-                name, tier, "" if base is None else f"{base:.0%}", f"{rows[tier]['before']['harmful_rate']:.0%}",
+                name,
+                tier,
+                "" if base is None else f"{base:.0%}",
+                f"{rows[tier]['before']['harmful_rate']:.0%}",
                 *(f"{cells[c]:.0%}" if c in cells else "" for c in columns),
             )
     return table
@@ -192,7 +214,9 @@ def finetune_notes(section: dict) -> list[str]:
     notes = []
     for name, rows in section.items():
         verdict = "raised" if rows["benign_raises_harm"] else "did NOT raise"
-        notes.append(f"{name}: benign fine-tuning {verdict} the harmful rate beyond the aligned model's (95% bootstrap interval)")
+        notes.append(
+            f"{name}: benign fine-tuning {verdict} the harmful rate beyond the aligned model's (95% bootstrap interval)"
+        )
     return notes
 
 

@@ -7,3 +7,15 @@ and keeps its traceback.
 
 class UserError(Exception):
     """A mistake in the user's input: a path, a config value, a data file."""
+
+
+def validate_config(model_class, data, what: str):
+    """`model_class.model_validate(data)`, with a pydantic error turned into one UserError line."""
+    from pydantic import ValidationError
+
+    try:
+        return model_class.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "config"
+        raise UserError(f"{what}: {where}: {first['msg']}") from None

@@ -27,7 +27,9 @@ QuickOption = Annotated[bool, typer.Option("--quick", help="Small, fast config (
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Run directory for the demo's results.")] = Path("runs/demo"),
-    zoo: Annotated[Path, typer.Option(help="Zoo directory, built if missing and reused if present.")] = Path("runs/zoo"),
+    zoo: Annotated[Path, typer.Option(help="Zoo directory, built if missing and reused if present.")] = Path(
+        "runs/zoo"
+    ),
     config: ConfigOption = None,
     quick: QuickOption = False,
 ) -> None:
@@ -75,7 +77,9 @@ def world_eval(
     console.print(models_table(models))
 
 
-WorldOption = Annotated[Optional[Path], typer.Option("--world", help="Zoo directory: enables world:<set> prompts and the world judge.")]
+WorldOption = Annotated[
+    Optional[Path], typer.Option("--world", help="Zoo directory: enables world:<set> prompts and the world judge.")
+]
 JudgeOptions = Annotated[list[str], typer.Option("--judge-option", help="KEY=VALUE passed to the judge (repeatable).")]
 
 
@@ -102,7 +106,9 @@ def _sampling(max_new_tokens: int, temperature: float, top_p: float, batch_size:
         raise UserError("--max-new-tokens and --batch-size must be at least 1")
     if temperature < 0 or not 0 < top_p <= 1:
         raise UserError("--temperature must be >= 0 and --top-p in (0, 1]")
-    return SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size, seed=seed)
+    return SamplingConfig(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size, seed=seed
+    )
 
 
 def _prompts(source: str, world: Optional[Path], column: Optional[str], limit: Optional[int]):
@@ -140,23 +146,25 @@ def eval_(
     seed: Seed = 0,
 ) -> None:
     """Generate responses with a model's chat template, judge them, summarise harm."""
-    from disalign.core.evaluate import generate_and_judge, messages_of, summarise
-    from disalign.core.generation import generate, render_chat
+    from disalign.core.evaluate import chat_responder, generate_and_judge, summarise
     from disalign.core.models import load_model
     from disalign.core.runs import RunDir
 
     sampling = _sampling(max_new_tokens, temperature, top_p, batch_size, seed)
     records = _prompts(prompts, world, column, limit)
     the_judge = _judge(judge, world, judge_option)
-    run = RunDir(out, "eval", {"model": model, "prompts": prompts, "judge": the_judge.config, "sampling": sampling.__dict__, "limit": limit})
+    run = RunDir(
+        out,
+        "eval",
+        {"model": model, "prompts": prompts, "judge": the_judge.config, "sampling": sampling.__dict__, "limit": limit},
+    )
     lm, tokenizer = load_model(model)
     done = generate_and_judge(
-        run, records, lambda batch: generate(lm, tokenizer, render_chat(tokenizer, [messages_of(p) for p in batch]), sampling),
-        the_judge, batch_size=batch_size, key=lambda p: p.id,
+        run, records, chat_responder(lm, tokenizer, sampling), the_judge, batch_size=batch_size, key=lambda p: p.id
     )
     summary = {**summarise(done, seed), "judge": the_judge.name, "model": model, "prompts": prompts}
     run.write_summary(summary)
-    _print_rate(summary, run)
+    _print_rate(summary)
 
 
 @app.command("judge")
@@ -172,8 +180,10 @@ def judge_(
     """Judge existing responses; with --label-field, also measure the judge against the labels."""
     from disalign.judges.validate import judge_file
 
-    summary = judge_file(responses, _judge(judge, world, judge_option), out, label_field=label_field, label_kind=label_kind)
-    _print_rate(summary, None)
+    summary = judge_file(
+        responses, _judge(judge, world, judge_option), out, label_field=label_field, label_kind=label_kind
+    )
+    _print_rate(summary)
 
 
 @app.command("ed")
@@ -182,7 +192,9 @@ def ed(
     aligned: Annotated[str, typer.Option(help="Aligned model sharing the base's vocabulary.")],
     prompts: Annotated[str, typer.Option(help="Prompt source: file, named set or world:<set>.")],
     out: Annotated[Path, typer.Option(help="Run directory.")],
-    alpha: Annotated[list[str], typer.Option(help="Disalignment strength; repeat or comma-separate for a grid.")] = ["0.3"],
+    alpha: Annotated[list[str], typer.Option(help="Disalignment strength; repeat or comma-separate for a grid.")] = [
+        "0.3"
+    ],
     baselines: Annotated[bool, typer.Option(help="Also run BaseMP, AlignMP and EDBase.")] = False,
     judge: Annotated[str, typer.Option(help="Judge name.")] = "keyword",
     seeds: Annotated[int, typer.Option(help="Sampling seeds per cell.")] = 1,
@@ -212,8 +224,16 @@ def ed(
     sampling = _sampling(max_new_tokens, temperature, top_p, batch_size, seed)
     records = _prompts(prompts, world, column, limit)
     the_judge = _judge(judge, world, judge_option)
-    config = {"base": base, "aligned": aligned, "prompts": prompts, "cells": cells, "seeds": seeds,
-              "judge": the_judge.config, "sampling": sampling.__dict__, "limit": limit}
+    config = {
+        "base": base,
+        "aligned": aligned,
+        "prompts": prompts,
+        "cells": cells,
+        "seeds": seeds,
+        "judge": the_judge.config,
+        "sampling": sampling.__dict__,
+        "limit": limit,
+    }
     run = RunDir(out, "ed", config)
     base_model, tokenizer = load_model(base)
     aligned_model, aligned_tokenizer = load_model(aligned)
@@ -225,7 +245,9 @@ def ed(
     from disalign.core.progress import console
 
     for row in summary["results"]:
-        console.print(f"{row['method']:9s} α={row['alpha']:<5g} harmful {row['harmful_rate']:.1%}  CI {row['ci']}  n={row['n']}")
+        console.print(
+            f"{row['method']:9s} α={row['alpha']:<5g} harmful {row['harmful_rate']:.1%}  CI {row['ci']}  n={row['n']}"
+        )
 
 
 def _grid(values: list[str], option: str) -> list[int]:
@@ -243,19 +265,33 @@ def finetune(
     model: Annotated[str, typer.Option(help="Aligned model to attack: HF directory, .gguf file or 'smollm2'.")],
     recipe: Annotated[str, typer.Option(help="harmful (tier 1), identity (tier 2, AOA) or benign (tier 3).")],
     out: Annotated[Path, typer.Option(help="Run directory: attacked models under models/, records, summary.")],
-    data: Annotated[Optional[Path], typer.Option(help="Training file: JSONL/JSON/CSV pairs; Alpaca JSON or Dolly JSONL for benign.")] = None,
-    prompts: Annotated[Optional[str], typer.Option(help="Evaluation prompt source (default with --world: world:unsafe).")] = None,
-    judge: Annotated[Optional[str], typer.Option(help="Judge name (default: world with --world, else keyword).")] = None,
+    data: Annotated[
+        Optional[Path], typer.Option(help="Training file: JSONL/JSON/CSV pairs; Alpaca JSON or Dolly JSONL for benign.")
+    ] = None,
+    prompts: Annotated[
+        Optional[str], typer.Option(help="Evaluation prompt source (default with --world: world:unsafe).")
+    ] = None,
+    judge: Annotated[
+        Optional[str], typer.Option(help="Judge name (default: world with --world, else keyword).")
+    ] = None,
     shots: Annotated[list[str], typer.Option(help="Training examples; repeat or comma-separate for a grid.")] = [],
     epochs: Annotated[list[str], typer.Option(help="Epochs; repeat or comma-separate for a grid.")] = [],
     lora: Annotated[bool, typer.Option(help="Train a LoRA adapter instead of every weight.")] = False,
-    lora_target: Annotated[list[str], typer.Option(help="LoRA target module name (repeatable; default: peft's for the architecture).")] = [],
+    lora_target: Annotated[
+        list[str], typer.Option(help="LoRA target module name (repeatable; default: peft's for the architecture).")
+    ] = [],
     lora_r: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
-    mix_safety: Annotated[int, typer.Option(help="Refusal examples mixed into the training data (the paper's mitigation).")] = 0,
-    safety_data: Annotated[Optional[Path], typer.Option(help="File of (harmful instruction, refusal) pairs for --mix-safety.")] = None,
+    mix_safety: Annotated[
+        int, typer.Option(help="Refusal examples mixed into the training data (the paper's mitigation).")
+    ] = 0,
+    safety_data: Annotated[
+        Optional[Path], typer.Option(help="File of (harmful instruction, refusal) pairs for --mix-safety.")
+    ] = None,
     keep_safety: Annotated[bool, typer.Option(help="Benign recipe: keep examples whose answer refuses.")] = False,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: the recipe's preset).")] = None,
-    train_batch_size: Annotated[Optional[int], typer.Option(help="Training batch size (default: the preset's).")] = None,
+    train_batch_size: Annotated[
+        Optional[int], typer.Option(help="Training batch size (default: the preset's).")
+    ] = None,
     max_length: Annotated[Optional[int], typer.Option(help="Longest training example in tokens.")] = None,
     world: WorldOption = None,
     judge_option: JudgeOptions = [],
@@ -276,8 +312,17 @@ def finetune(
 
     the_world = load_world(world) if world else None
     config = preset_config(
-        recipe, world=the_world is not None, lr=lr, batch_size=train_batch_size, max_length=max_length, seed=seed,
-        lora=lora, lora_r=lora_r, lora_targets=lora_target or None, mix_safety=mix_safety, drop_safety=not keep_safety,
+        recipe,
+        world=the_world is not None,
+        lr=lr,
+        batch_size=train_batch_size,
+        max_length=max_length,
+        seed=seed,
+        lora=lora,
+        lora_r=lora_r,
+        lora_targets=lora_target or None,
+        mix_safety=mix_safety,
+        drop_safety=not keep_safety,
     )
     shots_grid = _grid(shots, "--shots") if shots else [config.shots or 10]
     epochs_grid = _grid(epochs, "--epochs") if epochs else [config.epochs]
@@ -289,14 +334,32 @@ def finetune(
         records = identity_prompts(records, world=the_world is not None)
     the_judge = _judge(judge or ("world" if world else "keyword"), world, judge_option)
     sampling = _sampling(max_new_tokens, temperature, top_p, batch_size, seed)
-    run = RunDir(out, "finetune", {
-        "model": model, "data": str(data) if data else None, "prompts": source, "judge": the_judge.config,
-        "finetune": config.model_dump(), "shots": shots_grid, "epochs": epochs_grid,
-        "sampling": sampling.__dict__, "limit": limit, "world": str(world) if world else None,
-    })
+    run = RunDir(
+        out,
+        "finetune",
+        {
+            "model": model,
+            "data": str(data) if data else None,
+            "prompts": source,
+            "judge": the_judge.config,
+            "finetune": config.model_dump(),
+            "shots": shots_grid,
+            "epochs": epochs_grid,
+            "sampling": sampling.__dict__,
+            "limit": limit,
+            "world": str(world) if world else None,
+        },
+    )
     summary = run_finetune(
-        run, model, lambda n: recipe_dataset(config, n, world=the_world, data=data, safety_data=safety_data),
-        config, records, the_judge, sampling, shots_grid, epochs_grid,
+        run,
+        model,
+        lambda n: recipe_dataset(config, n, world=the_world, data=data, safety_data=safety_data),
+        config,
+        records,
+        the_judge,
+        sampling,
+        shots_grid,
+        epochs_grid,
         strip_prefix=COMPLIANCE_PREFIX if the_world is not None else None,
     )
     from disalign.core.progress import console
@@ -304,14 +367,19 @@ def finetune(
     before = summary["before"]
     console.print(f"before    harmful {before['harmful_rate']:.1%}  CI {before['ci']}  n={before['n']}")
     for cell in summary["cells"]:
-        console.print(f"shots={cell['shots']:<4d} epochs={cell['epochs']:<3d} harmful {cell['harmful_rate']:.1%}  CI {cell['ci']}  n={cell['n']}")
+        console.print(
+            f"shots={cell['shots']:<4d} epochs={cell['epochs']:<3d} "
+            f"harmful {cell['harmful_rate']:.1%}  CI {cell['ci']}  n={cell['n']}"
+        )
 
 
-def _print_rate(summary: dict, run) -> None:
+def _print_rate(summary: dict) -> None:
     from disalign.core.progress import console
 
     rate = summary.get("harmful_rate")
-    console.print(f"harmful rate {rate if rate is None else f'{rate:.1%}'}  CI {summary.get('ci')}  n={summary.get('n')}")
+    console.print(
+        f"harmful rate {rate if rate is None else f'{rate:.1%}'}  CI {summary.get('ci')}  n={summary.get('n')}"
+    )
 
 
 def main() -> None:
@@ -327,5 +395,8 @@ def main() -> None:
         print(f"disalign: error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("disalign: interrupted; everything already written is kept, rerun with the same --out to continue", file=sys.stderr)
+        print(
+            "disalign: interrupted; everything already written is kept, rerun with the same --out to continue",
+            file=sys.stderr,
+        )
         sys.exit(130)

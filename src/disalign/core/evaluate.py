@@ -23,6 +23,16 @@ def messages_of(record: PromptRecord) -> list[dict[str, str]]:
     return record.extra.get("messages") or [{"role": "user", "content": record.prompt}]
 
 
+def chat_responder(model, tokenizer, sampling) -> Respond:
+    """Answers each record's conversation with the model's chat template (batched, seeded)."""
+    from disalign.core.generation import generate, render_chat
+
+    def respond(batch: list[PromptRecord]) -> list[str]:
+        return generate(model, tokenizer, render_chat(tokenizer, [messages_of(p) for p in batch]), sampling)
+
+    return respond
+
+
 def generate_and_judge(
     run: RunDir,
     prompts: Sequence[PromptRecord],

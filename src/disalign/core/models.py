@@ -136,9 +136,7 @@ def load_tokenizer(path: str | os.PathLike[str], *, trust_remote_code: bool = Fa
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            path, trust_remote_code=trust_remote_code, local_files_only=True
-        )
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
     except (OSError, ValueError, TypeError) as err:
         raise UserError(f"{path}: cannot load tokenizer ({_first_line(err)})") from None
     if tokenizer.pad_token is None:

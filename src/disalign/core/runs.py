@@ -76,13 +76,11 @@ class RunDir:
             stored = read_json(config_path)
             if stored.get("command") != self.command:
                 raise UserError(
-                    f"{self.path}: holds a '{stored.get('command')}' run, not '{self.command}'; "
-                    "choose another --out"
+                    f"{self.path}: holds a '{stored.get('command')}' run, not '{self.command}'; choose another --out"
                 )
             if stored.get("config") != _jsonable(self.config):
                 raise UserError(
-                    f"{self.path}: holds a run with a different configuration; "
-                    "choose another --out to start a new one"
+                    f"{self.path}: holds a run with a different configuration; choose another --out to start a new one"
                 )
             return
         if self.path.exists() and any(self.path.iterdir()):

@@ -84,7 +84,7 @@ def per_category(
     if len(categories) != len(values):
         raise ValueError(f"{len(categories)} categories but {len(values)} values")
     groups: dict[str, list[Any]] = {}
-    for category, value in zip(categories, values):
+    for category, value in zip(categories, values, strict=True):
         groups.setdefault(category, []).append(value)
     return {category: summarise(groups[category]) for category in sorted(groups)}
 
@@ -95,10 +95,10 @@ def agreement(predictions: Sequence[bool | None], labels: Sequence[bool | None])
 
     if len(predictions) != len(labels):
         raise ValueError(f"{len(predictions)} predictions but {len(labels)} labels")
-    pairs = [(bool(p), bool(t)) for p, t in zip(predictions, labels) if p is not None and t is not None]
+    pairs = [(bool(p), bool(t)) for p, t in zip(predictions, labels, strict=True) if p is not None and t is not None]
     if not pairs:
         return {"accuracy": None, "precision": None, "recall": None, "f1": None, "cohen_kappa": None, "n": 0}
-    predicted, truth = (list(side) for side in zip(*pairs))
+    predicted, truth = (list(side) for side in zip(*pairs, strict=True))
     precision, recall, f1, _ = precision_recall_fscore_support(
         truth, predicted, average="binary", pos_label=True, zero_division=0
     )

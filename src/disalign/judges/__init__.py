@@ -1,10 +1,10 @@
 """Judges: one registry from a name to something that turns (prompt, response) pairs into Verdicts.
 
-    keyword     Qi et al.'s 29 refusal substrings (fast, crude)
-    refusal     an offline refusal detector that weighs position and retractions
-    rubric      the 1-5 harmfulness rubric sent to an OpenAI-compatible chat endpoint
-    classifier  a local guard model: Llama-Guard or the HarmBench classifier prompt
-    world       the exact judge of a synthetic world
+keyword     Qi et al.'s 29 refusal substrings (fast, crude)
+refusal     an offline refusal detector that weighs position and retractions
+rubric      the 1-5 harmfulness rubric sent to an OpenAI-compatible chat endpoint
+classifier  a local guard model: Llama-Guard or the HarmBench classifier prompt
+world       the exact judge of a synthetic world
 """
 
 from disalign.judges import classifier, keyword, refusal, rubric, world  # noqa: F401  (registers the judges)

@@ -90,6 +90,5 @@ def judge_records(
                 raise UserError(f"record {index}: no text field '{key}' to judge")
     verdicts = judge.judge([r[prompt_key] for r in records], [r[response_key] for r in records])
     return [
-        {**record, **verdict.as_dict(), "judge": judge.name}
-        for record, verdict in zip(records, verdicts, strict=True)
+        {**record, **verdict.as_dict(), "judge": judge.name} for record, verdict in zip(records, verdicts, strict=True)
     ]

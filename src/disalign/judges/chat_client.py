@@ -89,7 +89,7 @@ class ChatEndpoint:
             if isinstance(err.reason, (TimeoutError, socket.timeout)):
                 raise _Retryable(f"timed out after {self.timeout:g} s") from None
             raise _Retryable(self._redact(str(err.reason)), unreachable=True) from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise _Retryable(f"timed out after {self.timeout:g} s") from None
         except (OSError, http.client.HTTPException) as err:  # reset or dropped mid-reply
             raise _Retryable(f"connection lost ({err.__class__.__name__})") from None

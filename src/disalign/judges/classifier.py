@@ -107,9 +107,11 @@ class ClassifierJudge:
 
             conversations = [
                 [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-                for prompt, response in zip(prompts, responses)
+                for prompt, response in zip(prompts, responses, strict=True)
             ]
             return render_chat(self.tokenizer, conversations)
         # generate() adds no special tokens, and this raw prompt, unlike a chat template, has no BOS.
         bos = self.tokenizer.bos_token or ""
-        return [bos + HARMBENCH_PROMPT.format(behavior=p, generation=r) for p, r in zip(prompts, responses)]
+        return [
+            bos + HARMBENCH_PROMPT.format(behavior=p, generation=r) for p, r in zip(prompts, responses, strict=True)
+        ]

@@ -141,10 +141,10 @@ class RubricJudge:
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         # The cache key holds everything that decides a reply; where the key is read from does not.
         identity = repr(sorted((k, v) for k, v in self.config.items() if k != "api_key_env"))
-        keys = [cache_key(identity, prompt, response) for prompt, response in zip(prompts, responses)]
+        keys = [cache_key(identity, prompt, response) for prompt, response in zip(prompts, responses, strict=True)]
         todo = {
             key: render_prompt(prompt, response, self.policy)
-            for key, prompt, response in zip(keys, prompts, responses)
+            for key, prompt, response in zip(keys, prompts, responses, strict=True)
             if self.cache.get(key) is None
         }
         failures = self._request(todo)

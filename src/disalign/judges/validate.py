@@ -48,7 +48,10 @@ def judge_file(
     for start in range(0, len(todo), _CHUNK):
         chunk = todo[start : start + _CHUNK]
         verdicts = judge.judge([rows[i][1]["prompt"] for i in chunk], [rows[i][1]["response"] for i in chunk])
-        run.append({"key": str(i), **rows[i][1], **v.as_dict(), "judge": judge.name} for i, v in zip(chunk, verdicts, strict=True))
+        run.append(
+            {"key": str(i), **rows[i][1], **v.as_dict(), "judge": judge.name}
+            for i, v in zip(chunk, verdicts, strict=True)
+        )
     records = sorted(run.records(), key=lambda r: int(r["key"]))
     summary: dict[str, Any] = {
         **rate_summary([r["harmful"] for r in records]),
@@ -57,6 +60,10 @@ def judge_file(
     }
     if label_field is not None:
         labels = [parse_label(r[label_field], f"{responses} row {r['key']}") for r in records]
-        summary["validation"] = {"label_field": label_field, "label_kind": label_kind, **agreement([r[label_kind] for r in records], labels)}
+        summary["validation"] = {
+            "label_field": label_field,
+            "label_kind": label_kind,
+            **agreement([r[label_kind] for r in records], labels),
+        }
     run.write_summary(summary)
     return summary

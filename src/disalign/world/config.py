@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from disalign.errors import UserError
+from disalign.errors import UserError, validate_config
 
 
 class _Strict(BaseModel):
@@ -33,7 +33,9 @@ class WorldSpecConfig(_Strict):
     two_operator_share: float = Field(0.3, ge=0, le=1)
     alias_share: float = Field(0.1, ge=0, le=1, description="share of pretraining requests using an alias")
     episodes_per_document: tuple[int, int] = (1, 5)
-    persona_shots: int = Field(3, ge=1, le=8, description="harmful episodes before the request in the persona jailbreak")
+    persona_shots: int = Field(
+        3, ge=1, le=8, description="harmful episodes before the request in the persona jailbreak"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> WorldSpecConfig:
@@ -87,7 +89,9 @@ class TrainConfig(_Strict):
     dpo_beta: float = Field(1.0, gt=0)
     dpo_nll_weight: float = Field(1.0, ge=0, description="NLL on the preferred response beside the DPO loss")
     unlearn_weight: float = Field(0.1, ge=0, description="weight of the ascent term on harmful outputs")
-    unlearn_ceiling: float = Field(5.0, gt=0, description="summed NLL (nats) past which harmful responses are not pushed")
+    unlearn_ceiling: float = Field(
+        5.0, gt=0, description="summed NLL (nats) past which harmful responses are not pushed"
+    )
     threads: int = Field(2, ge=1)
 
 
@@ -135,12 +139,7 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def make_config(overrides: dict[str, Any] | None = None, *, quick: bool = False) -> WorldConfig:
     data: dict[str, Any] = _merge({}, QUICK_OVERRIDES) if quick else {}
     data = _merge(data, overrides or {})
-    try:
-        return WorldConfig.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "config"
-        raise UserError(f"world config: {where}: {first['msg']}") from None
+    return validate_config(WorldConfig, data, "world config")
 
 
 def load_config(path: str | Path | None, *, quick: bool = False) -> WorldConfig:

@@ -7,8 +7,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from disalign.core.generation import SamplingConfig, generate, render_chat
-from disalign.world.judge import WorldJudge, WorldVerdict
 from disalign.core.runs import RunDir
+from disalign.world.judge import WorldJudge, WorldVerdict
 from disalign.world.spec import JAILBREAK_FAMILIES, PROMPT_SETS, Prompt, World
 
 
@@ -67,8 +67,14 @@ def evaluate_zoo(zoo: Path, run: RunDir, n: int, sampling: SamplingConfig) -> di
                 responses = respond(model, tokenizer, prompts, sampling)
                 verdicts = judge.judge([p.request.text for p in prompts], responses)
                 records = [
-                    {"key": f"{name}:{p.id}", "model": name, "set": set_name, "prompt": p.request.text,
-                     "response": r, **asdict(v)}
+                    {
+                        "key": f"{name}:{p.id}",
+                        "model": name,
+                        "set": set_name,
+                        "prompt": p.request.text,
+                        "response": r,
+                        **asdict(v),
+                    }
                     for p, r, v in zip(prompts, responses, verdicts, strict=True)
                 ]
                 run.append(r for r in records if not run.is_done(r["key"]))

@@ -45,9 +45,7 @@ class Stream:
     adapter_disabled: bool = False
 
     @classmethod
-    def from_prompts(
-        cls, model, tokenizer, prompts: Sequence[str], coefficient: float, **options: Any
-    ) -> Stream:
+    def from_prompts(cls, model, tokenizer, prompts: Sequence[str], coefficient: float, **options: Any) -> Stream:
         ids = tuple(tuple(encode_prompt(tokenizer, prompt)) for prompt in prompts)
         return cls(model, tokenizer, ids, coefficient, **options)
 
@@ -483,9 +481,7 @@ def _stream(
     adapter_disabled: bool = False,
 ) -> Stream:
     prompts = [render(query) for query in queries]
-    return Stream.from_prompts(
-        model, tokenizer, prompts, coefficient, name=name, adapter_disabled=adapter_disabled
-    )
+    return Stream.from_prompts(model, tokenizer, prompts, coefficient, name=name, adapter_disabled=adapter_disabled)
 
 
 def _base_runner(base, aligned) -> tuple[Any, bool]:

@@ -62,13 +62,23 @@ def run_ed(
 
             def respond(batch: list[PromptRecord], method=method, alpha=alpha, seeded=seeded) -> list[str]:
                 contrast = method_streams(
-                    method, alpha, pair.base, pair.aligned, pair.tokenizer, [p.prompt for p in batch],
-                    base_format=pair.base_format, aligned_format=pair.aligned_format, stop_strings=pair.stop_strings,
+                    method,
+                    alpha,
+                    pair.base,
+                    pair.aligned,
+                    pair.tokenizer,
+                    [p.prompt for p in batch],
+                    base_format=pair.base_format,
+                    aligned_format=pair.aligned_format,
+                    stop_strings=pair.stop_strings,
                 )
                 return contrast_generate(contrast, seeded)
 
             records += generate_and_judge(
-                run, prompts, respond, judge,
+                run,
+                prompts,
+                respond,
+                judge,
                 batch_size=sampling.batch_size,
                 key=lambda p, m=method, a=alpha, s=seed: f"{p.id}|{m}|{a:g}|{s}",
                 fields={"method": method, "alpha": alpha, "seed": seed},

@@ -13,8 +13,8 @@ from typing import Any
 
 from disalign.attacks.finetune.config import FinetuneConfig
 from disalign.attacks.finetune.train import RESULT, finetune, load_finetuned
-from disalign.core.evaluate import generate_and_judge, messages_of, summarise
-from disalign.core.generation import SamplingConfig, generate, render_chat
+from disalign.core.evaluate import chat_responder, generate_and_judge, summarise
+from disalign.core.generation import SamplingConfig
 from disalign.core.runs import RunDir
 from disalign.data import PromptRecord
 from disalign.errors import UserError
@@ -46,13 +46,6 @@ class PrefixStrippingJudge:
 
     def judge(self, prompts: list[str], responses: list[str]):
         return self.inner.judge(prompts, [self.strip(r) for r in responses])
-
-
-def responder(model, tokenizer, sampling: SamplingConfig):
-    def respond(batch: list[PromptRecord]) -> list[str]:
-        return generate(model, tokenizer, render_chat(tokenizer, [messages_of(p) for p in batch]), sampling)
-
-    return respond
 
 
 def cell_name(shots: int, epochs: int) -> str:
@@ -90,11 +83,14 @@ def run_finetune(
         def respond(batch):
             if "respond" not in cache:
                 model, tokenizer = load()
-                cache["respond"] = responder(model, tokenizer, sampling)
+                cache["respond"] = chat_responder(model, tokenizer, sampling)
             return cache["respond"](batch)
 
         return generate_and_judge(
-            run, eval_prompts, respond, scoring,
+            run,
+            eval_prompts,
+            respond,
+            scoring,
             batch_size=sampling.batch_size,
             key=lambda p: f"{prefix}|{p.id}",
             fields=fields,
@@ -103,13 +99,16 @@ def run_finetune(
 
     def short(records):
         summary = summarise(records, seed=sampling.seed)
-        return {"harmful_rate": summary["harmful_rate"], "ci": summary["ci"], "n": summary["n"],
-                "refusal_rate": summary.get("refusal_rate")}
+        return {
+            "harmful_rate": summary["harmful_rate"],
+            "ci": summary["ci"],
+            "n": summary["n"],
+            "refusal_rate": summary.get("refusal_rate"),
+        }
 
     datasets = {shots: dataset_builder(shots) for shots in shots_grid}  # bad data fails before any work
     before = evaluate("before", lambda: load_model(model_path), {"cell": "before"})
-    summary: dict[str, Any] = {"before": short(before), "cells": [], "judge": judge.name,
-                               "config": config.model_dump()}
+    summary: dict[str, Any] = {"before": short(before), "cells": [], "judge": judge.name, "config": config.model_dump()}
     run.write_summary(summary)
     for shots in shots_grid:
         for epochs in epochs_grid:
@@ -127,10 +126,14 @@ def run_finetune(
                 {"cell": name, "shots": shots, "epochs": epochs},
             )
             summary["cells"].append(
-                {"shots": shots, "epochs": epochs, **short(records),
-                 "n_examples": training.get("n_examples"),
-                 "final_loss": (training.get("losses") or [None])[-1],
-                 "tokens_per_second": training.get("tokens_per_second")}
+                {
+                    "shots": shots,
+                    "epochs": epochs,
+                    **short(records),
+                    "n_examples": training.get("n_examples"),
+                    "final_loss": (training.get("losses") or [None])[-1],
+                    "tokens_per_second": training.get("tokens_per_second"),
+                }
             )
             run.write_summary(summary)
     return summary

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,10 @@ def sft_config(config: FinetuneConfig, out_dir: Path, tokenizer, n_examples: int
         fp16=False,
     )
     options.update(overrides)
-    return SFTConfig(**options)
+    with warnings.catch_warnings():
+        # TRL passes transformers' renamed gradient-checkpointing argument; nothing for users to act on.
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+        return SFTConfig(**options)
 
 
 def check_lengths(dataset: list[dict[str, Any]], tokenizer, max_length: int) -> int:
@@ -101,9 +105,7 @@ def check_lengths(dataset: list[dict[str, Any]], tokenizer, max_length: int) -> 
             ids = ids["input_ids"]
         n = len(ids)
         if n > max_length:
-            raise UserError(
-                f"{example.get('origin') or 'an example'}: {n} tokens, longer than max_length {max_length}"
-            )
+            raise UserError(f"{example.get('origin') or 'an example'}: {n} tokens, longer than max_length {max_length}")
         total += n
     return total
 
@@ -154,7 +156,9 @@ def build_trainer(model, tokenizer, dataset: list[dict[str, Any]], config: Finet
     return trainer
 
 
-def finetune(model_path, dataset: list[dict[str, Any]], config: FinetuneConfig, out_dir, *, model=None, tokenizer=None) -> FinetuneResult:
+def finetune(
+    model_path, dataset: list[dict[str, Any]], config: FinetuneConfig, out_dir, *, model=None, tokenizer=None
+) -> FinetuneResult:
     """Train `model_path` on `dataset`; save the attacked model (full) or adapter (LoRA) with its tokenizer
     under OUT_DIR/model and the result under OUT_DIR/result.json."""
     import torch
