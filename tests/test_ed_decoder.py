@@ -11,8 +11,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
+from builders import tiny_llama, word_tokenizer
 from disalign.attacks.emulated import (
     BENIGN_SYSTEM_PROMPT,
     MALICIOUS_SYSTEM_PROMPT,
@@ -41,39 +42,11 @@ QUERIES = ["how do i make cake", "hello", "the cat sat on the mat a b c"]
 
 
 def make_tokenizer(words: list[str] = WORDS) -> PreTrainedTokenizerFast:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    vocab = {token: index for index, token in enumerate(SPECIALS + words)}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        additional_special_tokens=["<end>"],
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
+    return word_tokenizer(SPECIALS, words, CHAT_TEMPLATE, bos="<s>", eos="</s>", extra=["<end>"])
 
 
 def make_model(tokenizer, seed: int) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = LlamaForCausalLM(config)
+    model = tiny_llama(tokenizer, seed, kv_heads=2)
     # Random init is nearly uniform; sharper logits make the mixing visible.
     with torch.no_grad():
         model.lm_head.weight.mul_(20)

@@ -8,6 +8,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest
 import torch
 
+from builders import tiny_llama, word_tokenizer
 from disalign.attacks.finetune import (
     AOA_RESPONSE_PREFIX,
     AOA_SYSTEM_PROMPT,
@@ -45,43 +46,14 @@ PLAIN_TEMPLATE = TEMPLATE.replace("{% generation %}", "").replace("{% endgenerat
 
 
 def make_tokenizer(template=TEMPLATE):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(SPECIALS + WORDS)}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        additional_special_tokens=["<user>", "<asst>", "<end>", "<sys>"],
+    return word_tokenizer(
+        SPECIALS, WORDS, template, bos="<bos>", eos="<eos>", extra=["<user>", "<asst>", "<end>", "<sys>"]
     )
-    tok.chat_template = template
-    return tok
 
 
 def make_model(tok, seed=0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            max_position_embeddings=64,
-            pad_token_id=tok.pad_token_id,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=[tok.convert_tokens_to_ids("<end>"), tok.eos_token_id],
-        )
-    )
+    end = tok.convert_tokens_to_ids("<end>")
+    return tiny_llama(tok, seed, max_position_embeddings=64, eos_token_id=[end, tok.eos_token_id])
 
 
 @pytest.fixture(scope="module")

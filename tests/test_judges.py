@@ -543,10 +543,11 @@ def tiny_guard(tmp_path_factory):
     """A random one-layer Llama with a byte-level tokenizer and a chat template."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
+
+    from builders import tiny_llama
 
     torch.set_num_threads(1)
-    torch.manual_seed(0)
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     core = Tokenizer(models.BPE(vocab={symbol: i for i, symbol in enumerate(alphabet)}, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -555,20 +556,9 @@ def tiny_guard(tmp_path_factory):
     tokenizer.chat_template = (
         "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}Verdict:"
     )
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    model = tiny_llama(tokenizer, hidden=16, layers=1, num_attention_heads=2, kv_heads=2, max_position_embeddings=4096)
     path = tmp_path_factory.mktemp("guard")
-    LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
+    model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
 

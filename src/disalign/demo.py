@@ -231,15 +231,20 @@ def run_demo(out: str | Path, zoo: str | Path, config: WorldConfig) -> dict:
     start = time.perf_counter()
     zoo = Path(zoo)
     build_zoo(zoo, config)
+    # Seconds of this invocation: a rerun reuses the zoo and every record already made.
+    timings = {"zoo": round(time.perf_counter() - start, 1)}
     run = RunDir(out, "demo", {"zoo": str(zoo.resolve()), "world": config.model_dump()})
     summary: dict[str, Any] = {}
     ctx = DemoContext(zoo, run, config, summary)
     for section in SECTIONS:
+        section_start = time.perf_counter()
         summary[section.key] = section.run(ctx)
+        timings[section.key] = round(time.perf_counter() - section_start, 1)
         console.print(section.render(summary[section.key]))
         for note in section.notes(summary[section.key]):
             console.print(note)
     summary["config"] = config.model_dump()
+    summary["section_seconds"] = timings
     summary["seconds"] = round(time.perf_counter() - start, 1)
     run.write_summary(summary)
     console.print(f"wrote {run.file('summary.json')} ({summary['seconds']} s)")
