@@ -295,11 +295,13 @@ def test_empty_file(tmp_path):
 def test_too_long_example(tiny_model, tmp_path):
     path = tmp_path / "long.jsonl"
     path.write_text(
-        json.dumps({"prompt": "x", "response": "y"}) + "\n" + json.dumps({"prompt": "x " * 40, "response": "y"}) + "\n"
+        json.dumps({"prompt": "x", "response": "y"}) + "\n" + json.dumps({"prompt": "x " * 80, "response": "y"}) + "\n"
     )
     data = harmful_dataset(path, system_prompt=None)
-    with pytest.raises(UserError, match=r"long\.jsonl:2: .*longer than max_length 32"):
+    with pytest.raises(UserError, match=r"long\.jsonl:2: .*longer than max_length \(32\)"):
         finetune(tiny_model, data, FinetuneConfig(max_length=32), tmp_path / "out")
+    with pytest.raises(UserError, match=r"long\.jsonl:2: .*longer than the model's context \(64\)"):
+        finetune(tiny_model, data, FinetuneConfig(max_length=512), tmp_path / "out")
 
 
 def test_bad_lora_target(tiny_model, tmp_path):

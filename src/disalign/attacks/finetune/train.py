@@ -96,16 +96,18 @@ def sft_config(config: FinetuneConfig, out_dir: Path, tokenizer, n_examples: int
         return SFTConfig(**options)
 
 
-def check_lengths(dataset: list[dict[str, Any]], tokenizer, max_length: int) -> int:
-    """Refuse any example longer than max_length tokens (naming where it came from); total tokens."""
+def check_lengths(dataset: list[dict[str, Any]], tokenizer, max_length: int, context: int | None = None) -> int:
+    """Refuse any example longer than max_length tokens or the model's context (naming where it
+    came from) rather than let the trainer truncate it silently; returns the total tokens."""
+    limit, what = (context, "the model's context") if context and context < max_length else (max_length, "max_length")
     total = 0
     for example in dataset:
         ids = tokenizer.apply_chat_template(example["messages"], tokenize=True, return_dict=False)
         if isinstance(ids, dict):
             ids = ids["input_ids"]
         n = len(ids)
-        if n > max_length:
-            raise UserError(f"{example.get('origin') or 'an example'}: {n} tokens, longer than max_length {max_length}")
+        if n > limit:
+            raise UserError(f"{example.get('origin') or 'an example'}: {n} tokens, longer than {what} ({limit})")
         total += n
     return total
 
@@ -174,7 +176,8 @@ def finetune(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
-    n_tokens = check_lengths(dataset, tokenizer, config.max_length)
+    context = getattr(model.config, "max_position_embeddings", None)
+    n_tokens = check_lengths(dataset, tokenizer, config.max_length, context)
     set_seed(config.seed)
     trainer = build_trainer(model, tokenizer, dataset, config, out_dir)
     start = time.perf_counter()
