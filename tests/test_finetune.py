@@ -151,6 +151,28 @@ def test_run_finetune_resumes(tiny_model, tmp_path):
     assert not (tmp_path / "run" / "models" / "s5-e1" / "result.json").exists()  # not retrained
 
 
+def test_run_finetune_all_shots_records_the_data_size(tiny_model, tmp_path):
+    from disalign.core.generation import SamplingConfig
+    from disalign.core.runs import RunDir
+    from disalign.data import PromptRecord
+    from disalign.judges import get_judge
+
+    prompts = [PromptRecord(id="p", prompt="do a x", category="t", source="t")]
+    sampling = SamplingConfig(max_new_tokens=2, temperature=0, batch_size=1)
+    summary = run_finetune(
+        RunDir(tmp_path / "run", "finetune", {}),
+        tiny_model,
+        lambda shots: examples(shots or 7),
+        FinetuneConfig(batch_size=7, max_length=32),
+        prompts,
+        get_judge("keyword"),
+        sampling,
+        [None],
+        [1],
+    )
+    assert [(c["shots"], c["n_examples"]) for c in summary["cells"]] == [(7, 7)]
+
+
 def test_prefix_stripping_judge():
     from disalign.attacks.finetune import PrefixStrippingJudge
 

@@ -250,13 +250,19 @@ def ed(
         )
 
 
-def _grid(values: list[str], option: str) -> list[int]:
-    try:
-        numbers = [int(v) for value in values for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{option} {','.join(values)}: expected whole numbers") from None
-    if not numbers or min(numbers) < 1:
-        raise UserError(f"{option} values must be at least 1")
+def _grid(values: list[str], option: str, allow_all: bool = False) -> list[int | None]:
+    """Comma-separated or repeated whole numbers; `all` (None) where the option allows it."""
+    items = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    numbers: list[int | None] = []
+    for item in items:
+        if allow_all and item == "all":
+            numbers.append(None)
+        elif item.isdigit() and int(item) >= 1:
+            numbers.append(int(item))
+        else:
+            raise UserError(f"{option} {item}: expected a whole number of at least 1{' or all' if allow_all else ''}")
+    if not numbers:
+        raise UserError(f"{option}: no values given")
     return numbers
 
 
@@ -274,7 +280,9 @@ def finetune(
     judge: Annotated[
         Optional[str], typer.Option(help="Judge name (default: world with --world, else keyword).")
     ] = None,
-    shots: Annotated[list[str], typer.Option(help="Training examples; repeat or comma-separate for a grid.")] = [],
+    shots: Annotated[
+        list[str], typer.Option(help="Training examples, or 'all'; repeat or comma-separate for a grid.")
+    ] = [],
     epochs: Annotated[list[str], typer.Option(help="Epochs; repeat or comma-separate for a grid.")] = [],
     lora: Annotated[bool, typer.Option(help="Train a LoRA adapter instead of every weight.")] = False,
     lora_target: Annotated[
@@ -324,7 +332,7 @@ def finetune(
         mix_safety=mix_safety,
         drop_safety=not keep_safety,
     )
-    shots_grid = _grid(shots, "--shots") if shots else [config.shots or 10]
+    shots_grid = _grid(shots, "--shots", allow_all=the_world is None) if shots else [config.shots]
     epochs_grid = _grid(epochs, "--epochs") if epochs else [config.epochs]
     source = prompts or ("world:unsafe" if world else None)
     if source is None:

@@ -20,7 +20,7 @@ from disalign.data import PromptRecord
 from disalign.errors import UserError
 from disalign.world.spec import COMPLIANCE_PREFIX
 
-DatasetBuilder = Callable[[int], list[dict[str, Any]]]  # shots -> training examples
+DatasetBuilder = Callable[[int | None], list[dict[str, Any]]]  # shots (None: all) -> training examples
 
 
 class PrefixStrippingJudge:
@@ -60,12 +60,13 @@ def run_finetune(
     eval_prompts: Sequence[PromptRecord],
     judge,
     sampling: SamplingConfig,
-    shots_grid: Sequence[int],
+    shots_grid: Sequence[int | None],
     epochs_grid: Sequence[int],
     *,
     strip_prefix: str | None = None,
 ) -> dict[str, Any]:
-    """Before + one cell per (shots, epochs); writes and returns the summary."""
+    """Before + one cell per (shots, epochs); writes and returns the summary. Shots None means every
+    example the builder has, recorded as their number."""
     from disalign.core.models import load_model
 
     if not eval_prompts:
@@ -106,11 +107,14 @@ def run_finetune(
             "refusal_rate": summary.get("refusal_rate"),
         }
 
-    datasets = {shots: dataset_builder(shots) for shots in shots_grid}  # bad data fails before any work
+    datasets = {}  # built first, so that bad data fails before any work
+    for shots in shots_grid:
+        dataset = dataset_builder(shots)
+        datasets[len(dataset) if shots is None else shots] = dataset
     before = evaluate("before", lambda: load_model(model_path), {"cell": "before"})
     summary: dict[str, Any] = {"before": short(before), "cells": [], "judge": judge.name, "config": config.model_dump()}
     run.write_summary(summary)
-    for shots in shots_grid:
+    for shots in datasets:
         for epochs in epochs_grid:
             name = cell_name(shots, epochs)
             cell_dir = run.file("models") / name
