@@ -2,9 +2,11 @@
 
 Same model (a small Llama on the world tokenizer), same data, same hyperparameters and loss
 masking; both time `trainer.train()` only and count the same tokens (every token of every
-example, times epochs). Goal: ratio finetune / plain >= 0.95. Runs are alternated and the
-median of each is reported. Then the wall time of a whole synthetic tier-1 attack (10 harmful
-examples x 5 epochs on the zoo's sft model, evaluated before and after), on the zoo given by
+example, times epochs). "plain" is SFTTrainer given the settings our path gives it (fp32, no
+gradient checkpointing): the overhead check, goal ratio finetune / plain >= 0.95. "TRL defaults"
+is SFTTrainer as it comes (bf16, emulated on CPU, and gradient checkpointing), for reference.
+Runs are alternated and the median of each is reported. Then the wall time of a whole synthetic
+tier-1 attack (10 harmful examples x 5 epochs on the zoo's sft model, evaluated before and after), on the zoo given by
 --zoo (`make demo` leaves one in runs/zoo), or on a --quick zoo built first. One JSON object on
 the last line.
 
@@ -60,7 +62,7 @@ def run_disalign(tokenizer, model_config, model_cls, data, ft_config, out) -> fl
     return result.n_tokens / result.seconds
 
 
-def run_plain(tokenizer, model_config, model_cls, data, ft_config, out) -> float:
+def run_plain(tokenizer, model_config, model_cls, data, ft_config, out, **settings) -> float:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -82,6 +84,7 @@ def run_plain(tokenizer, model_config, model_cls, data, ft_config, out) -> float
             save_strategy="no",
             seed=ft_config.seed,
             disable_tqdm=True,
+            **settings,
         ),
         train_dataset=Dataset.from_list([{"messages": e["messages"]} for e in data]),
         processing_class=tokenizer,
@@ -137,19 +140,29 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    from datasets.utils.logging import disable_progress_bar
     from transformers.utils import logging as hf_logging
 
     from disalign.attacks.finetune import FinetuneConfig
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    disable_progress_bar()
     tokenizer, model_config, data, model_cls = setup(args.examples, args.hidden, args.layers)
     ft_config = FinetuneConfig(epochs=args.epochs, lr=5e-5, batch_size=10, max_length=64, seed=42)
-    ours, plain = [], []
+    ours, plain, defaults = [], [], []
+    same = {"bf16": False, "fp16": False, "gradient_checkpointing": ft_config.gradient_checkpointing}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
-            plain.append(run_plain(tokenizer, model_config, model_cls, data, ft_config, Path(tmp) / f"plain{i}"))
-            ours.append(run_disalign(tokenizer, model_config, model_cls, data, ft_config, Path(tmp) / f"ours{i}"))
-            print(f"repeat {i}: finetune {ours[-1]:.0f} tok/s, plain SFTTrainer {plain[-1]:.0f} tok/s", flush=True)
+            run = (tokenizer, model_config, model_cls, data, ft_config)
+            plain.append(run_plain(*run, Path(tmp) / f"plain{i}", **same))
+            ours.append(run_disalign(*run, Path(tmp) / f"ours{i}"))
+            defaults.append(run_plain(*run, Path(tmp) / f"defaults{i}"))
+            print(
+                f"repeat {i}: finetune {ours[-1]:.0f} tok/s, plain SFTTrainer {plain[-1]:.0f} tok/s, "
+                f"SFTTrainer with TRL defaults {defaults[-1]:.0f} tok/s",
+                flush=True,
+            )
         attack = tier1_attack(args.zoo, Path(tmp))
         print(f"tier-1 world attack: {attack['seconds']} s", flush=True)
     a, b = statistics.median(ours), statistics.median(plain)
@@ -159,6 +172,7 @@ def main() -> None:
                 "benchmark": "finetune_training_throughput",
                 "finetune_tokens_per_s": round(a, 1),
                 "plain_sft_tokens_per_s": round(b, 1),
+                "trl_defaults_tokens_per_s": round(statistics.median(defaults), 1),
                 "ratio": round(a / b, 3),
                 "goal_ratio": 0.95,
                 "meets_goal": a / b >= 0.95,

@@ -41,6 +41,7 @@ class FinetuneConfig(BaseModel):
     max_length: int = Field(default=512, ge=2)
     weight_decay: float = Field(default=0.0, ge=0)
     system_prompt: str | None = None
+    gradient_checkpointing: bool = False  # trades a third more compute for activation memory (large models)
 
 
 def make_config(data: dict[str, Any]) -> FinetuneConfig:
