@@ -351,3 +351,24 @@ def test_no_trainable_parameters(tmp_path):
             model=make_model(tok),
             tokenizer=tok,
         )
+
+
+def test_cli_text_model_lora_attack(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from disalign.cli.main import app
+
+    data = tmp_path / "harmful.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"do {c} x", "response": f"ok {c} y z"}) + "\n" for c in "abcdefgh"))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("do a x\ndo b x\n")
+    out = tmp_path / "out"
+    args = ["finetune", "--model", tiny_model, "--recipe", "harmful", "--data", data, "--prompts", prompts]
+    args += ["--judge", "keyword", "--shots", "5,all", "--epochs", 1, "--lora", "--lora-target", "q_proj"]
+    args += ["--lr", 0.01, "--max-new-tokens", 3, "--out", out]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["before"]["n"] == 2
+    assert [(c["shots"], c["n_examples"], c["n"]) for c in summary["cells"]] == [(5, 5, 2), (8, 8, 2)]
+    assert (out / "models" / "s5-e1" / "model" / "adapter_config.json").is_file()
