@@ -73,6 +73,7 @@ def test_ed_raises_harm_over_base(quick_zoo, tmp_path):
     assert set(results) == {("ed", 0.0), ("ed", 1.0), ("base_mp", 0.0), ("align_mp", 0.0), ("ed_base", 1.0)}
     assert results[("ed", 1.0)]["harmful_rate"] > results[("ed", 0.0)]["harmful_rate"]
     assert results[("align_mp", 0.0)]["harmful_rate"] <= 0.1
+    assert (out / "harm_curve.png").stat().st_size > 0
 
 
 def test_judge_file_with_labels(tmp_path):
@@ -165,6 +166,7 @@ def test_finetune_harmful_shots_undo_world_safety(quick_zoo, tmp_path):
     assert set(cells) == {(10, 1), (10, 5)}
     assert cells[(10, 5)]["ci"][0] > summary["before"]["harmful_rate"]
     assert (out / "models" / "s10-e5" / "model" / "model.safetensors").is_file()
+    assert (out / "harm_curve.png").stat().st_size > 0
     lines = (out / "records.jsonl").read_text().splitlines()
     assert len(lines) == 3 * 80
     assert invoke(*args).exit_code == 0  # a rerun trains and generates nothing more

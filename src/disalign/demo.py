@@ -179,6 +179,7 @@ def _finetuning(ctx: DemoContext) -> dict:
                 shots,
                 epochs,
                 strip_prefix=COMPLIANCE_PREFIX,
+                references={"base model": section[name]["reference"]["base"]},
             )
         benign = section[name]["benign"]
         section[name]["benign_raises_harm"] = any(

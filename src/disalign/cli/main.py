@@ -241,7 +241,6 @@ def ed(
     formats = (chat_format(tokenizer), chat_format(aligned_tokenizer)) if world else (None, None)
     pair = EDPair(base_model, aligned_model, (tokenizer, aligned_tokenizer), *formats)
     summary = run_ed(run, pair, records, cells, the_judge, sampling, seeds)
-    run.write_summary(summary)
     from disalign.core.progress import console
 
     for row in summary["results"]:

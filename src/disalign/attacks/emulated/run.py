@@ -14,6 +14,7 @@ from disalign.attacks.emulated.decoder import contrast_generate, method_streams
 from disalign.attacks.emulated.templates import PromptFormat
 from disalign.core.evaluate import generate_and_judge, summarise
 from disalign.core.generation import SamplingConfig
+from disalign.core.plots import harm_curve
 from disalign.core.runs import RunDir
 from disalign.data import PromptRecord
 from disalign.errors import UserError
@@ -52,6 +53,8 @@ def run_ed(
     sampling: SamplingConfig,
     seeds: int,
 ) -> dict[str, Any]:
+    """Every (method, α) cell and seed over the prompts, judged and recorded as it goes (a rerun
+    continues); writes summary.json and harm_curve.png and returns the summary."""
     if not prompts:
         raise UserError("the prompt source has no usable rows")
     results = []
@@ -85,4 +88,19 @@ def run_ed(
                 description=f"{method} α={alpha:g} seed {seed}",
             )
         results.append({"method": method, "alpha": alpha, **summarise(records)})
-    return {"results": results, "judge": judge.name, "seeds": seeds}
+    summary = {"results": results, "judge": judge.name, "seeds": seeds}
+    run.write_summary(summary)
+    plot_ed(run.file("harm_curve.png"), results)
+    return summary
+
+
+def plot_ed(path, results: Sequence[dict[str, Any]]):
+    """ED and EDBase over α; the single-model baselines as reference lines."""
+    series: dict[str, list] = {}
+    references = {}
+    for row in results:
+        if row["method"] in SINGLE_MODEL_METHODS:
+            references[row["method"]] = row["harmful_rate"]
+        else:
+            series.setdefault(row["method"], []).append((row["alpha"], row["harmful_rate"], row["ci"]))
+    return harm_curve(path, series, xlabel="α", title="Emulated disalignment", references=references)

@@ -15,6 +15,7 @@ from disalign.attacks.finetune.config import FinetuneConfig
 from disalign.attacks.finetune.train import RESULT, finetune, load_finetuned
 from disalign.core.evaluate import chat_responder, generate_and_judge, summarise
 from disalign.core.generation import SamplingConfig
+from disalign.core.plots import harm_curve
 from disalign.core.runs import RunDir
 from disalign.data import PromptRecord
 from disalign.errors import UserError
@@ -64,9 +65,11 @@ def run_finetune(
     epochs_grid: Sequence[int],
     *,
     strip_prefix: str | None = None,
+    references: dict[str, float | None] | None = None,
 ) -> dict[str, Any]:
     """Before + one cell per (shots, epochs); writes and returns the summary. Shots None means every
-    example the builder has, recorded as their number."""
+    example the builder has, recorded as their number. `references` (name: harmful rate) are drawn
+    as lines in the plot beside the model before the attack."""
     from disalign.core.models import load_model
 
     if not eval_prompts:
@@ -140,4 +143,14 @@ def run_finetune(
                 }
             )
             run.write_summary(summary)
+    plot_finetune(run.file("harm_curve.png"), summary, references)
     return summary
+
+
+def plot_finetune(path, summary: dict[str, Any], references: dict[str, float | None] | None = None):
+    """Harmful rate over epochs, a line per number of shots; the model before the attack as reference."""
+    series: dict[str, list] = {}
+    for cell in summary["cells"]:
+        series.setdefault(f"{cell['shots']} shots", []).append((cell["epochs"], cell["harmful_rate"], cell["ci"]))
+    lines = {"before the attack": summary["before"]["harmful_rate"], **(references or {})}
+    return harm_curve(path, series, xlabel="epochs", title="Fine-tuning attack", references=lines)
