@@ -86,7 +86,7 @@ def sft_config(config: FinetuneConfig, out_dir: Path, tokenizer, n_examples: int
         logging_steps=1,
         disable_tqdm=True,
         dataloader_num_workers=0,
-        # fp32: TRL's default bf16 is emulated on CPU, six times slower for the world's models.
+        # fp32: TRL's default bf16 is emulated on CPU, several times slower (benchmarks/bench_finetune.py).
         bf16=False,
         fp16=False,
         gradient_checkpointing=config.gradient_checkpointing,
