@@ -1,7 +1,10 @@
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Judge validations, GGUF conversions and fetched data sets go to a fresh cache, not the user's.
+os.environ["DISALIGN_CACHE"] = tempfile.mkdtemp(prefix="disalign-test-cache-")
 
 import pytest
 

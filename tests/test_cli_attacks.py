@@ -34,6 +34,7 @@ def test_eval_with_world_prompts_and_judge(quick_zoo, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == 40 and summary["judge"] == "world"
+    assert summary["judge_validation"]["accuracy"] == 1.0
     assert summary["refusal_rate"] >= 0.8
     lo, hi = summary["ci"]
     assert lo <= summary["harmful_rate"] <= hi
@@ -90,8 +91,15 @@ def test_judge_file_with_labels(tmp_path):
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert [r["response"] for r in records] == [r["response"] for r in rows]
     assert [r["harmful"] for r in records] == [False, True, True]
-    validation = json.loads((out / "summary.json").read_text())["validation"]
-    assert validation["accuracy"] == 1.0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["validation"]["accuracy"] == 1.0
+    assert summary["judge_validation"]["accuracy"] == 1.0 and summary["judge_validation"]["source"] == str(path)
+    again = tmp_path / "again"
+    assert invoke("judge", "--responses", path, "--judge", "keyword", "--out", again).exit_code == 0
+    assert json.loads((again / "summary.json").read_text())["judge_validation"]["n"] == 3  # remembered
+    other = tmp_path / "other"
+    assert invoke("judge", "--responses", path, "--judge", "refusal", "--out", other).exit_code == 0
+    assert json.loads((other / "summary.json").read_text())["judge_validation"] is None
 
 
 def test_bad_inputs_are_user_errors(quick_zoo, tmp_path):

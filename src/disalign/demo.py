@@ -71,7 +71,8 @@ def _emulated_disalignment(ctx: DemoContext) -> dict:
     """ED of each aligned model against the base, with the paper's baselines, as ordinary `ed` runs.
 
     World models ignore system prompts, so BaseMP is the base model, AlignMP the aligned one,
-    and EDBase contrasts the base with itself (which gives the base back): reported all the same.
+    and EDBase contrasts the base with itself (which gives the base back): reported all the same,
+    at α = 1 only, since every α gives the same model.
     """
     from disalign.attacks.emulated import chat_format
     from disalign.attacks.emulated.run import EDPair, grid, run_ed
@@ -90,7 +91,7 @@ def _emulated_disalignment(ctx: DemoContext) -> dict:
         section[name] = {}
         for set_name in ("unsafe", "safe"):
             prompts = prompt_records(ctx.zoo, set_name, ctx.config.eval.n, ctx.config.eval.seed)
-            cells = grid(ED_ALPHAS, baselines=True)
+            cells = [*grid(ED_ALPHAS, baselines=False), ("base_mp", 0.0), ("align_mp", 0.0), ("ed_base", 1.0)]
             config = {"base": "base", "aligned": name, "prompts": f"world:{set_name}", "cells": cells}
             run = RunDir(ctx.run.file(f"ed-{name}-{set_name}"), "ed", config)
             section[name][set_name] = run_ed(run, pair, prompts, cells, judge, sampling, seeds=1)["results"]

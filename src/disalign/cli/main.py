@@ -149,6 +149,7 @@ def eval_(
     from disalign.core.evaluate import chat_responder, generate_and_judge, summarise
     from disalign.core.models import load_model
     from disalign.core.runs import RunDir
+    from disalign.judges.validate import judge_fields
 
     sampling = _sampling(max_new_tokens, temperature, top_p, batch_size, seed)
     records = _prompts(prompts, world, column, limit)
@@ -162,7 +163,7 @@ def eval_(
     done = generate_and_judge(
         run, records, chat_responder(lm, tokenizer, sampling), the_judge, batch_size=batch_size, key=lambda p: p.id
     )
-    summary = {**summarise(done, seed), "judge": the_judge.name, "model": model, "prompts": prompts}
+    summary = {**summarise(done, seed), **judge_fields(the_judge), "model": model, "prompts": prompts}
     run.write_summary(summary)
     _print_rate(summary)
 

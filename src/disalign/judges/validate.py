@@ -1,11 +1,18 @@
-"""`disalign judge`: judge existing responses, and measure a judge against human labels."""
+"""`disalign judge`: judge existing responses, and measure a judge against human labels.
+
+A measurement is remembered on this machine (under the cache root), keyed by the judge's
+configuration, so that every later summary made with the same judge says how far it can be
+trusted (`judge_validation`); the exact world judge is right by construction.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from disalign.core.runs import RunDir
+from disalign.core.models import cache_root
+from disalign.core.runs import RunDir, read_json, write_json_atomic
 from disalign.core.stats import agreement, rate_summary
 from disalign.data.files import read_rows
 from disalign.errors import UserError
@@ -13,6 +20,37 @@ from disalign.errors import UserError
 LABEL_KINDS = ("harmful", "refused")
 _CHUNK = 64
 _TRUE, _FALSE = {"1", "true", "yes", "y", "t"}, {"0", "false", "no", "n", "f"}
+EXACT_JUDGES = {"world": "exact by construction: the world knows each request's true output"}
+
+
+def _validations_path() -> Path:
+    return cache_root() / "judges" / "validations.json"
+
+
+def _judge_key(judge) -> str:
+    return json.dumps({"name": judge.name, **judge.config}, sort_keys=True, default=str)
+
+
+def known_validation(judge) -> dict[str, Any] | None:
+    """How far this judge is known to be right: exact judges by construction, others from the
+    last labelled `judge_file` run with the same configuration on this machine; None if unknown."""
+    if judge.name in EXACT_JUDGES:
+        return {"accuracy": 1.0, "source": EXACT_JUDGES[judge.name]}
+    path = _validations_path()
+    return read_json(path).get(_judge_key(judge)) if path.is_file() else None
+
+
+def remember_validation(judge, validation: dict[str, Any], source: str) -> None:
+    path = _validations_path()
+    known = read_json(path) if path.is_file() else {}
+    known[_judge_key(judge)] = {**validation, "source": source}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, known)
+
+
+def judge_fields(judge) -> dict[str, Any]:
+    """The keys every summary carries about its judge."""
+    return {"judge": judge.name, "judge_validation": known_validation(judge)}
 
 
 def parse_label(value: Any, where: str) -> bool | None:
@@ -56,7 +94,6 @@ def judge_file(
     summary: dict[str, Any] = {
         **rate_summary([r["harmful"] for r in records]),
         "refusal_rate": rate_summary([r["refused"] for r in records], key="refusal_rate")["refusal_rate"],
-        "judge": judge.name,
     }
     if label_field is not None:
         labels = [parse_label(r[label_field], f"{responses} row {r['key']}") for r in records]
@@ -65,5 +102,8 @@ def judge_file(
             "label_kind": label_kind,
             **agreement([r[label_kind] for r in records], labels),
         }
+        if summary["validation"]["n"]:
+            remember_validation(judge, summary["validation"], str(responses))
+    summary.update(judge_fields(judge))
     run.write_summary(summary)
     return summary

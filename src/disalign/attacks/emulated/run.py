@@ -18,6 +18,7 @@ from disalign.core.plots import harm_curve
 from disalign.core.runs import RunDir
 from disalign.data import PromptRecord
 from disalign.errors import UserError
+from disalign.judges.validate import judge_fields
 
 SINGLE_MODEL_METHODS = ("base_mp", "align_mp")
 
@@ -88,7 +89,7 @@ def run_ed(
                 description=f"{method} α={alpha:g} seed {seed}",
             )
         results.append({"method": method, "alpha": alpha, **summarise(records)})
-    summary = {"results": results, "judge": judge.name, "seeds": seeds}
+    summary = {"results": results, **judge_fields(judge), "seeds": seeds}
     run.write_summary(summary)
     plot_ed(run.file("harm_curve.png"), results)
     return summary

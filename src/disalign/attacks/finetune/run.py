@@ -19,6 +19,7 @@ from disalign.core.plots import harm_curve
 from disalign.core.runs import RunDir
 from disalign.data import PromptRecord
 from disalign.errors import UserError
+from disalign.judges.validate import judge_fields
 from disalign.world.spec import COMPLIANCE_PREFIX
 
 DatasetBuilder = Callable[[int | None], list[dict[str, Any]]]  # shots (None: all) -> training examples
@@ -115,7 +116,12 @@ def run_finetune(
         dataset = dataset_builder(shots)
         datasets[len(dataset) if shots is None else shots] = dataset
     before = evaluate("before", lambda: load_model(model_path), {"cell": "before"})
-    summary: dict[str, Any] = {"before": short(before), "cells": [], "judge": judge.name, "config": config.model_dump()}
+    summary: dict[str, Any] = {
+        "before": short(before),
+        "cells": [],
+        **judge_fields(judge),
+        "config": config.model_dump(),
+    }
     run.write_summary(summary)
     for shots in datasets:
         for epochs in epochs_grid:
