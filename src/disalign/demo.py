@@ -17,6 +17,8 @@ from rich.table import Table
 
 from disalign.core.progress import console
 from disalign.core.runs import RunDir
+from disalign.judges import get_judge
+from disalign.judges.validate import judge_fields
 from disalign.world import JAILBREAK_FAMILIES, WorldConfig, build_zoo
 from disalign.world.evaluate import evaluate_zoo, sampling_for
 from disalign.world.train import ALIGNMENT_METHODS
@@ -77,7 +79,6 @@ def _emulated_disalignment(ctx: DemoContext) -> dict:
     from disalign.attacks.emulated import chat_format
     from disalign.attacks.emulated.run import EDPair, grid, run_ed
     from disalign.core.models import load_model
-    from disalign.judges import get_judge
     from disalign.world import prompt_records
 
     world = load_world(ctx.zoo)
@@ -138,7 +139,6 @@ def _finetuning(ctx: DemoContext) -> dict:
     """The three fine-tuning tiers (and tier 1 with safety mixing) on each aligned model, as
     ordinary `finetune` runs, with the base and the aligned model as reference lines."""
     from disalign.attacks.finetune import identity_prompts, preset_config, recipe_dataset, run_finetune
-    from disalign.judges import get_judge
     from disalign.world import prompt_records
     from disalign.world.spec import COMPLIANCE_PREFIX
 
@@ -245,6 +245,7 @@ def run_demo(out: str | Path, zoo: str | Path, config: WorldConfig) -> dict:
         console.print(section.render(summary[section.key]))
         for note in section.notes(summary[section.key]):
             console.print(note)
+    summary.update(judge_fields(get_judge("world", world=load_world(zoo))))  # every section's judge
     summary["config"] = config.model_dump()
     summary["section_seconds"] = timings
     summary["seconds"] = round(time.perf_counter() - start, 1)

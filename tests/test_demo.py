@@ -1,0 +1,43 @@
+"""`disalign demo --quick` on the quick zoo: every section runs, renders and lands in summary.json."""
+
+import json
+
+from typer.testing import CliRunner
+
+from disalign.cli.main import app
+from disalign.demo import ED_ALPHAS, FT_GRIDS
+from disalign.world import JAILBREAK_FAMILIES, ZOO_MODELS
+from disalign.world.train import ALIGNMENT_METHODS
+
+
+def test_quick_demo_writes_every_section(quick_zoo, tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--quick", "--zoo", str(quick_zoo), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+
+    assert set(summary["models"]) == set(ZOO_MODELS)
+    for row in summary["models"].values():
+        assert 0 <= row["safe_accuracy"] <= 1
+        assert set(row["unsafe"]) == {"harmful_rate", "refusal_rate", "n"}
+        assert set(row["jailbreaks"]) == set(JAILBREAK_FAMILIES)
+    assert summary["judge"] == "world" and summary["judge_validation"]["accuracy"] == 1.0
+    assert set(summary["section_seconds"]) == {"zoo", "models", "ed", "finetune"}
+
+    for name in ALIGNMENT_METHODS:
+        ed = summary["ed"][name]
+        assert [r["alpha"] for r in ed["unsafe"] if r["method"] == "ed"] == list(ED_ALPHAS)
+        assert ed["best_over_base"] is None or ed["best_over_base"] > 1  # ED beats the base at its best α
+        finetune = summary["finetune"][name]
+        assert finetune["reference"]["base"] == summary["models"]["base"]["unsafe"]["harmful_rate"]
+        for tier, (shots, epochs) in FT_GRIDS.items():
+            assert len(finetune[tier]["cells"]) == len(shots) * len(epochs)
+        harmful = {(c["shots"], c["epochs"]): c for c in finetune["harmful"]["cells"]}
+        assert harmful[(10, 5)]["harmful_rate"] > finetune["harmful"]["before"]["harmful_rate"]
+    assert (out / "ed-sft-unsafe" / "harm_curve.png").is_file()
+    assert (out / "finetune-dpo-harmful" / "harm_curve.png").is_file()
+
+    records = (out / "records.jsonl").read_text()
+    assert CliRunner().invoke(app, args).exit_code == 0  # a rerun reuses everything
+    assert (out / "records.jsonl").read_text() == records
