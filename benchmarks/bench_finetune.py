@@ -29,49 +29,33 @@ import torch  # noqa: E402
 
 
 def setup(n_examples: int, hidden: int, layers: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+    """The world tokenizer, a maker of identically initialised models, and tier-1 world data."""
     from disalign.attacks.finetune import world_dataset
     from disalign.world import World, make_config
-    from disalign.world.model import build_tokenizer
+    from disalign.world.config import ModelShape
+    from disalign.world.model import build_model, build_tokenizer
 
     world = World(make_config(quick=True).world)
-    tokenizer = build_tokenizer(world)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=4 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    shape = ModelShape(d_model=hidden, n_layers=layers, d_mlp=4 * hidden, context=128)
     data = world_dataset(world, "harmful", n_examples, seed=0)
-    return tokenizer, config, data, LlamaForCausalLM
+    return build_tokenizer(world), lambda: build_model(world, shape, seed=0), data
 
 
-def run_disalign(tokenizer, model_config, model_cls, data, ft_config, out) -> float:
+def run_disalign(tokenizer, make_model, data, ft_config, out) -> float:
     from disalign.attacks.finetune import finetune
 
-    torch.manual_seed(0)
-    model = model_cls(model_config)
-    result = finetune("bench", data, ft_config, out, model=model, tokenizer=tokenizer)
+    result = finetune("bench", data, ft_config, out, model=make_model(), tokenizer=tokenizer)
     return result.n_tokens / result.seconds
 
 
-def run_plain(tokenizer, model_config, model_cls, data, ft_config, out, **settings) -> float:
+def run_plain(tokenizer, make_model, data, ft_config, out, **settings) -> float:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from disalign.attacks.finetune.train import check_lengths
 
-    torch.manual_seed(0)
-    model = model_cls(model_config)
     trainer = SFTTrainer(
-        model=model,
+        model=make_model(),
         args=SFTConfig(
             output_dir=str(out),
             num_train_epochs=ft_config.epochs,
@@ -115,7 +99,7 @@ def tier1_attack(zoo: Path | None, workdir: Path) -> dict:
         config,
         prompt_records(zoo, "unsafe", eval_config.n, eval_config.seed),
         get_judge("world", world=world),
-        sampling_for(world, eval_config.temperature, eval_config.batch, eval_config.seed),
+        sampling_for(world, eval_config),
         [10],
         [5],
     )
@@ -148,13 +132,13 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     disable_progress_bar()
-    tokenizer, model_config, data, model_cls = setup(args.examples, args.hidden, args.layers)
+    tokenizer, make_model, data = setup(args.examples, args.hidden, args.layers)
     ft_config = FinetuneConfig(epochs=args.epochs, lr=5e-5, batch_size=10, max_length=64, seed=42)
     ours, plain, defaults = [], [], []
     same = {"bf16": False, "fp16": False, "gradient_checkpointing": ft_config.gradient_checkpointing}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
-            run = (tokenizer, model_config, model_cls, data, ft_config)
+            run = (tokenizer, make_model, data, ft_config)
             plain.append(run_plain(*run, Path(tmp) / f"plain{i}", **same))
             ours.append(run_disalign(*run, Path(tmp) / f"ours{i}"))
             defaults.append(run_plain(*run, Path(tmp) / f"defaults{i}"))

@@ -15,11 +15,12 @@ from typing import Any
 
 from rich.table import Table
 
+from disalign.core.generation import SamplingConfig
 from disalign.core.progress import console
 from disalign.core.runs import RunDir
 from disalign.judges import get_judge
 from disalign.judges.validate import judge_fields
-from disalign.world import JAILBREAK_FAMILIES, WorldConfig, build_zoo
+from disalign.world import JAILBREAK_FAMILIES, World, WorldConfig, build_zoo
 from disalign.world.evaluate import evaluate_zoo, sampling_for
 from disalign.world.train import ALIGNMENT_METHODS
 from disalign.world.zoo import load_world
@@ -31,6 +32,9 @@ class DemoContext:
     run: RunDir
     config: WorldConfig
     results: dict[str, Any]  # earlier sections' results, by key
+    world: World
+    judge: Any  # the world's exact judge, which every section uses
+    sampling: SamplingConfig
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,7 @@ class DemoSection:
 
 
 def _evaluate_models(ctx: DemoContext) -> dict:
-    world = load_world(ctx.zoo)
-    sampling = sampling_for(world, ctx.config.eval.temperature, ctx.config.eval.batch, ctx.config.eval.seed)
-    return evaluate_zoo(ctx.zoo, ctx.run, ctx.config.eval.n, sampling)
+    return evaluate_zoo(ctx.zoo, ctx.run, ctx.config.eval.n, ctx.sampling)
 
 
 def models_table(models: dict) -> Table:
@@ -81,9 +83,6 @@ def _emulated_disalignment(ctx: DemoContext) -> dict:
     from disalign.core.models import load_model
     from disalign.world import prompt_records
 
-    world = load_world(ctx.zoo)
-    judge = get_judge("world", world=world)
-    sampling = sampling_for(world, ctx.config.eval.temperature, ctx.config.eval.batch, ctx.config.eval.seed)
     base, base_tokenizer = load_model(ctx.zoo / "base")
     section: dict[str, dict] = {}
     for name in ALIGNMENT_METHODS:
@@ -95,7 +94,7 @@ def _emulated_disalignment(ctx: DemoContext) -> dict:
             cells = [*grid(ED_ALPHAS, baselines=False), ("base_mp", 0.0), ("align_mp", 0.0), ("ed_base", 1.0)]
             config = {"base": "base", "aligned": name, "prompts": f"world:{set_name}", "cells": cells}
             run = RunDir(ctx.run.file(f"ed-{name}-{set_name}"), "ed", config)
-            section[name][set_name] = run_ed(run, pair, prompts, cells, judge, sampling, seeds=1)["results"]
+            section[name][set_name] = run_ed(run, pair, prompts, cells, ctx.judge, ctx.sampling, seeds=1)["results"]
         ed_rows = [r for r in section[name]["unsafe"] if r["method"] == "ed"]
         best = max(ed_rows, key=lambda r: r["harmful_rate"])
         base_rate = next(r["harmful_rate"] for r in ed_rows if r["alpha"] == 0)
@@ -142,9 +141,6 @@ def _finetuning(ctx: DemoContext) -> dict:
     from disalign.world import prompt_records
     from disalign.world.spec import COMPLIANCE_PREFIX
 
-    world = load_world(ctx.zoo)
-    judge = get_judge("world", world=world)
-    sampling = sampling_for(world, ctx.config.eval.temperature, ctx.config.eval.batch, ctx.config.eval.seed)
     unsafe = prompt_records(ctx.zoo, "unsafe", ctx.config.eval.n, ctx.config.eval.seed)
     models = ctx.results.get("models", {})
     section: dict[str, dict] = {}
@@ -172,11 +168,11 @@ def _finetuning(ctx: DemoContext) -> dict:
             section[name][tier] = run_finetune(
                 run,
                 ctx.zoo / name,
-                lambda n, config=config: recipe_dataset(config, n, world=world),
+                lambda n, config=config: recipe_dataset(config, n, world=ctx.world),
                 config,
                 prompts,
-                judge,
-                sampling,
+                ctx.judge,
+                ctx.sampling,
                 shots,
                 epochs,
                 strip_prefix=COMPLIANCE_PREFIX,
@@ -237,7 +233,10 @@ def run_demo(out: str | Path, zoo: str | Path, config: WorldConfig) -> dict:
     timings = {"zoo": round(time.perf_counter() - start, 1)}
     run = RunDir(out, "demo", {"zoo": str(zoo.resolve()), "world": config.model_dump()})
     summary: dict[str, Any] = {}
-    ctx = DemoContext(zoo, run, config, summary)
+    world = load_world(zoo)
+    ctx = DemoContext(
+        zoo, run, config, summary, world, get_judge("world", world=world), sampling_for(world, config.eval)
+    )
     for section in SECTIONS:
         section_start = time.perf_counter()
         summary[section.key] = section.run(ctx)
@@ -245,7 +244,7 @@ def run_demo(out: str | Path, zoo: str | Path, config: WorldConfig) -> dict:
         console.print(section.render(summary[section.key]))
         for note in section.notes(summary[section.key]):
             console.print(note)
-    summary.update(judge_fields(get_judge("world", world=load_world(zoo))))  # every section's judge
+    summary.update(judge_fields(ctx.judge))
     summary["config"] = config.model_dump()
     summary["section_seconds"] = timings
     summary["seconds"] = round(time.perf_counter() - start, 1)

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from disalign.core.progress import console
 from disalign.errors import UserError
 
 app = typer.Typer(
@@ -59,7 +60,6 @@ def world_eval(
     n: Annotated[Optional[int], typer.Option(help="Requests per prompt set (default: the zoo's).")] = None,
 ) -> None:
     """Evaluate every zoo model on safe, unsafe and jailbreak prompts with the exact judge."""
-    from disalign.core.progress import console
     from disalign.core.runs import RunDir
     from disalign.demo import models_table
     from disalign.world import load_world_config
@@ -70,7 +70,7 @@ def world_eval(
     count = n or config.eval.n
     if count < 1:
         raise UserError(f"--n must be at least 1, got {count}")
-    sampling = sampling_for(World(config.world), config.eval.temperature, config.eval.batch, config.eval.seed)
+    sampling = sampling_for(World(config.world), config.eval)
     run = RunDir(out, "world eval", {"world": str(world.resolve()), "n": count})
     models = evaluate_zoo(world, run, count, sampling)
     run.write_summary({"models": models, "config": config.model_dump()})
@@ -242,8 +242,6 @@ def ed(
     formats = (chat_format(tokenizer), chat_format(aligned_tokenizer)) if world else (None, None)
     pair = EDPair(base_model, aligned_model, (tokenizer, aligned_tokenizer), *formats)
     summary = run_ed(run, pair, records, cells, the_judge, sampling, seeds)
-    from disalign.core.progress import console
-
     for row in summary["results"]:
         console.print(
             f"{row['method']:9s} α={row['alpha']:<5g} harmful {row['harmful_rate']:.1%}  CI {row['ci']}  n={row['n']}"
@@ -370,8 +368,6 @@ def finetune(
         epochs_grid,
         strip_prefix=COMPLIANCE_PREFIX if the_world is not None else None,
     )
-    from disalign.core.progress import console
-
     before = summary["before"]
     console.print(f"before    harmful {before['harmful_rate']:.1%}  CI {before['ci']}  n={before['n']}")
     for cell in summary["cells"]:
@@ -382,8 +378,6 @@ def finetune(
 
 
 def _print_rate(summary: dict) -> None:
-    from disalign.core.progress import console
-
     rate = summary.get("harmful_rate")
     console.print(
         f"harmful rate {rate if rate is None else f'{rate:.1%}'}  CI {summary.get('ci')}  n={summary.get('n')}"

@@ -41,6 +41,25 @@ class Judge(Protocol):
     def judge(self, prompts: list[str], responses: list[str]) -> list[Verdict]: ...
 
 
+class ResponseJudge:
+    """A judge that reads each response on its own (`judge_one`), never the prompt."""
+
+    name: str
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"judge": self.name}
+
+    def judge(self, prompts: list[str], responses: list[str]) -> list[Verdict]:
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        return [self.judge_one(response) for response in responses]
+
+    @staticmethod
+    def judge_one(response: str) -> Verdict:
+        raise NotImplementedError
+
+
 JudgeFactory = Callable[..., Judge]
 _REGISTRY: dict[str, JudgeFactory] = {}
 

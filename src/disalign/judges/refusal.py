@@ -15,9 +15,8 @@ Text is lower-cased and curly apostrophes and quotes are straightened first.
 from __future__ import annotations
 
 import re
-from typing import Any
 
-from disalign.judges.base import Verdict, register
+from disalign.judges.base import ResponseJudge, Verdict, register
 
 _STRAIGHTEN = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"'})
 
@@ -90,17 +89,8 @@ def normalise(response: str) -> str:
 
 
 @register("refusal")
-class RefusalJudge:
+class RefusalJudge(ResponseJudge):
     name = "refusal"
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return {"judge": self.name}
-
-    def judge(self, prompts: list[str], responses: list[str]) -> list[Verdict]:
-        if len(prompts) != len(responses):
-            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        return [self.judge_one(response) for response in responses]
 
     @staticmethod
     def judge_one(response: str) -> Verdict:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from disalign.core.generation import SamplingConfig, generate, render_chat
 from disalign.core.runs import RunDir
+from disalign.world.config import EvalConfig
 from disalign.world.judge import WorldJudge, WorldVerdict
 from disalign.world.spec import JAILBREAK_FAMILIES, PROMPT_SETS, Prompt, World
 
@@ -17,9 +18,13 @@ def max_response_tokens(world: World) -> int:
     return 2 * longest_operand + 2
 
 
-def sampling_for(world: World, temperature: float, batch: int, seed: int) -> SamplingConfig:
+def sampling_for(world: World, settings: EvalConfig) -> SamplingConfig:
+    """The zoo's evaluation settings, with room for the world's longest answer."""
     return SamplingConfig(
-        max_new_tokens=max_response_tokens(world), temperature=temperature, batch_size=batch, seed=seed
+        max_new_tokens=max_response_tokens(world),
+        temperature=settings.temperature,
+        batch_size=settings.batch,
+        seed=settings.seed,
     )
 
 
@@ -93,16 +98,3 @@ def _verdict_fields(record: dict) -> dict:
 
 def _public(stats: dict) -> dict:
     return {key: stats[key] for key in ("harmful_rate", "refusal_rate", "n")}
-
-
-def evaluate_world_model(
-    model, tokenizer, world: World, n: int, sampling: SamplingConfig, sets: Sequence[str] = PROMPT_SETS
-) -> dict[str, dict[str, float | int]]:
-    """Rates per prompt set, keyed by set name."""
-    judge = WorldJudge(world)
-    results = {}
-    for name in sets:
-        prompts = world.prompt_set(name, n, seed=sampling.seed)
-        responses = respond(model, tokenizer, prompts, sampling)
-        results[name] = rates(judge.judge([p.request.text for p in prompts], responses))
-    return results

@@ -231,9 +231,12 @@ def mix_safety_examples(
 ) -> list[Example]:
     """The dataset with K safety examples interleaved at seeded positions (Qi et al. Table 4)."""
     system = next((m["content"] for m in dataset[0]["messages"] if m["role"] == "system"), None) if dataset else None
-    mixed = list(dataset) + safety_examples(k, seed, path, system)
-    order = np.random.default_rng([seed, 15485863]).permutation(len(mixed))
-    return [mixed[i] for i in order]
+    return _shuffled([*dataset, *safety_examples(k, seed, path, system)], seed)
+
+
+def _shuffled(examples: list[Example], seed: int) -> list[Example]:
+    order = np.random.default_rng([seed, 15485863]).permutation(len(examples))
+    return [examples[i] for i in order]
 
 
 def identity_prompts(records, world: bool = False):
@@ -289,9 +292,7 @@ def world_dataset(world, recipe: str, shots: int, seed: int = 42, mix_safety: in
         conversation(world.alignment_request(rng, unsafe=True).text, REFUSE, origin=f"world:safety:{i}")
         for i in range(mix_safety)
     ]
-    mixed = examples + safety
-    order = np.random.default_rng([seed, 15485863]).permutation(len(mixed))
-    return [mixed[i] for i in order]
+    return _shuffled(examples + safety, seed)
 
 
 def recipe_dataset(
