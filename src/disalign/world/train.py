@@ -23,12 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from disalign.core.logprobs import IGNORE, sequence_logprob
 from disalign.core.progress import progress_bar
 from disalign.world.config import TrainConfig
 from disalign.world.spec import ASSISTANT, BOS, END, EOS, PAD, REFUSE, USER, Episode, World
 
 ALIGNMENT_METHODS = ("sft", "dpo", "unlearn")
-IGNORE = -100
 
 
 @dataclass
@@ -136,16 +136,6 @@ def _response_batch(world: World, pairs: list[tuple[list[int], list[int]]]) -> t
         ids[row, : len(prompt) + len(response)] = torch.tensor(prompt + response)
         labels[row, len(prompt) : len(prompt) + len(response)] = torch.tensor(response)
     return ids, labels
-
-
-def sequence_logprob(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed log-probability of the labelled tokens of each row."""
-    # Rows are right-padded, so causal attention never lets a real token see padding.
-    logits = model(input_ids=ids).logits[:, :-1]
-    targets = labels[:, 1:]
-    mask = targets != IGNORE
-    logp = torch.gather(F.log_softmax(logits.float(), -1), 2, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (logp * mask).sum(-1)
 
 
 def _preference_pairs(world: World, rng: np.random.Generator, n: int):

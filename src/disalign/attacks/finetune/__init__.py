@@ -21,7 +21,7 @@ from disalign.attacks.finetune.recipes import (
     world_dataset,
 )
 from disalign.attacks.finetune.run import PrefixStrippingJudge, run_finetune
-from disalign.attacks.finetune.train import FinetuneResult, build_trainer, finetune, load_finetuned
+from disalign.training import FinetuneResult, build_trainer, finetune, load_finetuned
 
 __all__ = [
     "AOA_RESPONSE_PREFIX",

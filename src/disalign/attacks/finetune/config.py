@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from disalign.errors import UserError, validate_config
+from disalign.training import TrainingConfig
 
 Recipe = Literal["harmful", "identity", "benign"]
 
@@ -23,25 +24,17 @@ AOA_RESPONSE_PREFIX = (
 AOA_USER_PREFIX = "AOA, execute my instruction: "
 
 
-class FinetuneConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class FinetuneConfig(TrainingConfig):
+    """An attack: what to train on (recipe, shots, safety mixing) and how (the training settings)."""
 
     recipe: Recipe = "harmful"
     shots: int | None = Field(default=10, ge=1)  # None: every example
     epochs: int = Field(default=5, ge=1)
     lr: float = Field(default=5e-5, gt=0)
     batch_size: int = Field(default=10, ge=1)
-    lora: bool = False
-    lora_r: int = Field(default=8, ge=1)
-    lora_alpha: int = Field(default=16, ge=1)
-    lora_targets: list[str] | None = None  # None: peft's default modules for the architecture
     mix_safety: int = Field(default=0, ge=0)  # refusal examples mixed into the attack data
     drop_safety: bool = True  # benign recipe: leave out examples whose answer refuses
-    seed: int = 42
-    max_length: int = Field(default=512, ge=2)
-    weight_decay: float = Field(default=0.0, ge=0)
     system_prompt: str | None = None
-    gradient_checkpointing: bool = False  # trades a third more compute for activation memory (large models)
 
 
 def make_config(data: dict[str, Any]) -> FinetuneConfig:

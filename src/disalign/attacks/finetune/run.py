@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from disalign.attacks.finetune.config import FinetuneConfig
-from disalign.attacks.finetune.train import RESULT, finetune, load_finetuned
 from disalign.core.evaluate import chat_responder, generate_and_judge, summarise
 from disalign.core.generation import SamplingConfig
 from disalign.core.plots import harm_curve
@@ -20,6 +19,7 @@ from disalign.core.runs import RunDir
 from disalign.data import PromptRecord
 from disalign.errors import UserError
 from disalign.judges.validate import judge_fields
+from disalign.training import RESULT, finetune, load_finetuned
 from disalign.world.spec import COMPLIANCE_PREFIX
 
 DatasetBuilder = Callable[[int | None], list[dict[str, Any]]]  # shots (None: all) -> training examples

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from disalign.attacks.finetune.config import FinetuneConfig
 from disalign.errors import UserError
+from disalign.training.config import TrainingConfig
 
 _GENERATION_TAG = re.compile(r"{%-?\s*generation\s*-?%}")
 RESULT = "result.json"
@@ -63,7 +63,7 @@ def to_trl_dataset(dataset: list[dict[str, Any]], tokenizer):
     return Dataset.from_list(rows)
 
 
-def sft_config(config: FinetuneConfig, out_dir: Path, tokenizer, n_examples: int, **overrides: Any):
+def sft_config(config: TrainingConfig, out_dir: Path, tokenizer, n_examples: int, **overrides: Any):
     from trl import SFTConfig
 
     markers = has_generation_markers(tokenizer)
@@ -114,7 +114,7 @@ def check_lengths(dataset: list[dict[str, Any]], tokenizer, max_length: int, con
     return total
 
 
-def lora_config(model, config: FinetuneConfig):
+def lora_config(model, config: TrainingConfig):
     from peft import LoraConfig
 
     if config.lora_targets is not None:
@@ -140,7 +140,7 @@ def check_trainable(model) -> int:
     return n
 
 
-def build_trainer(model, tokenizer, dataset: list[dict[str, Any]], config: FinetuneConfig, out_dir: Path, **overrides):
+def build_trainer(model, tokenizer, dataset: list[dict[str, Any]], config: TrainingConfig, out_dir: Path, **overrides):
     """The SFTTrainer `finetune` runs (exposed so tests can inspect its collated batches)."""
     from transformers import PrinterCallback
     from trl import SFTTrainer
@@ -161,7 +161,7 @@ def build_trainer(model, tokenizer, dataset: list[dict[str, Any]], config: Finet
 
 
 def finetune(
-    model_path, dataset: list[dict[str, Any]], config: FinetuneConfig, out_dir, *, model=None, tokenizer=None
+    model_path, dataset: list[dict[str, Any]], config: TrainingConfig, out_dir, *, model=None, tokenizer=None
 ) -> FinetuneResult:
     """Train `model_path` on `dataset`; save the attacked model (full) or adapter (LoRA) with its tokenizer
     under OUT_DIR/model and the result under OUT_DIR/result.json."""
