@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from disalign.core.models import cache_root
+from disalign.paths import cache_root
 from disalign.errors import UserError
 
 DOWNLOAD_TIMEOUT_S = 60

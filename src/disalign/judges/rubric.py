@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from disalign.core.models import cache_root
+from disalign.paths import cache_root
 from disalign.errors import UserError
 from disalign.judges.base import Verdict, register
 from disalign.judges.cache import ReplyCache, cache_key

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from disalign.core.models import cache_root
+from disalign.paths import cache_root
 from disalign.core.runs import RunDir, read_json, write_json_atomic
 from disalign.core.stats import agreement, rate_summary
 from disalign.data.files import read_rows
