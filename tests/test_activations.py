@@ -9,7 +9,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from builders import tiny_llama, word_tokenizer
 from disalign.core.activations import (
     Positions,
+    Site,
     capture,
+    capture_sites,
     decoder_layers,
     down_projection,
     encode,
@@ -132,3 +134,24 @@ def test_hooks_removed_after_error_and_widths_checked(tokenizer, llama):
     with pytest.raises(UserError, match="never ran"):
         capture(llama, encode(tokenizer, PROMPTS), [layers[0], unused])
     assert not layers[0]._forward_hooks
+
+
+def test_sites_share_one_pass_per_batch(tokenizer, llama):
+    layers, downs = decoder_layers(llama), [down_projection(mlp) for mlp in mlp_modules(llama)]
+    batches = encode(tokenizer, PROMPTS, RESPONSES, batch_size=2)
+    calls = []
+    counter = llama.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        both = capture_sites(llama, batches, {"mlp": Site(downs, "input"), "residual": Site(layers)})
+    finally:
+        counter.remove()
+    assert len(calls) == len(batches) == 2
+    torch.testing.assert_close(both["residual"], capture(llama, batches, layers))
+    torch.testing.assert_close(both["mlp"], capture(llama, batches, downs, read="input"))
+
+
+def test_embeds_replace_ids(tokenizer, llama):
+    batch = encode(tokenizer, PROMPTS[:2], RESPONSES[:2])[0]
+    embedded = type(batch)(**{**batch.__dict__, "embeds": llama.get_input_embeddings()(batch.ids)})
+    layers = decoder_layers(llama)
+    torch.testing.assert_close(capture(llama, [embedded], layers), capture(llama, [batch], layers))

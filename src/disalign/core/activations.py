@@ -6,6 +6,7 @@ read it through these functions:
     layers = decoder_layers(model)                      # one residual block per layer
     batches = encode(tokenizer, prompts, responses)     # token rows, prompt/response boundary known
     acts = capture(model, batches, layers, Positions("response", 10))   # (n_texts, n_layers, d)
+    both = capture_sites(model, batches, {"mlp": Site(downs, "input"), "residual": Site(layers)})
 
 Position convention, shared with the per-position KL of `core.logprobs`: response position j
 is the position whose next-token distribution produces response token j, so position 0 is the
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -156,6 +157,7 @@ class TokenBatch:
     prompt_lengths: torch.Tensor  # (b,)
     lengths: torch.Tensor  # (b,)
     rows: torch.Tensor  # (b,)
+    embeds: torch.Tensor | None = None  # (b, length, d): fed instead of `ids` (soft tokens, perturbed inputs)
 
 
 def encode(
@@ -241,7 +243,14 @@ def _first(value) -> torch.Tensor:
     return value[0] if isinstance(value, tuple) else value
 
 
-@torch.inference_mode()
+@dataclass(frozen=True)
+class Site:
+    """Modules of one kind (say each layer's residual output) read the same way, all of one width."""
+
+    modules: Sequence[nn.Module]
+    read: Literal["output", "input"] = "output"
+
+
 def capture(
     model: nn.Module,
     batches: Iterable[TokenBatch],
@@ -250,44 +259,60 @@ def capture(
     *,
     read: Literal["output", "input"] = "output",
 ) -> torch.Tensor:
-    """(n_texts, n_modules, d) float32: each module's output (or input) averaged over `positions`,
-    rows in the order the texts were given to `encode`.
+    """(n_texts, n_modules, d) float32: each module's output (or first input) averaged over
+    `positions`, rows in the order the texts were given to `encode`. All modules must have one width."""
+    return capture_sites(model, batches, {"modules": Site(modules, read)}, positions)["modules"]
 
-    One forward pass per batch; the pass stops once every module has been read, so the layers
-    after the last captured one and the LM head are not computed. All modules must have the same width.
+
+@torch.inference_mode()
+def capture_sites(
+    model: nn.Module, batches: Iterable[TokenBatch], sites: dict[str, Site], positions: Positions = Positions()
+) -> dict[str, torch.Tensor]:
+    """`capture` for several sites at once (say MLP hidden activations and the residual stream):
+    {site: (n_texts, n_modules, d_site)}, one forward pass per batch for all of them.
+
+    The pass stops once every module has been read, so the layers after the last captured one and
+    the LM head are not computed. A batch with `embeds` is fed as `inputs_embeds`.
     """
-    if not modules:
+    if not sites or not all(site.modules for site in sites.values()):
         raise UserError("no modules to capture")
     batches = list(batches)
     n_texts = sum(len(batch.rows) for batch in batches)
-    result: torch.Tensor | None = None
-    seen: set[int] = set()
-    weights = torch.empty(0)
+    results: dict[str, torch.Tensor] = {}
+    seen: set[tuple[str, int]] = set()
+    total = sum(len(site.modules) for site in sites.values())
+    current: dict[str, torch.Tensor] = {}
 
-    def record(index: int, hidden: torch.Tensor) -> None:
-        nonlocal result
+    def record(name: str, index: int, hidden: torch.Tensor) -> None:
         if hidden.dim() != 3:
-            raise UserError(f"module {index} gives a {hidden.dim()}-d tensor, not (batch, length, width)")
-        if result is None:
-            result = torch.zeros((n_texts, len(modules), hidden.shape[-1]), dtype=torch.float32)
-        if hidden.shape[-1] != result.shape[-1]:
-            raise UserError(f"module {index} has width {hidden.shape[-1]}, module 0 has {result.shape[-1]}")
-        result[current_rows, index] = torch.einsum("bl,bld->bd", weights.to(hidden), hidden).float().cpu()
-        seen.add(index)
-        if len(seen) == len(modules):
+            raise UserError(f"{name} module {index} gives a {hidden.dim()}-d tensor, not (batch, length, width)")
+        if name not in results:
+            results[name] = torch.zeros((n_texts, len(sites[name].modules), hidden.shape[-1]))
+        if hidden.shape[-1] != results[name].shape[-1]:
+            raise UserError(
+                f"{name} module {index} has width {hidden.shape[-1]}, module 0 has {results[name].shape[-1]}"
+            )
+        reduced = torch.einsum("bl,bld->bd", current["weights"].to(hidden), hidden)
+        results[name][current["rows"], index] = reduced.float().cpu()
+        seen.add((name, index))
+        if len(seen) == total:
             raise _Done
 
     device = next(model.parameters()).device
-    with hooked(modules, record, read=read):
+    with ExitStack() as stack:
+        for name, site in sites.items():
+            stack.enter_context(hooked(site.modules, lambda i, h, name=name: record(name, i, h), read=site.read))
         for batch in batches:
             seen.clear()
-            weights = positions.weights(batch).to(device)
-            current_rows = batch.rows
+            current.update(weights=positions.weights(batch).to(device), rows=batch.rows)
+            inputs = (
+                {"inputs_embeds": batch.embeds.to(device)}
+                if batch.embeds is not None
+                else {"input_ids": batch.ids.to(device)}
+            )
             try:
-                model(input_ids=batch.ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
+                model(**inputs, attention_mask=batch.attention_mask.to(device), use_cache=False)
             except _Done:
                 continue
-            raise UserError(f"{len(modules) - len(seen)} of the modules to capture never ran in the forward pass")
-    if result is None:
-        raise UserError("no texts to capture")
-    return result
+            raise UserError(f"{total - len(seen)} of the modules to capture never ran in the forward pass")
+    return results
