@@ -1,0 +1,1 @@
+"""Reports over run directories and sweeps over grids of runs."""
