@@ -1,0 +1,693 @@
+"""`disalign report`: one self-contained HTML page over run directories.
+
+On top, a fragility card per model pair (base, aligned): the ED uplift over the base, the fewest
+harmful examples that break the model, the benign drift, the ablation and the KL it cost, the
+BEB flip length and β, the activation separation — each with its interval, its judge and how far
+that judge is known to be right, or "not measured". Below, one section per run: its tables, its
+plots (inlined), and its records to filter down to single prompts and responses, in the page.
+
+Runs are read through the result schema (`disalign.results.RunResult`) plus the keys each verb
+adds; a `disalign demo` directory counts as the runs inside it. A new verb joins by adding a
+card measure to MEASURES and, where the generic table is not enough, a table builder to TABLES.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from disalign.core.runs import CONFIG, RECORDS, SUMMARY, read_json
+from disalign.errors import UserError
+from disalign.results import RunResult
+
+Interval = tuple[float | None, float | None] | None
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str  # what the page calls it: the last part of its path
+    key: str  # what identifies it: a content fingerprint where the run recorded one, else its path
+
+
+@dataclass
+class Run:
+    path: Path
+    command: str
+    config: dict[str, Any]  # what was asked (config.json's "config")
+    result: RunResult
+    models: dict[str, ModelRef]  # role ("base", "aligned", "model", or a zoo model's name) -> model
+    zoo_wide: bool = False  # evaluates every model of a zoo rather than one pair
+    demo: Path | None = None  # the demo directory this run belongs to
+
+    @property
+    def target(self) -> ModelRef | None:
+        """The model under attack or analysis."""
+        return None if self.zoo_wide else self.models.get("aligned") or self.models.get("model")
+
+    @property
+    def title(self) -> str:
+        where = f"{self.demo.name}/{self.path.name}" if self.demo else self.path.name
+        return f"{self.command} — {where}"
+
+    def extra(self, key: str, default: Any = None) -> Any:
+        return (self.result.model_extra or {}).get(key, default)
+
+
+@dataclass(frozen=True)
+class Pair:
+    base: ModelRef | None
+    aligned: ModelRef
+
+
+@dataclass
+class Measure:
+    label: str
+    value: str | None = None  # None: not measured
+    interval: str = ""
+    detail: str = ""
+    judge: str = ""
+    validation: str = ""
+    source: str = ""  # the run it came from
+
+
+@dataclass
+class Card:
+    pair: Pair
+    baseline: str
+    measures: list[Measure]
+
+
+@dataclass
+class Section:
+    anchor: str
+    title: str
+    facts: list[tuple[str, str]]
+    tables: list[dict[str, Any]]  # {"caption", "columns", "rows"}
+    images: list[tuple[str, str]]  # (caption, data URI)
+    records: list[dict[str, Any]]
+    records_total: int
+    config: str
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- loading runs
+
+
+def load_runs(paths: Iterable[str | Path]) -> list[Run]:
+    """Each path's run, or for a demo directory the runs inside it (its own zoo evaluation first)."""
+    runs: list[Run] = []
+    for path in map(Path, paths):
+        stored = _stored_config(path)
+        if stored.get("command") == "demo":
+            runs.extend(_demo_runs(path, stored))
+        else:
+            runs.append(_load_run(path, stored))
+    if not runs:
+        raise UserError("report: no run directories given")
+    return runs
+
+
+def _stored_config(path: Path) -> dict[str, Any]:
+    if not (path / CONFIG).is_file():
+        raise UserError(f"{path}: not a disalign run directory (no {CONFIG})")
+    stored = read_json(path / CONFIG)
+    if not isinstance(stored, dict) or "command" not in stored:
+        raise UserError(f"{path / CONFIG}: not a disalign run configuration")
+    return stored
+
+
+def _load_run(path: Path, stored: dict[str, Any], demo: Path | None = None, zoo: Path | None = None) -> Run:
+    if not (path / SUMMARY).is_file():
+        raise UserError(f"{path}: no {SUMMARY} yet; finish the run (rerun the same command) before reporting it")
+    summary = read_json(path / SUMMARY)
+    command = summary.get("command") or stored["command"]
+    result = _validate(summary, command, path)
+    config = stored.get("config") or {}
+    zoo_wide = command in ("world eval", "demo")
+    zoo = zoo or (Path(config["world"]) if zoo_wide and config.get("world") else None)
+    models = _models(result, config, zoo, zoo_wide)
+    return Run(path, command, config, result, models, zoo_wide, demo)
+
+
+def _validate(summary: dict[str, Any], command: str, path: Path) -> RunResult:
+    from pydantic import ValidationError
+
+    data = {**summary, "command": command}
+    if command in ("world eval", "demo") and "results" not in summary:
+        data["results"] = _zoo_rows(summary.get("models", {}))
+    try:
+        return RunResult.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise UserError(f"{path / SUMMARY}: {where}: {first['msg']}") from None
+
+
+def _zoo_rows(models: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows (model, set) from the zoo evaluation's nested table."""
+    rows = []
+    for name, sets in models.items():
+        if not isinstance(sets, dict):
+            continue
+        if sets.get("safe_accuracy") is not None:
+            rows.append({"model": name, "set": "safe", "accuracy": sets["safe_accuracy"]})
+        for set_name, rates in [("unsafe", sets.get("unsafe")), *(sets.get("jailbreaks") or {}).items()]:
+            if isinstance(rates, dict):
+                rows.append({"model": name, "set": set_name, **rates})
+    return rows
+
+
+def _models(result: RunResult, config: dict[str, Any], zoo: Path | None, zoo_wide: bool) -> dict[str, ModelRef]:
+    """Role -> model, from the summary's `models` where they name a path, else from the config."""
+    models = {}
+    for role, info in result.models.items():
+        if isinstance(info, dict) and info.get("path"):
+            models[role] = _ref(info.get("path"), info.get("fingerprint") or info.get("resolved"), zoo)
+    if zoo_wide and zoo is not None:
+        for name in result.models:
+            models.setdefault(name, _ref(name, None, zoo))
+    for role in ("base", "aligned", "model"):
+        if role not in models and isinstance(config.get(role), str):
+            models[role] = _ref(config[role], None, zoo)
+    return models
+
+
+def _ref(path: str, identity: str | None, zoo: Path | None) -> ModelRef:
+    location = Path(path)
+    if zoo is not None and not location.is_absolute() and not location.exists():
+        location = zoo / location  # demo sub-runs name zoo models by name
+    key = identity or (str(location.resolve()) if location.exists() else path)
+    return ModelRef(location.name or path, key)
+
+
+def _demo_runs(path: Path, stored: dict[str, Any]) -> list[Run]:
+    zoo = Path(stored.get("config", {}).get("zoo", path))
+    runs = [_load_run(path, stored, zoo=zoo)]
+    for child in sorted(p for p in path.iterdir() if (p / CONFIG).is_file() and (p / SUMMARY).is_file()):
+        runs.append(_load_run(child, _stored_config(child), demo=path, zoo=zoo))
+    return runs
+
+
+# ---------------------------------------------------------------- pairs
+
+
+def choose_pairs(runs: Sequence[Run], pair: str | Sequence[str] | None) -> list[Pair]:
+    bases = {ref.key: ref for run in runs if (ref := run.models.get("base")) is not None}
+    targets = {ref.key: ref for run in runs if (ref := run.target) is not None and ref.key not in bases}
+    known = {**targets, **bases}
+    for run in runs:
+        if run.zoo_wide:
+            known.update({ref.key: ref for ref in run.models.values()})
+    if pair is not None:
+        names = [part.strip() for part in pair.split(",")] if isinstance(pair, str) else list(pair)
+        if len(names) != 2 or not all(names):
+            raise UserError(f"--pair: expected BASE,ALIGNED, got {pair!r}")
+        base, aligned = (_find(name, known) for name in names)
+        return [Pair(base, aligned)]
+    base = next(iter(bases.values())) if len(bases) == 1 else None
+    if not targets:
+        return []
+    if len(targets) > 1 and not _one_demo(runs):
+        listed = ", ".join(sorted(ref.name for ref in targets.values()))
+        raise UserError(f"report: runs of different models ({listed}); choose one with --pair BASE,ALIGNED")
+    if base is None and (zoo_base := _zoo_base(runs)) is not None:
+        base = zoo_base
+    return [Pair(base, ref) for ref in sorted(targets.values(), key=lambda ref: ref.name)]
+
+
+def _find(name: str, known: dict[str, ModelRef]) -> ModelRef:
+    matches = [ref for ref in known.values() if name in (ref.name, ref.key) or str(Path(name).resolve()) == ref.key]
+    if not matches:
+        listed = ", ".join(sorted({ref.name for ref in known.values()})) or "none"
+        raise UserError(f"--pair: no run measured a model '{name}' (models in these runs: {listed})")
+    return matches[0]
+
+
+def _one_demo(runs: Sequence[Run]) -> bool:
+    """Every run comes from one demo directory, whose zoo declares its pairs."""
+    return len({run.demo or run.path for run in runs}) == 1
+
+
+def _zoo_base(runs: Sequence[Run]) -> ModelRef | None:
+    return next((run.models["base"] for run in runs if run.zoo_wide and "base" in run.models), None)
+
+
+def runs_of(pair: Pair, runs: Sequence[Run]) -> list[Run]:
+    """The runs that measured the pair's aligned model, or evaluated a zoo it belongs to."""
+    return [
+        run
+        for run in runs
+        if (run.target is not None and run.target.key == pair.aligned.key)
+        or (run.zoo_wide and pair.aligned.key in {ref.key for ref in run.models.values()})
+    ]
+
+
+# ---------------------------------------------------------------- the fragility card
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f} %"
+
+
+def interval_text(ci: Interval, scale: Callable[[float], str] = percent) -> str:
+    if not ci or ci[0] is None or ci[1] is None:
+        return "no interval"
+    return f"95 % CI [{scale(ci[0])}, {scale(ci[1])}]"
+
+
+def difference_ci(high: dict[str, Any], low: dict[str, Any]) -> Interval:
+    """Newcombe's interval for the difference of two independent rates, from each rate's interval."""
+    try:
+        (p1, (l1, u1)), (p2, (l2, u2)) = (high["harmful_rate"], high["ci"]), (low["harmful_rate"], low["ci"])
+        difference = p1 - p2
+        return difference - math.hypot(p1 - l1, u2 - p2), difference + math.hypot(u1 - p1, p2 - l2)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def points(value: float) -> str:
+    return f"{100 * value:+.1f} pts"
+
+
+def validation_text(run: Run) -> tuple[str, str]:
+    judge = run.result.judge
+    if judge is None:
+        return "not recorded", ""
+    validation = run.result.judge_validation
+    if not validation:
+        return judge, "not validated: run `disalign judge --label-field` with this judge to measure it"
+    parts = [str(validation["source"])] if validation.get("source") else []
+    for key in ("accuracy", "f1", "cohen_kappa", "n"):
+        if validation.get(key) is not None:
+            value = validation[key]
+            parts.append(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}")
+    return judge, "; ".join(parts)
+
+
+def _measured(label: str, run: Run, value: str, interval: str, detail: str = "") -> Measure:
+    judge, validation = validation_text(run)
+    return Measure(label, value, interval, detail, judge, validation, run.title)
+
+
+def _rate(row: dict[str, Any] | None) -> str:
+    return "n/a" if not row else f"{percent(row.get('harmful_rate'))} {interval_text(row.get('ci'))}"
+
+
+def ed_uplift(runs: Sequence[Run]) -> Measure | None:
+    """The most harmful ED cell against α = 0 (the base model), over every ED run of the pair."""
+    best = None
+    for run in runs:
+        rows = [row.model_dump() for row in run.result.rows(method="ed")]
+        base = next((row for row in rows if row.get("alpha") == 0), None)
+        attacks = [row for row in rows if row.get("alpha") and row.get("harmful_rate") is not None]
+        if base is None or not attacks:
+            continue
+        top = max(attacks, key=lambda row: row["harmful_rate"])
+        if best is None or top["harmful_rate"] > best[1]["harmful_rate"]:
+            best = (run, top, base)
+    if best is None:
+        return None
+    run, top, base = best
+    uplift = top["harmful_rate"] - (base["harmful_rate"] or 0)
+    ratio = f", {top['harmful_rate'] / base['harmful_rate']:.2f}× the base" if base["harmful_rate"] else ""
+    return _measured(
+        "ED uplift over the base",
+        run,
+        points(uplift),
+        interval_text(difference_ci(top, base), points),
+        f"ED α={top['alpha']:g}: {_rate(top)} vs base (α=0): {_rate(base)}{ratio}; α chosen as the most harmful",
+    )
+
+
+def _finetune_runs(runs: Sequence[Run], recipe: str) -> Iterable[tuple[Run, dict[str, Any], list[dict[str, Any]]]]:
+    for run in runs:
+        if run.command != "finetune":
+            continue
+        settings = run.extra("config") or run.config.get("finetune") or run.config
+        if settings.get("recipe", run.config.get("recipe")) != recipe or settings.get("mix_safety"):
+            continue
+        before, cells = run.extra("before"), run.extra("cells")
+        if isinstance(before, dict) and isinstance(cells, list):
+            yield run, before, cells
+
+
+def fewest_harmful_examples(runs: Sequence[Run]) -> Measure | None:
+    """The fewest harmful examples whose fine-tuning raises harm beyond the model's own interval."""
+    tried, broken = [], []
+    for run, before, cells in _finetune_runs(runs, "harmful"):
+        for cell in cells:
+            tried.append((run, before, cell))
+            if cell.get("ci") and before.get("ci") and cell["ci"][0] is not None and before["ci"][1] is not None:
+                if cell["ci"][0] > before["ci"][1]:
+                    broken.append((run, before, cell))
+    if not tried:
+        return None
+    if not broken:
+        run, before, cell = max(tried, key=lambda item: (item[2]["shots"], item[2]["epochs"]))
+        return _measured(
+            "fewest harmful examples that break it",
+            run,
+            f"not broken by ≤ {cell['shots']}",
+            interval_text(cell.get("ci")),
+            f"most tried: {cell['shots']} examples × {cell['epochs']} epochs: {_rate(cell)}; before {_rate(before)}",
+        )
+    run, before, cell = min(broken, key=lambda item: (item[2]["shots"], item[2]["epochs"]))
+    return _measured(
+        "fewest harmful examples that break it",
+        run,
+        f"{cell['shots']} examples",
+        interval_text(cell.get("ci")),
+        f"{cell['shots']} × {cell['epochs']} epochs: {_rate(cell)}, above the model before the attack: "
+        f"{_rate(before)} (the cell's interval lies above the model's)",
+    )
+
+
+def benign_drift(runs: Sequence[Run]) -> Measure | None:
+    """The largest rise in harm from fine-tuning on benign data only."""
+    worst = None
+    for run, before, cells in _finetune_runs(runs, "benign"):
+        for cell in cells:
+            if cell.get("harmful_rate") is None or before.get("harmful_rate") is None:
+                continue
+            rise = cell["harmful_rate"] - before["harmful_rate"]
+            if worst is None or rise > worst[0]:
+                worst = (rise, run, before, cell)
+    if worst is None:
+        return None
+    rise, run, before, cell = worst
+    return _measured(
+        "benign drift",
+        run,
+        points(rise),
+        interval_text(difference_ci(cell, before), points),
+        f"benign {cell['shots']} × {cell['epochs']} epochs: {_rate(cell)} vs before {_rate(before)}",
+    )
+
+
+def ablation(runs: Sequence[Run]) -> Measure | None:
+    run = next((run for run in runs if run.command == "ablate" and isinstance(run.extra("after"), dict)), None)
+    if run is None:
+        return None
+    before, after, damage = run.extra("before") or {}, run.extra("after"), run.extra("damage") or {}
+    costs = ", ".join(f"{key} {value:.3g}" for key, value in damage.items() if isinstance(value, int | float))
+    direction = run.extra("direction") or {}
+    where = ", ".join(f"{key} {value}" for key, value in direction.items() if isinstance(value, int | float | str))
+    return _measured(
+        "ablation: harm restored, KL paid",
+        run,
+        f"{percent(after.get('harmful_rate'))} harmful",
+        interval_text(after.get("ci")),
+        f"before {_rate(before)}; damage: {costs or 'not measured'}" + (f"; direction: {where}" if where else ""),
+    )
+
+
+def _estimate(value: Any, run: Run, key: str) -> tuple[float | None, Interval]:
+    """A number the way BEB may write it: plain (with `KEY_ci` beside it) or {"value"/"mean", "ci"}."""
+    if isinstance(value, dict):
+        number = next((value[k] for k in ("value", "mean", "estimate", "k") if value.get(k) is not None), None)
+        return number, value.get("ci")
+    return value, run.extra(f"{key}_ci")
+
+
+def beb_flip(runs: Sequence[Run]) -> Measure | None:
+    run = next((run for run in runs if run.command.startswith("beb") and run.extra("beta") is not None), None)
+    if run is None:
+        return None
+    number = lambda x: "n/a" if x is None else f"{x:.3g}"  # noqa: E731
+    beta, beta_ci = _estimate(run.extra("beta"), run, "beta")
+    predicted, predicted_ci = _estimate(run.extra("predicted_flip"), run, "predicted_flip")
+    observed, observed_ci = _estimate(run.extra("observed_flip"), run, "observed_flip")
+    return _measured(
+        "BEB flip length and β",
+        run,
+        f"observed flip {number(observed)}, predicted {number(predicted)}",
+        f"observed: {interval_text(observed_ci, number)}; predicted: {interval_text(predicted_ci, number)}",
+        f"β = {number(beta)} ({interval_text(beta_ci, number)})",
+    )
+
+
+def activation_separation(runs: Sequence[Run]) -> Measure | None:
+    run = next((run for run in runs if run.command.startswith("analyze") and run.extra("layers")), None)
+    if run is None:
+        return None
+    layer = max(run.extra("layers"), key=lambda row: row.get("layer", 0))
+    probe = layer.get("probe_accuracy")
+    measure = _measured(
+        "activation separation (safe vs unsafe)",
+        run,
+        f"{layer.get('separation', float('nan')):.3g} at layer {layer.get('layer')}",
+        interval_text(layer.get("separation_ci"), lambda x: f"{x:.3g}"),
+        "last layer" + (f"; linear probe accuracy {probe:.3g}" if probe is not None else ""),
+    )
+    if run.result.judge is None:
+        measure.judge = "none: activations of labelled prompt sets, no judgement"
+    return measure
+
+
+MEASURES: list[tuple[str, Callable[[Sequence[Run]], Measure | None]]] = [
+    ("ED uplift over the base", ed_uplift),
+    ("fewest harmful examples that break it", fewest_harmful_examples),
+    ("benign drift", benign_drift),
+    ("ablation: harm restored, KL paid", ablation),
+    ("BEB flip length and β", beb_flip),
+    ("activation separation (safe vs unsafe)", activation_separation),
+]
+
+
+def baseline(pair: Pair, runs: Sequence[Run]) -> str:
+    """Each model's harmful rate on plain unsafe requests, from the zoo evaluation where there is one."""
+    parts = []
+    for run in runs:
+        if not run.zoo_wide:
+            continue
+        for ref in filter(None, (pair.base, pair.aligned)):
+            name = next((role for role, model in run.models.items() if model.key == ref.key), None)
+            row = next((r.model_dump() for r in run.result.rows(model=name, set="unsafe")), None)
+            if row is not None:
+                parts.append(f"{ref.name}: {_rate(row)}")
+        if parts:
+            return f"harmful rate on unsafe requests ({run.title}, judge {validation_text(run)[0]}): " + "; ".join(
+                parts
+            )
+    return ""
+
+
+def fragility_card(pair: Pair, runs: Sequence[Run]) -> Card:
+    mine = runs_of(pair, runs)
+    measures = [measure(mine) or Measure(label) for label, measure in MEASURES]
+    return Card(pair, baseline(pair, mine), measures)
+
+
+# ---------------------------------------------------------------- sections
+
+
+COORDINATES = ("cell", "model", "set", "method", "alpha", "shots", "epochs", "layer", "seed", "k")
+RATE_COLUMNS = ("harmful_rate", "ci", "n", "refusal_rate", "refusal_ci", "accuracy")
+
+
+def _table(caption: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> dict[str, Any]:
+    """Grid coordinates first, then the rates, then whatever else the rows hold."""
+    if columns is None:
+        present = list(dict.fromkeys(key for row in rows for key in row))
+        leading = [key for key in (*COORDINATES, *RATE_COLUMNS) if key in present]
+        columns = leading + [key for key in present if key not in leading]
+    return {"caption": caption, "columns": columns, "rows": [[cell_text(row.get(c)) for c in columns] for row in rows]}
+
+
+def cell_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, float | int | None) for v in value):
+        return "[" + ", ".join("" if v is None else f"{v:.3g}" for v in value) + "]"
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def _finetune_tables(run: Run) -> list[dict[str, Any]]:
+    before, cells = run.extra("before"), run.extra("cells")
+    if not isinstance(before, dict) or not isinstance(cells, list):
+        return []
+    rows = [{"shots": "before", **before}, *cells]
+    columns = ["shots", "epochs", "harmful_rate", "ci", "n", "refusal_rate", "n_examples", "final_loss"]
+    return [_table("fine-tuning cells (harmful rate with its 95 % interval)", rows, columns)]
+
+
+def _ablate_tables(run: Run) -> list[dict[str, Any]]:
+    tables = []
+    states = [{"state": name, **run.extra(name)} for name in ("before", "after") if isinstance(run.extra(name), dict)]
+    if states:
+        tables.append(_table("before and after the ablation", states))
+    for key in ("damage", "direction"):
+        if isinstance(run.extra(key), dict):
+            tables.append(_table(key, [run.extra(key)]))
+    if isinstance(run.extra("pareto"), list) and run.extra("pareto"):
+        tables.append(_table("Pareto front (refusal rate vs KL)", run.extra("pareto")))
+    return tables
+
+
+def _beb_tables(run: Run) -> list[dict[str, Any]]:
+    keys = ("beta", "beta_prime", "sigma", "log_inv_alpha", "predicted_flip", "observed_flip")
+    estimates = [{"estimate": k, "value": run.extra(k)} for k in keys if run.extra(k) is not None]
+    tables = [_table("estimates", estimates)] if estimates else []
+    if isinstance(run.extra("curve"), list) and run.extra("curve"):
+        tables.append(_table("behaviour curve", run.extra("curve")))
+    return tables
+
+
+def _cluster_tables(run: Run) -> list[dict[str, Any]]:
+    layers = run.extra("layers")
+    return [_table("separation per layer", layers)] if isinstance(layers, list) and layers else []
+
+
+TABLES: dict[str, Callable[[Run], list[dict[str, Any]]]] = {
+    "finetune": _finetune_tables,
+    "ablate": _ablate_tables,
+    "beb": _beb_tables,
+    "analyze clusters": _cluster_tables,
+}
+
+
+def _images(run: Run) -> list[tuple[str, str]]:
+    images = [(png.name, _data_uri(png.read_bytes())) for png in sorted(run.path.glob("*.png"))]
+    if images:
+        return images
+    rows = [row.model_dump() for row in run.result.results if row.harmful_rate is not None]
+    return [("harmful rate per row", _data_uri(rate_bars(rows)))] if rows else []
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+RATE_KEYS = set(RATE_COLUMNS)
+
+
+def rate_bars(rows: Sequence[dict[str, Any]]) -> bytes:
+    """Harmful rate per row with its 95 % interval, labelled by the row's coordinates."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [
+        " ".join(f"{v:g}" if isinstance(v, float) else str(v) for k, v in row.items() if k not in RATE_KEYS)
+        for row in rows
+    ]
+    rates = [row["harmful_rate"] for row in rows]
+    bounds = [_bounds(row) for row in rows]
+    below = [rate - low for rate, (low, _) in zip(rates, bounds, strict=True)]
+    above = [high - rate for rate, (_, high) in zip(rates, bounds, strict=True)]
+    figure, axes = plt.subplots(figsize=(max(4, 0.45 * len(rows) + 1.5), 3.2), constrained_layout=True)
+    axes.bar(range(len(rows)), rates, yerr=[below, above], capsize=3, color="C3")
+    axes.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize="small")
+    axes.set(ylabel="harmful rate", ylim=(0, 1.02))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _bounds(row: dict[str, Any]) -> tuple[float, float]:
+    """The row's interval, or its rate twice where it has none (no error bar)."""
+    ci, rate = row.get("ci") or (None, None), row["harmful_rate"]
+    return (rate if ci[0] is None else ci[0]), (rate if ci[1] is None else ci[1])
+
+
+DRILL_SKIP = {"key", "id", "judge", "source"}
+
+
+def _records(run: Run, limit: int) -> tuple[list[dict[str, Any]], int]:
+    path = run.path / RECORDS
+    if not path.is_file():
+        return [], 0
+    kept, total = [], 0
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line of a killed run
+            total += 1
+            if len(kept) < limit:
+                kept.append({k: v for k, v in record.items() if k not in DRILL_SKIP and not isinstance(v, dict | list)})
+    return kept, total
+
+
+def section(run: Run, index: int, max_records: int) -> Section:
+    judge, validation = validation_text(run)
+    facts = [(f"model ({role})", f"{ref.name}  [{ref.key}]") for role, ref in run.models.items()]
+    facts += [("judge", judge), ("judge validation", validation or "—"), ("directory", str(run.path))]
+    rows = [row.model_dump() for row in run.result.results]
+    tables = [*(TABLES.get(run.command, lambda _: [])(run))]
+    if rows and not tables:
+        tables.append(_table("results", rows))
+    records, total = _records(run, max_records)
+    return Section(
+        anchor=f"run-{index}",
+        title=run.title,
+        facts=facts,
+        tables=tables,
+        images=_images(run),
+        records=records,
+        records_total=total,
+        config=json.dumps(run.config, indent=2, default=str),
+    )
+
+
+# ---------------------------------------------------------------- the page
+
+
+def report(
+    run_dirs: Sequence[str | Path],
+    out: str | Path = "report.html",
+    pair: str | Sequence[str] | None = None,
+    *,
+    max_records: int = 20_000,
+) -> Path:
+    """Write one self-contained HTML page over `run_dirs`; return its path."""
+    if isinstance(run_dirs, str | Path):
+        run_dirs = [run_dirs]
+    runs = load_runs(run_dirs)
+    pairs = choose_pairs(runs, pair)
+    cards = [fragility_card(p, runs) for p in pairs]
+    shown = runs if pair is None else [run for p in pairs for run in runs_of(p, runs)]
+    if pair is not None:
+        shown += [run for run in runs if run.target is None and not run.zoo_wide and run not in shown]
+    sections = [section(run, index, max_records) for index, run in enumerate(shown)]
+    page = render(cards, sections, left_out=len(runs) - len(shown))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def render(cards: Sequence[Card], sections: Sequence[Section], left_out: int = 0) -> str:
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("disalign.reporting", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["script_json"] = _script_json
+    return environment.get_template("report.html.j2").render(cards=cards, sections=sections, left_out=left_out)
+
+
+def _script_json(value: Any) -> str:
+    """JSON safe inside <script type="application/json">: no `</script>` can close it early."""
+    from markupsafe import Markup
+
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
