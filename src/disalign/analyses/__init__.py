@@ -1,0 +1,1 @@
+"""Analyses: tools that measure why alignment fails, one room each (Behavior Expectation Bounds, ...)."""
