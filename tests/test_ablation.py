@@ -1,0 +1,260 @@
+"""Refusal-direction ablation on a hand-built model whose refusal is written along a known direction,
+and the weight edit against the hooks on tiny random Llamas."""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from torch import nn
+
+from builders import tiny_llama, word_tokenizer
+from disalign.attacks.ablation import (
+    Candidate,
+    Objectives,
+    ablation_hooks,
+    activation_addition,
+    full_ablation_grid,
+    kernel_weights,
+    orthogonalise,
+    pareto_front,
+    plot_pareto,
+    refusal_directions,
+    residual_writers,
+    save_model,
+    search,
+)
+from disalign.attacks.ablation.search import Trial, choose
+from disalign.core.generation import SamplingConfig, generate
+from disalign.core.models import load_model
+from disalign.data import PromptRecord
+from disalign.errors import UserError
+from disalign.judges.base import ResponseJudge, Verdict
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<assistant>"]
+HARMFUL_WORDS = "bomb poison weapon hack steal".split()
+NEUTRAL_WORDS = "tell me how to make a cake write poem about the sea plan trip city".split()
+WORDS = ["user:", "refuse", "answer", *HARMFUL_WORDS, *NEUTRAL_WORDS]
+TEMPLATE = "{{ bos_token }}{% for m in messages %}user: {{ m['content'] }} {% endfor %}<assistant>"
+HIDDEN = 32
+
+
+class FirstWordJudge(ResponseJudge):
+    """Refused when the response opens with `refuse`."""
+
+    name = "first-word"
+
+    @staticmethod
+    def judge_one(response: str) -> Verdict:
+        refused = response.split()[:1] == ["refuse"]
+        return Verdict(harmful=not refused, refused=refused, score=None, reason="")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return word_tokenizer(SPECIALS, WORDS, TEMPLATE, bos="<s>", eos="</s>", extra=["<assistant>"])
+
+
+def records(n: int, harmful: bool, seed: int) -> list[PromptRecord]:
+    rng = random.Random(seed)
+    rows = []
+    for index in range(n):
+        words = rng.choices(NEUTRAL_WORDS, k=rng.randint(3, 7))
+        if harmful:
+            words.insert(rng.randrange(len(words)), rng.choice(HARMFUL_WORDS))
+        rows.append(
+            PromptRecord(
+                id=f"{'h' if harmful else 's'}{seed}-{index}", prompt=" ".join(words), category="", source="test"
+            )
+        )
+    return rows
+
+
+def refusal_model(tokenizer):
+    """Layer 0's attention reads a harmfulness feature h of the prompt's words (uniform attention) and
+    writes it along r; the unembedding turns r into `refuse`, the assistant marker's direction a into
+    `answer`. Every other matrix that writes to the stream is zero. Returns (model, r)."""
+    model = tiny_llama(tokenizer, seed=0, hidden=HIDDEN, layers=2)
+    basis, _ = torch.linalg.qr(torch.randn(HIDDEN, HIDDEN, generator=torch.Generator().manual_seed(1)))
+    r, h, a = basis[:, 0], basis[:, 1], basis[:, 2]
+    rest = basis[:, 3:]
+    vocab = tokenizer.get_vocab()
+    with torch.no_grad():
+        embedding = torch.randn(len(tokenizer), HIDDEN - 3, generator=torch.Generator().manual_seed(2)) @ rest.T
+        for word in HARMFUL_WORDS:
+            embedding[vocab[word]] += 3 * h
+        embedding[vocab["<assistant>"]] += 3 * a
+        model.model.embed_tokens.weight.copy_(embedding)
+        for layer in model.model.layers:
+            for matrix in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.o_proj, layer.mlp.down_proj):
+                matrix.weight.zero_()
+        attention = model.model.layers[0].self_attn
+        attention.v_proj.weight.zero_()
+        attention.v_proj.weight[0] = h
+        attention.o_proj.weight[:, 0] = 8 * r
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[vocab["refuse"]] = 12 * r
+        model.lm_head.weight[vocab["answer"]] = 3 * a
+    return model.eval(), r
+
+
+@pytest.fixture(scope="module")
+def built(tokenizer):
+    return refusal_model(tokenizer)
+
+
+def first_words(model, tokenizer, prompts: list[PromptRecord]) -> list[str]:
+    rendered = tokenizer.apply_chat_template
+    texts = [
+        rendered([{"role": "user", "content": p.prompt}], tokenize=False, add_generation_prompt=True) for p in prompts
+    ]
+    responses = generate(model, tokenizer, texts, SamplingConfig(max_new_tokens=1, temperature=0, batch_size=8))
+    return [response.split()[0] if response else "" for response in responses]
+
+
+def test_hand_built_model_refuses_exactly_the_harmful_prompts(built, tokenizer):
+    model, _ = built
+    assert set(first_words(model, tokenizer, records(16, True, 5))) == {"refuse"}
+    assert set(first_words(model, tokenizer, records(16, False, 6))) == {"answer"}
+
+
+def test_recovered_direction_is_the_written_one_and_ablation_removes_refusal(built, tokenizer):
+    model, r = built
+    directions = refusal_directions(model, tokenizer, records(16, True, 1), records(16, False, 2))
+    assert directions.vectors.shape == (2, 1, HIDDEN)  # one post-instruction token: <assistant>
+    assert directions.usable_layers() == [1]  # the stream entering layer 0 is the marker's embedding for all
+    recovered = directions.get(1, -1)
+    assert torch.nn.functional.cosine_similarity(recovered, r, dim=0) >= 0.99
+    held_out = records(16, True, 3)
+    with ablation_hooks(model, recovered):
+        assert set(first_words(model, tokenizer, held_out)) == {"answer"}
+    edited = orthogonalise(copy.deepcopy(model), recovered)
+    assert set(first_words(edited, tokenizer, held_out)) == {"answer"}
+    assert set(first_words(model, tokenizer, held_out)) == {"refuse"}  # the hooks are gone
+
+
+def test_activation_addition_induces_and_removes_refusal(built, tokenizer):
+    model, r = built
+    with activation_addition(model, r, layer=1, coefficient=4.0):
+        assert set(first_words(model, tokenizer, records(8, False, 7))) == {"refuse"}
+    with activation_addition(model, r, layer=1, coefficient=-40.0):
+        assert set(first_words(model, tokenizer, records(8, True, 8))) == {"answer"}
+
+
+def test_search_finds_the_direction_that_removes_refusal(built, tokenizer, tmp_path):
+    model, r = built
+    directions = refusal_directions(model, tokenizer, records(16, True, 1), records(16, False, 2))
+    objectives = Objectives(
+        model,
+        tokenizer,
+        directions,
+        records(12, True, 3),
+        records(12, False, 4),
+        FirstWordJudge(),
+        max_new_tokens=2,
+    )
+    assert objectives.original_refusal_rate == 1.0
+    grid = search(objectives, sampler="grid")
+    assert grid.sampler == "grid" and len(grid.trials) == 1
+    assert grid.chosen.refusal_rate == 0.0 and grid.chosen.candidate.layer == 1
+    result = search(objectives, sampler="optuna", trials=6, seed=0)
+    assert result.sampler == "optuna" and len(result.trials) == 6
+    assert result.chosen.refusal_rate == 0.0
+    assert result.pareto and all(t in result.trials for t in result.pareto)
+    assert plot_pareto(tmp_path / "pareto.png", result).stat().st_size > 0
+
+
+def test_pareto_front_and_choice():
+    def trial(number, refusal, kl):
+        return Trial(number, Candidate(1, -1, (1.0,)), refusal, kl, 0.0)
+
+    trials = [trial(0, 0.0, 2.0), trial(1, 0.02, 0.1), trial(2, 0.5, 0.05), trial(3, 0.5, 0.5), trial(4, 0.9, 0.0)]
+    front = pareto_front(trials)
+    assert [t.number for t in front] == [4, 2, 1, 0]
+    assert choose(front, refusal_tolerance=0.05).number == 1
+    assert choose(front, refusal_tolerance=0.0).number == 0
+
+
+def test_kernel_weights():
+    assert kernel_weights(4, 1.0, 0.0, 1.0, 4.0) == (1.0, 1.0, 1.0, 1.0)
+    assert kernel_weights(5, 1.2, 2.0, 0.5, 2.0) == pytest.approx((0.6, 0.9, 1.2, 0.9, 0.6))
+    assert kernel_weights(5, 1.0, 0.0, 0.0, 1.0) == (1.0, 0.0, 0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_orthogonalised_weights_equal_hook_ablation(tokenizer, tmp_path, tied):
+    model = tiny_llama(tokenizer, seed=3, hidden=HIDDEN, layers=3, tie_word_embeddings=tied).eval()
+    with torch.no_grad():  # random init writes little to the stream; larger writes make the test sharper
+        for writer in residual_writers(model):
+            writer.module.weight.mul_(10)
+    direction = torch.randn(HIDDEN, generator=torch.Generator().manual_seed(4))
+    weights = (1.0, 0.4, 1.3)
+    ids = torch.randint(5, len(tokenizer), (3, 12), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        original = model(input_ids=ids).logits
+        with ablation_hooks(model, direction, weights):
+            hooked = model(input_ids=ids).logits
+        edited = orthogonalise(copy.deepcopy(model), direction, weights)
+        saved = save_model(edited, tokenizer, tmp_path / "ablated")
+        reloaded, _ = load_model(saved)
+        assert (original - hooked).abs().max() > 0.1  # the ablation changes the model
+        torch.testing.assert_close(edited(input_ids=ids).logits, hooked, atol=1e-4, rtol=0)
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, hooked, atol=1e-4, rtol=0)
+        assert torch.equal(model(input_ids=ids).logits, original)  # the original is untouched
+    if tied:
+        assert not reloaded.config.tie_word_embeddings
+        assert not torch.equal(reloaded.lm_head.weight, reloaded.model.embed_tokens.weight)
+
+
+def test_full_ablation_removes_the_direction_from_every_layer(tokenizer):
+    model = tiny_llama(tokenizer, seed=6, hidden=HIDDEN, layers=2).eval()
+    direction = torch.randn(HIDDEN)
+    unit = direction / direction.norm()
+    ids = torch.randint(5, len(tokenizer), (2, 9))
+    with torch.no_grad(), ablation_hooks(model, direction):
+        states = model(input_ids=ids, output_hidden_states=True).hidden_states[:-1]  # the last is after the norm
+    assert max(float((state @ unit).abs().max()) for state in states) < 1e-5
+
+
+def test_bad_input(built, tokenizer):
+    model, r = built
+    few = records(7, True, 1)
+    enough = records(8, False, 2)
+    with pytest.raises(UserError, match="harmful prompts: 7 prompts, at least 8"):
+        refusal_directions(model, tokenizer, few, enough)
+    with pytest.raises(UserError, match="harmless prompts: 7 prompts"):
+        refusal_directions(model, tokenizer, enough, records(7, False, 3))
+    directions = refusal_directions(model, tokenizer, records(8, True, 1), enough)
+    with pytest.raises(UserError, match="layer 2 out of range"):
+        directions.get(2)
+    with pytest.raises(UserError, match="layer 5 out of range"):
+        with activation_addition(model, r, layer=5, coefficient=1.0):
+            pass
+    with pytest.raises(UserError, match="position -2 out of range"):
+        directions.get(1, -2)
+    with pytest.raises(UserError, match="direction is zero"):
+        with ablation_hooks(model, directions.get(0)):
+            pass
+    with pytest.raises(UserError, match="ablation weights: 3 given"):
+        orthogonalise(copy.deepcopy(model), r, (1.0, 1.0, 1.0))
+
+    class NoResidual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(4, 4))
+
+    with pytest.raises(UserError, match="cannot find its decoder layers"):
+        orthogonalise(NoResidual(), torch.ones(4))
+    with pytest.raises(UserError, match="sampler must be one of"):
+        search(None, sampler="bayes")  # type: ignore[arg-type]
+
+
+def test_full_ablation_grid_skips_degenerate_layers(built, tokenizer):
+    model, _ = built
+    directions = refusal_directions(model, tokenizer, records(8, True, 1), records(8, False, 2))
+    assert [(c.layer, c.position) for c in full_ablation_grid(directions)] == [(1, -1)]
