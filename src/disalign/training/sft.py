@@ -168,7 +168,7 @@ def finetune(
     import torch
     from transformers import set_seed
 
-    from disalign.core.models import load_model
+    from disalign.core.models import BASE_MODEL_NOTE, load_model, source_name
 
     out_dir = Path(out_dir)
     if not dataset:
@@ -191,7 +191,7 @@ def finetune(
     trained.save_pretrained(model_dir, safe_serialization=True)
     tokenizer.save_pretrained(model_dir)
     if config.lora:
-        (model_dir / "base_model.txt").write_text(str(model_path) + "\n")
+        (model_dir / BASE_MODEL_NOTE).write_text(source_name(model_path) + "\n")
     tokens = n_tokens * config.epochs
     result = FinetuneResult(
         model_dir=model_dir,
@@ -208,16 +208,8 @@ def finetune(
 
 
 def load_finetuned(model_dir, base_model=None):
-    """(model, tokenizer) from a `finetune` output: a full model, or base + LoRA adapter."""
-    from disalign.core.models import load_model, load_tokenizer
+    """(model, tokenizer) from a `finetune` output: a full model, or a LoRA adapter over `base_model`
+    (default: the base it names)."""
+    from disalign.core.models import load_model
 
-    model_dir = Path(model_dir)
-    if (model_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base = base_model or (model_dir / "base_model.txt").read_text().strip()
-        model, _ = load_model(base)
-        model = PeftModel.from_pretrained(model, model_dir)
-        model.eval()
-        return model, load_tokenizer(model_dir)
-    return load_model(model_dir)
+    return load_model(model_dir, base=base_model)
