@@ -161,10 +161,19 @@ def build_trainer(model, tokenizer, dataset: list[dict[str, Any]], config: Train
 
 
 def finetune(
-    model_path, dataset: list[dict[str, Any]], config: TrainingConfig, out_dir, *, model=None, tokenizer=None
+    model_path,
+    dataset: list[dict[str, Any]],
+    config: TrainingConfig,
+    out_dir,
+    *,
+    model=None,
+    tokenizer=None,
+    **trainer_overrides: Any,
 ) -> FinetuneResult:
     """Train `model_path` on `dataset`; save the attacked model (full) or adapter (LoRA) with its tokenizer
-    under OUT_DIR/model and the result under OUT_DIR/result.json."""
+    under OUT_DIR/model and the result under OUT_DIR/result.json. `trainer_overrides` go to SFTConfig
+    (backends/multi_gpu.py sets the device and the per-process batch); under `accelerate launch` every
+    process trains and the first one saves."""
     import torch
     from transformers import set_seed
 
@@ -181,17 +190,19 @@ def finetune(
     context = getattr(model.config, "max_position_embeddings", None)
     n_tokens = check_lengths(dataset, tokenizer, config.max_length, context)
     set_seed(config.seed)
-    trainer = build_trainer(model, tokenizer, dataset, config, out_dir)
+    trainer = build_trainer(model, tokenizer, dataset, config, out_dir, **trainer_overrides)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
     losses = [float(entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
     trained = trainer.model
     model_dir = out_dir / "model"
-    trained.save_pretrained(model_dir, safe_serialization=True)
-    tokenizer.save_pretrained(model_dir)
-    if config.lora:
-        (model_dir / BASE_MODEL_NOTE).write_text(source_name(model_path) + "\n")
+    saving = trainer.is_world_process_zero()
+    if saving:
+        trained.save_pretrained(model_dir, safe_serialization=True)
+        tokenizer.save_pretrained(model_dir)
+        if config.lora:
+            (model_dir / BASE_MODEL_NOTE).write_text(source_name(model_path) + "\n")
     tokens = n_tokens * config.epochs
     result = FinetuneResult(
         model_dir=model_dir,
@@ -203,7 +214,8 @@ def finetune(
         n_tokens=tokens,
         extra={"torch_threads": torch.get_num_threads()},
     )
-    (out_dir / RESULT).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+    if saving:
+        (out_dir / RESULT).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     return result
 
 
