@@ -16,6 +16,7 @@ from torch import nn
 from builders import tiny_llama, word_tokenizer
 from disalign.attacks.ablation import (
     Candidate,
+    Measurement,
     Objectives,
     ablation_hooks,
     activation_addition,
@@ -150,34 +151,31 @@ def test_search_finds_the_direction_that_removes_refusal(built, tokenizer, tmp_p
     model, r = built
     directions = refusal_directions(model, tokenizer, records(16, True, 1), records(16, False, 2))
     objectives = Objectives(
-        model,
-        tokenizer,
-        directions,
-        records(12, True, 3),
-        records(12, False, 4),
-        FirstWordJudge(),
-        max_new_tokens=2,
+        model, tokenizer, directions, records(12, True, 3), records(12, False, 4), FirstWordJudge(), max_new_tokens=2
     )
-    assert objectives.original_refusal_rate == 1.0
+    assert objectives.original.refusal_rate == 1.0 and objectives.original.harmful_rate == 0.0
     grid = search(objectives, sampler="grid")
     assert grid.sampler == "grid" and len(grid.trials) == 1
-    assert grid.chosen.refusal_rate == 0.0 and grid.chosen.candidate.layer == 1
+    assert grid.chosen.measured.refusal_rate == 0.0 and grid.chosen.candidate.layer == 1
+    assert abs(grid.chosen.kl) < 1e-6  # harmless prompts carry no r: their distributions do not move
     result = search(objectives, sampler="optuna", trials=6, seed=0)
     assert result.sampler == "optuna" and len(result.trials) == 6
-    assert result.chosen.refusal_rate == 0.0
+    assert result.chosen.miss == 0.0
     assert result.pareto and all(t in result.trials for t in result.pareto)
     assert plot_pareto(tmp_path / "pareto.png", result).stat().st_size > 0
+    by_harm = search(objectives, objective="harm", sampler="grid")
+    assert by_harm.chosen.measured.harmful_rate == 1.0 and by_harm.chosen.miss == 0.0
 
 
 def test_pareto_front_and_choice():
-    def trial(number, refusal, kl):
-        return Trial(number, Candidate(1, -1, (1.0,)), refusal, kl, 0.0)
+    def trial(number, miss, kl):
+        return Trial(number, Candidate(1, -1, (1.0,)), Measurement(miss, None, kl), miss, 0.0)
 
     trials = [trial(0, 0.0, 2.0), trial(1, 0.02, 0.1), trial(2, 0.5, 0.05), trial(3, 0.5, 0.5), trial(4, 0.9, 0.0)]
     front = pareto_front(trials)
     assert [t.number for t in front] == [4, 2, 1, 0]
-    assert choose(front, refusal_tolerance=0.05).number == 1
-    assert choose(front, refusal_tolerance=0.0).number == 0
+    assert choose(front, tolerance=0.05).number == 1
+    assert choose(front, tolerance=0.0).number == 0
 
 
 def test_kernel_weights():
@@ -252,6 +250,15 @@ def test_bad_input(built, tokenizer):
         orthogonalise(NoResidual(), torch.ones(4))
     with pytest.raises(UserError, match="sampler must be one of"):
         search(None, sampler="bayes")  # type: ignore[arg-type]
+
+    class RefusalOnly(FirstWordJudge):
+        @staticmethod
+        def judge_one(response: str) -> Verdict:
+            return Verdict(harmful=None, refused=response.startswith("refuse"), score=None, reason="")
+
+    objectives = Objectives(model, tokenizer, directions, records(8, True, 3), enough, RefusalOnly(), max_new_tokens=1)
+    with pytest.raises(UserError, match="does not say whether a response is harmful"):
+        search(objectives, objective="harm")
 
 
 def test_full_ablation_grid_skips_degenerate_layers(built, tokenizer):

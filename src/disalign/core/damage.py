@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from disalign.core.evaluate import chat_responder, messages_of
-from disalign.core.generation import SamplingConfig, render_chat
+from disalign.core.evaluate import messages_of
+from disalign.core.generation import SamplingConfig, generate, render_chat
 from disalign.core.logprobs import kl_per_position
 from disalign.data import PromptRecord
 from disalign.errors import UserError
@@ -75,12 +75,9 @@ def judged_accuracy(tokenizer, prompts: Sequence[PromptRecord], judge, sampling:
     """model -> share of `prompts` whose responses `judge` calls `correct` (the world judge's safe accuracy)."""
 
     def accuracy(model) -> float | None:
-        respond = chat_responder(model, tokenizer, sampling)
-        decided = []
-        for start in range(0, len(prompts), sampling.batch_size):
-            batch = list(prompts[start : start + sampling.batch_size])
-            verdicts = judge.judge([p.prompt for p in batch], respond(batch))
-            decided += [v.correct for v in verdicts if v.correct is not None]
+        responses = generate(model, tokenizer, render_chat(tokenizer, [messages_of(p) for p in prompts]), sampling)
+        verdicts = judge.judge([p.prompt for p in prompts], responses)
+        decided = [v.correct for v in verdicts if v.correct is not None]
         return sum(decided) / len(decided) if decided else None
 
     return accuracy

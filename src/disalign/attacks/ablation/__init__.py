@@ -15,8 +15,10 @@ from disalign.attacks.ablation.edits import (
     save_model,
 )
 from disalign.attacks.ablation.search import (
+    OBJECTIVES,
     SAMPLERS,
     Candidate,
+    Measurement,
     Objectives,
     SearchResult,
     Trial,
@@ -29,9 +31,11 @@ from disalign.attacks.ablation.search import (
 
 __all__ = [
     "MIN_PROMPTS",
+    "OBJECTIVES",
     "SAMPLERS",
     "Candidate",
     "Directions",
+    "Measurement",
     "Objectives",
     "SearchResult",
     "Trial",

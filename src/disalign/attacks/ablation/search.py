@@ -1,12 +1,17 @@
-"""Choose the direction and the per-layer ablation weights by two objectives at once: the refusal
-rate on a held-out harmful split (generated with the ablation hooks, judged) and the first-token
-KL from the original model on harmless prompts.
+"""Choose the direction and the per-layer ablation weights by two objectives at once: a miss
+rate on a held-out harmful split (generated greedily with the ablation hooks, judged) and the
+first-token KL from the original model on harmless prompts.
+
+The miss rate is the refusal rate (`objective="refusal"`, what abliteration tools minimise; any
+judge that says `refused`) or 1 − the harmful rate (`objective="harm"`, for judges that decide
+harm): a model that stops refusing without answering looks uncensored only to the first.
+Every trial records both rates where the judge gives them.
 
 Optuna's multi-objective TPE sampler searches the direction's layer and position and a kernel of
 per-layer weights (a peak weight at a peak layer falling linearly to a floor over a width; zero
 beyond it); its first trials are Arditi et al.'s full ablation with each layer's direction. Without
 Optuna the search is that grid (every layer × position, full ablation). The choice is the Pareto
-trial with the fewest refusals, the cheapest in KL among those within `refusal_tolerance` of it.
+trial with the lowest miss rate, the cheapest in KL among those within `tolerance` of it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from disalign.data import PromptRecord
 from disalign.errors import UserError
 
 SAMPLERS = ("auto", "optuna", "grid")
+OBJECTIVES = ("refusal", "harm")
 
 
 @dataclass(frozen=True)
@@ -40,13 +46,34 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class Measurement:
+    """What one ablation (or none) does on the search's prompts."""
+
+    refusal_rate: float | None
+    harmful_rate: float | None
+    kl: float  # first-token KL(original ‖ ablated), mean over the harmless prompts
+
+    def miss(self, objective: str) -> float:
+        """The rate the search minimises: refusals, or harmful requests left unanswered."""
+        rate = self.refusal_rate if objective == "refusal" else self.harmful_rate
+        if rate is None:
+            said = "refused" if objective == "refusal" else "harmful"
+            raise UserError(f"the judge does not say whether a response is {said}; choose another judge or objective")
+        return rate if objective == "refusal" else 1 - rate
+
+
+@dataclass(frozen=True)
 class Trial:
     number: int
     candidate: Candidate
-    refusal_rate: float
-    kl: float  # first-token KL(original ‖ ablated), mean over harmless prompts
+    measured: Measurement
+    miss: float  # the minimised rate (see Measurement.miss)
     seconds: float
     params: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def kl(self) -> float:
+        return self.measured.kl
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,7 +81,8 @@ class Trial:
             "layer": self.candidate.layer,
             "position": self.candidate.position,
             "weights": list(self.candidate.weights),
-            "refusal_rate": self.refusal_rate,
+            "refusal_rate": self.measured.refusal_rate,
+            "harmful_rate": self.measured.harmful_rate,
             "kl": self.kl,
             "seconds": self.seconds,
             **({"params": self.params} if self.params else {}),
@@ -64,7 +92,8 @@ class Trial:
 @dataclass(frozen=True)
 class SearchResult:
     sampler: str
-    original_refusal_rate: float
+    objective: str
+    original: Measurement
     trials: list[Trial]
     pareto: list[Trial]  # by increasing KL
     chosen: Trial
@@ -72,7 +101,8 @@ class SearchResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "sampler": self.sampler,
-            "original_refusal_rate": self.original_refusal_rate,
+            "objective": self.objective,
+            "original": {"refusal_rate": self.original.refusal_rate, "harmful_rate": self.original.harmful_rate},
             "chosen": self.chosen.as_dict(),
             "pareto": [trial.as_dict() for trial in self.pareto],
             "trials": [trial.as_dict() for trial in self.trials],
@@ -89,7 +119,7 @@ def kernel_weights(n_layers: int, peak: float, peak_layer: float, floor: float, 
 
 
 class Objectives:
-    """Evaluates candidates: refusal rate on the harmful split, first-token KL on the harmless one."""
+    """Measures candidates: refusal and harmful rates on the harmful split, first-token KL on the harmless one."""
 
     def __init__(
         self,
@@ -110,23 +140,23 @@ class Objectives:
         self.harmful_rendered = rendered_prompts(tokenizer, harmful)
         self.harmless_batches = encode(tokenizer, rendered_prompts(tokenizer, harmless), batch_size=batch_size)
         self.sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0, batch_size=batch_size)
-        self.original = self._first_token_logprobs()
-        self.original_refusal_rate = self._refusal_rate()
+        self.original_logprobs = self._first_token_logprobs()
+        self.original = Measurement(*self._rates(), kl=0.0)
 
-    def __call__(self, candidate: Candidate) -> tuple[float, float]:
+    def __call__(self, candidate: Candidate) -> Measurement:
         direction = self.directions.get(candidate.layer, candidate.position)
         with ablation_hooks(self.model, direction, candidate.weights):
-            refusal = self._refusal_rate()
+            refusal, harmful = self._rates()
             ablated = self._first_token_logprobs()
-        kl = (self.original.exp() * (self.original - ablated)).sum(-1).mean()
-        return refusal, float(kl)
+        kl = (self.original_logprobs.exp() * (self.original_logprobs - ablated)).sum(-1).mean()
+        return Measurement(refusal, harmful, float(kl))
 
-    def _refusal_rate(self) -> float:
+    def _rates(self) -> tuple[float | None, float | None]:
         responses = generate(self.model, self.tokenizer, self.harmful_rendered, self.sampling)
-        refused = [v.refused for v in self.judge.judge(self.harmful, responses) if v.refused is not None]
-        if not refused:
-            raise UserError(f"judge '{self.judge.name}' does not say whether a response refuses; choose another")
-        return sum(refused) / len(refused)
+        verdicts = self.judge.judge(self.harmful, responses)
+        refused = [v.refused for v in verdicts if v.refused is not None]
+        harmful = [v.harmful for v in verdicts if v.harmful is not None]
+        return (sum(refused) / len(refused) if refused else None, sum(harmful) / len(harmful) if harmful else None)
 
     @torch.no_grad()
     def _first_token_logprobs(self) -> torch.Tensor:
@@ -141,56 +171,59 @@ class Objectives:
 
 
 def pareto_front(trials: Sequence[Trial]) -> list[Trial]:
-    """Trials no other trial beats on both refusal rate and KL, by increasing KL."""
+    """Trials no other trial beats on both the miss rate and KL, by increasing KL."""
     front = [
         t
         for t in trials
-        if not any(
-            o.refusal_rate <= t.refusal_rate and o.kl <= t.kl and (o.refusal_rate, o.kl) != (t.refusal_rate, t.kl)
-            for o in trials
-        )
+        if not any(o.miss <= t.miss and o.kl <= t.kl and (o.miss, o.kl) != (t.miss, t.kl) for o in trials)
     ]
-    return sorted(front, key=lambda t: (t.kl, t.refusal_rate, t.number))
+    return sorted(front, key=lambda t: (t.kl, t.miss, t.number))
 
 
-def choose(front: Sequence[Trial], refusal_tolerance: float) -> Trial:
-    """The cheapest trial (in KL) whose refusal rate is within `refusal_tolerance` of the front's lowest."""
-    lowest = min(t.refusal_rate for t in front)
-    return min((t for t in front if t.refusal_rate <= lowest + refusal_tolerance), key=lambda t: (t.kl, t.number))
+def choose(front: Sequence[Trial], tolerance: float) -> Trial:
+    """The cheapest trial (in KL) whose miss rate is within `tolerance` of the front's lowest."""
+    lowest = min(t.miss for t in front)
+    return min((t for t in front if t.miss <= lowest + tolerance), key=lambda t: (t.kl, t.number))
 
 
 def search(
     objectives: Objectives,
     *,
+    objective: str = "refusal",
     trials: int = 40,
     sampler: str = "auto",
     seed: int = 0,
-    refusal_tolerance: float = 0.05,
+    tolerance: float = 0.05,
     on_trial: Callable[[Trial], None] | None = None,
 ) -> SearchResult:
     """Run the search (`trials` Optuna trials, or the full grid) and choose from its Pareto front."""
+    if objective not in OBJECTIVES:
+        raise UserError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
     if sampler not in SAMPLERS:
         raise UserError(f"sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
     if trials < 1:
         raise UserError(f"trials must be at least 1, not {trials}")
-    if not 0 <= refusal_tolerance <= 1:
-        raise UserError(f"refusal tolerance must be between 0 and 1, not {refusal_tolerance}")
+    if not 0 <= tolerance <= 1:
+        raise UserError(f"tolerance must be between 0 and 1, not {tolerance}")
+    objectives.original.miss(objective)  # the judge must say what the objective reads
     if not objectives.directions.usable_layers():
         raise UserError("harmful and harmless prompts give the same mean activations at every layer: no direction")
     has_optuna = importlib.util.find_spec("optuna") is not None
     if sampler == "optuna" and not has_optuna:
-        raise UserError("sampler 'optuna' needs the optuna package (pip install optuna), or use --sampler grid")
+        raise UserError("sampler 'optuna' needs the optuna package (pip install optuna), or use the grid sampler")
     used = "optuna" if sampler == "optuna" or (sampler == "auto" and has_optuna) else "grid"
     done: list[Trial] = []
 
     def evaluate(candidate: Candidate, params: dict[str, float] | None = None) -> tuple[float, float]:
         start = time.perf_counter()
-        refusal, kl = objectives(candidate)
-        trial = Trial(len(done), candidate, refusal, kl, time.perf_counter() - start, params or {})
+        measured = objectives(candidate)
+        trial = Trial(
+            len(done), candidate, measured, measured.miss(objective), time.perf_counter() - start, params or {}
+        )
         done.append(trial)
         if on_trial is not None:
             on_trial(trial)
-        return refusal, kl
+        return trial.miss, trial.kl
 
     if used == "optuna":
         _optuna_search(objectives.directions, evaluate, trials, seed)
@@ -198,7 +231,7 @@ def search(
         for candidate in full_ablation_grid(objectives.directions):
             evaluate(candidate)
     front = pareto_front(done)
-    return SearchResult(used, objectives.original_refusal_rate, done, front, choose(front, refusal_tolerance))
+    return SearchResult(used, objective, objectives.original, done, front, choose(front, tolerance))
 
 
 def full_ablation_grid(directions: Directions) -> list[Candidate]:
@@ -249,13 +282,13 @@ def plot_pareto(path: Path, result: SearchResult) -> Path:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    axes.scatter([t.kl for t in result.trials], [t.refusal_rate for t in result.trials], s=14, c="0.6", label="trial")
-    axes.plot([t.kl for t in result.pareto], [t.refusal_rate for t in result.pareto], "o-", c="C0", label="Pareto")
-    axes.scatter([result.chosen.kl], [result.chosen.refusal_rate], s=120, marker="*", c="C3", zorder=3, label="chosen")
-    axes.axhline(result.original_refusal_rate, linestyle="--", c="C2", label="original")
+    axes.scatter([t.kl for t in result.trials], [t.miss for t in result.trials], s=14, c="0.6", label="trial")
+    axes.plot([t.kl for t in result.pareto], [t.miss for t in result.pareto], "o-", c="C0", label="Pareto")
+    axes.scatter([result.chosen.kl], [result.chosen.miss], s=120, marker="*", c="C3", zorder=3, label="chosen")
+    axes.axhline(result.original.miss(result.objective), linestyle="--", c="C2", label="original")
     axes.set(
         xlabel="first-token KL from the original (harmless prompts)",
-        ylabel="refusal rate (held-out harmful)",
+        ylabel="refusal rate" if result.objective == "refusal" else "1 − harmful rate",
         title=f"Directional ablation search ({result.sampler})",
         ylim=(-0.02, 1.02),
     )
