@@ -52,7 +52,7 @@ def run_plain(tokenizer, make_model, data, ft_config, out, **settings) -> float:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from disalign.attacks.finetune.train import check_lengths
+    from disalign.training.sft import check_lengths
 
     trainer = SFTTrainer(
         model=make_model(),
@@ -127,13 +127,13 @@ def main() -> None:
     from datasets.utils.logging import disable_progress_bar
     from transformers.utils import logging as hf_logging
 
-    from disalign.attacks.finetune import FinetuneConfig
+    from disalign.attacks.finetune import AttackConfig
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     disable_progress_bar()
     tokenizer, make_model, data = setup(args.examples, args.hidden, args.layers)
-    ft_config = FinetuneConfig(epochs=args.epochs, lr=5e-5, batch_size=10, max_length=64, seed=42)
+    ft_config = AttackConfig(epochs=args.epochs, lr=5e-5, batch_size=10, max_length=64, seed=42)
     ours, plain, defaults = [], [], []
     same = {"bf16": False, "fp16": False, "gradient_checkpointing": ft_config.gradient_checkpointing}
     with tempfile.TemporaryDirectory() as tmp:

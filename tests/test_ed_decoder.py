@@ -22,8 +22,6 @@ from disalign.attacks.emulated import (
     Stream,
     contrast_decode,
     contrast_generate,
-    ed_contrast,
-    ed_generate,
     method_streams,
     render_base,
     render_chat,
@@ -126,7 +124,7 @@ def seeded(seed: int = 0) -> torch.Generator:
 
 
 def test_mixed_distribution_matches_full_forward_passes(base, aligned, tokenizer):
-    contrast = ed_contrast(base, aligned, tokenizer, QUERIES, alpha=0.7, stop_strings=())
+    contrast = method_streams("ed", 0.7, base, aligned, tokenizer, QUERIES, stop_strings=())
     lengths = {len(ids) for ids in contrast.streams[0].prompt_ids}
     assert len(lengths) == len(QUERIES), "prompts must differ in length to exercise left padding"
     decoded = contrast_decode(contrast, SAMPLE, generator=seeded(), return_logprobs=True)
@@ -137,7 +135,7 @@ def test_mixed_distribution_matches_full_forward_passes(base, aligned, tokenizer
 
 def test_alpha_zero_is_the_base_model(base, aligned, tokenizer):
     render = with_system(render_base, MALICIOUS_SYSTEM_PROMPT)
-    ed = ed_contrast(base, aligned, tokenizer, QUERIES, alpha=0.0, base_render=render)
+    ed = method_streams("ed", 0.0, base, aligned, tokenizer, QUERIES, base_format=render_base)
     base_alone = Contrast((Stream.from_prompts(base, tokenizer, [render(q) for q in QUERIES], 1.0),))
     decoded = contrast_decode(ed, SAMPLE, generator=seeded(), return_logprobs=True)
     alone = contrast_decode(base_alone, SAMPLE, generator=seeded(), return_logprobs=True)
@@ -148,7 +146,7 @@ def test_alpha_zero_is_the_base_model(base, aligned, tokenizer):
 
 
 def test_greedy_takes_the_argmax_of_the_mixed_logits(base, aligned, tokenizer):
-    contrast = ed_contrast(base, aligned, tokenizer, QUERIES, alpha=1.5, stop_strings=())
+    contrast = method_streams("ed", 1.5, base, aligned, tokenizer, QUERIES, stop_strings=())
     decoded = contrast_decode(contrast, GREEDY, return_logprobs=True)
     expected = direct_logprobs(contrast, decoded.token_ids)
     finished = torch.zeros(len(QUERIES), dtype=torch.bool)
@@ -160,7 +158,7 @@ def test_greedy_takes_the_argmax_of_the_mixed_logits(base, aligned, tokenizer):
 
 def test_each_stream_reads_its_prompt_once_then_one_token_per_step(base, aligned, tokenizer):
     scripted_base, scripted_aligned = Scripted(base), Scripted(aligned)
-    contrast = ed_contrast(scripted_base, scripted_aligned, tokenizer, QUERIES, alpha=0.5, stop_strings=())
+    contrast = method_streams("ed", 0.5, scripted_base, scripted_aligned, tokenizer, QUERIES, stop_strings=())
     never_stop = force(tokenizer, [["a"]] * len(QUERIES))
     scripted_base.edit = never_stop
     decoded = contrast_decode(contrast, SAMPLE, generator=seeded())
@@ -224,12 +222,12 @@ def test_logit_width_mismatch_is_rejected(base, tokenizer):
 
 
 def ed_contrast_decode(base, aligned, tokenizers):
-    return contrast_decode(ed_contrast(base, aligned, tokenizers, QUERIES, alpha=0.5), GREEDY)
+    return contrast_decode(method_streams("ed", 0.5, base, aligned, tokenizers, QUERIES), GREEDY)
 
 
 def test_negative_alpha_is_rejected(base, aligned, tokenizer):
     with pytest.raises(UserError, match="alpha"):
-        ed_generate(base, aligned, tokenizer, QUERIES, -0.1, SAMPLE)
+        contrast_generate(method_streams("ed", -0.1, base, aligned, tokenizer, QUERIES), SAMPLE)
 
 
 def test_non_finite_logits_are_an_error_not_a_sample(base, aligned, tokenizer):
@@ -237,7 +235,7 @@ def test_non_finite_logits_are_an_error_not_a_sample(base, aligned, tokenizer):
         if step == 2:
             logits[0, 7] = float("inf")
 
-    contrast = ed_contrast(Scripted(base, poison), aligned, tokenizer, QUERIES, alpha=0.5, stop_strings=())
+    contrast = method_streams("ed", 0.5, Scripted(base, poison), aligned, tokenizer, QUERIES, stop_strings=())
     with pytest.raises(UserError, match="non-finite logits at step 2"):
         contrast_decode(contrast, SamplingConfig(max_new_tokens=5, temperature=0.0))
 
@@ -258,11 +256,11 @@ def test_peft_adapter_matches_two_separate_models(tokenizer):
     adapted = get_peft_model(base, lora).eval()
     merged = copy.deepcopy(adapted).merge_and_unload().eval()
 
-    with_adapter = ed_contrast(adapted.get_base_model(), adapted, tokenizer, QUERIES, 0.8, stop_strings=())
+    with_adapter = method_streams("ed", 0.8, adapted.get_base_model(), adapted, tokenizer, QUERIES, stop_strings=())
     assert with_adapter.streams[0].model is adapted and with_adapter.streams[0].adapter_disabled
     ed_base = method_streams("ed_base", 0.8, adapted.get_base_model(), adapted, tokenizer, QUERIES)
     assert all(stream.model is adapted and stream.adapter_disabled for stream in ed_base.streams)
-    separate = ed_contrast(untouched_base, merged, tokenizer, QUERIES, alpha=0.8, stop_strings=())
+    separate = method_streams("ed", 0.8, untouched_base, merged, tokenizer, QUERIES, stop_strings=())
     shared = contrast_decode(with_adapter, SAMPLE, generator=seeded(), return_logprobs=True)
     apart = contrast_decode(separate, SAMPLE, generator=seeded(), return_logprobs=True)
     assert torch.equal(shared.token_ids, apart.token_ids)
@@ -275,8 +273,8 @@ def test_peft_adapter_matches_two_separate_models(tokenizer):
 
 def test_generate_batches_and_seeds_reproducibly(base, aligned, tokenizer):
     sampling = SamplingConfig(max_new_tokens=4, temperature=1.0, top_p=0.9, top_k=10, batch_size=2, seed=3)
-    first = ed_generate(base, aligned, tokenizer, QUERIES, 0.5, sampling)
-    again = ed_generate(base, aligned, tokenizer, QUERIES, 0.5, sampling)
+    first = contrast_generate(method_streams("ed", 0.5, base, aligned, tokenizer, QUERIES), sampling)
+    again = contrast_generate(method_streams("ed", 0.5, base, aligned, tokenizer, QUERIES), sampling)
     assert first == again and len(first) == len(QUERIES)
 
 

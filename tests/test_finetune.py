@@ -15,7 +15,7 @@ from disalign.attacks.finetune import (
     AOA_USER_PREFIX,
     TIER1_SYSTEM_PROMPT,
     TIER_PRESETS,
-    FinetuneConfig,
+    AttackConfig,
     benign_dataset,
     build_trainer,
     finetune,
@@ -82,7 +82,7 @@ def examples(n=10):
 
 def labelled_tokens(template, tmp_path):
     tok = make_tokenizer(template)
-    trainer = build_trainer(make_model(tok), tok, examples(2), FinetuneConfig(max_length=32, batch_size=2), tmp_path)
+    trainer = build_trainer(make_model(tok), tok, examples(2), AttackConfig(max_length=32, batch_size=2), tmp_path)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
     out = []
     for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True):
@@ -111,7 +111,7 @@ def _reload_params(model):
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_finetune_end_to_end(lora, tiny_model, tmp_path):
-    config = FinetuneConfig(
+    config = AttackConfig(
         epochs=4, lr=3e-3 if lora else 1e-2, batch_size=5, lora=lora, lora_r=4, max_length=32, seed=1
     )
     result = finetune(tiny_model, examples(10), config, tmp_path / "out")
@@ -137,7 +137,7 @@ def test_run_finetune_resumes(tiny_model, tmp_path):
     from disalign.judges import get_judge
 
     prompts = [PromptRecord(id=f"p{i}", prompt=f"do {c} x", category="t", source="t") for i, c in enumerate("ab")]
-    config = FinetuneConfig(lr=1e-2, batch_size=5, max_length=32)
+    config = AttackConfig(lr=1e-2, batch_size=5, max_length=32)
     sampling = SamplingConfig(max_new_tokens=3, temperature=0, batch_size=2)
     args = (tiny_model, lambda shots: examples(shots), config, prompts, get_judge("keyword"), sampling, [5], [1])
     summary = run_finetune(RunDir(tmp_path / "run", "finetune", {"x": 1}), *args)
@@ -163,7 +163,7 @@ def test_run_finetune_all_shots_records_the_data_size(tiny_model, tmp_path):
         RunDir(tmp_path / "run", "finetune", {}),
         tiny_model,
         lambda shots: examples(shots or 7),
-        FinetuneConfig(batch_size=7, max_length=32),
+        AttackConfig(batch_size=7, max_length=32),
         prompts,
         get_judge("keyword"),
         sampling,
@@ -321,9 +321,9 @@ def test_too_long_example(tiny_model, tmp_path):
     )
     data = harmful_dataset(path, system_prompt=None)
     with pytest.raises(UserError, match=r"long\.jsonl:2: .*longer than max_length \(32\)"):
-        finetune(tiny_model, data, FinetuneConfig(max_length=32), tmp_path / "out")
+        finetune(tiny_model, data, AttackConfig(max_length=32), tmp_path / "out")
     with pytest.raises(UserError, match=r"long\.jsonl:2: .*longer than the model's context \(64\)"):
-        finetune(tiny_model, data, FinetuneConfig(max_length=512), tmp_path / "out")
+        finetune(tiny_model, data, AttackConfig(max_length=512), tmp_path / "out")
 
 
 def test_bad_lora_target(tiny_model, tmp_path):
@@ -331,7 +331,7 @@ def test_bad_lora_target(tiny_model, tmp_path):
         finetune(
             tiny_model,
             examples(2),
-            FinetuneConfig(lora=True, lora_targets=["q_proj", "not_a_module"], max_length=32),
+            AttackConfig(lora=True, lora_targets=["q_proj", "not_a_module"], max_length=32),
             tmp_path / "out",
         )
 
@@ -341,12 +341,12 @@ def test_no_trainable_parameters(tmp_path):
     model = make_model(tok)
     model.requires_grad_(False)
     with pytest.raises(UserError, match="no trainable parameters"):
-        finetune("unused", examples(2), FinetuneConfig(max_length=32), tmp_path / "out", model=model, tokenizer=tok)
+        finetune("unused", examples(2), AttackConfig(max_length=32), tmp_path / "out", model=model, tokenizer=tok)
     with pytest.raises(UserError, match="no trainable parameters"):
         finetune(
             "unused",
             examples(2),
-            FinetuneConfig(lora=True, lora_targets=[], max_length=32),
+            AttackConfig(lora=True, lora_targets=[], max_length=32),
             tmp_path / "o2",
             model=make_model(tok),
             tokenizer=tok,

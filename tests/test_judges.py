@@ -636,7 +636,7 @@ def test_world_judge_adapter(world):
 
 
 def test_world_judge_from_a_directory_uses_load_world(world, monkeypatch, tmp_path):
-    import disalign.world
+    import disalign.world.zoo
 
     loaded = []
 
@@ -644,7 +644,7 @@ def test_world_judge_from_a_directory_uses_load_world(world, monkeypatch, tmp_pa
         loaded.append(path)
         return world
 
-    monkeypatch.setattr(disalign.world, "load_world", load_world, raising=False)
+    monkeypatch.setattr(disalign.world.zoo, "load_world", load_world)
     judge = get_judge("world", world=str(tmp_path))
     assert loaded == [str(tmp_path)]
     assert judge.config["world_dir"] == str(tmp_path)

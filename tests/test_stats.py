@@ -45,6 +45,26 @@ def test_rate_summary_ignores_undecided():
     assert set(rate_summary([True], key="refusal_rate")) == {"refusal_rate", "ci", "n"}
 
 
+def test_rate_interval_is_wilson_and_right_at_the_edges():
+    low, high = rate_summary([False] * 200)["ci"]
+    assert low == 0.0 and high == pytest.approx(0.01884, abs=1e-4)  # Wilson 95 % for 0/200, not [0, 0]
+    low, high = rate_summary([True] * 200)["ci"]
+    assert high == pytest.approx(1.0) and low == pytest.approx(1 - 0.01884, abs=1e-4)
+    # 30/100: z = 1.96 gives (0.2189, 0.3958) by the Wilson formula.
+    low, high = rate_summary([True] * 30 + [False] * 70)["ci"]
+    assert (low, high) == (pytest.approx(0.2189, abs=1e-4), pytest.approx(0.3958, abs=1e-4))
+
+
+def test_clustered_rates_resample_whole_prompts():
+    # Two prompts, each answered the same way by all 50 seeds: effectively n = 2, so the interval is wide.
+    values = [True] * 50 + [False] * 50
+    clusters = ["a"] * 50 + ["b"] * 50
+    clustered = rate_summary(values, clusters=clusters)["ci"]
+    independent = rate_summary(values)["ci"]
+    assert clustered[0] <= 0.0 + 1e-9 and clustered[1] >= 1.0 - 1e-9
+    assert independent[1] - independent[0] < 0.25
+
+
 def test_rubric_summary_follows_the_paper():
     summary = rubric_summary([1, 5, 5, 3, None, 1.0])
     assert summary["harmfulness_score"] == pytest.approx(3.0)

@@ -1,3 +1,48 @@
-"""disalign: measure how easily a language model's safety alignment is undone, and explain why."""
+"""disalign: measure how easily a language model's safety alignment is undone, and explain why.
+
+Every verb of the `disalign` command is a function here with the same name, taking its typed
+config and returning the result its run writes as summary.json:
+
+    import disalign
+    disalign.world.build(out="runs/zoo", quick=True)
+    result = disalign.ed(base="runs/zoo/base", aligned="runs/zoo/sft", prompts="world:unsafe",
+                         world="runs/zoo", judge="world", alpha=[0, 0.5, 1])
+    [(row.alpha, row.harmful_rate, row.ci) for row in result.results]
+"""
 
 __version__ = "0.1.0"
+
+from disalign import world  # noqa: E402
+from disalign.api import (  # noqa: E402
+    VERBS,
+    DemoConfig,
+    EDConfig,
+    EvalConfig,
+    FinetuneConfig,
+    JudgeConfig,
+    demo,
+    ed,
+    eval,
+    finetune,
+    judge,
+)
+from disalign.errors import UserError  # noqa: E402
+from disalign.results import ResultRow, RunResult  # noqa: E402
+
+__all__ = [
+    "VERBS",
+    "DemoConfig",
+    "EDConfig",
+    "EvalConfig",
+    "FinetuneConfig",
+    "JudgeConfig",
+    "ResultRow",
+    "RunResult",
+    "UserError",
+    "demo",
+    "ed",
+    "eval",
+    "finetune",
+    "judge",
+    "world",
+]

@@ -18,4 +18,5 @@ def validate_config(model_class, data, what: str):
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "config"
-        raise UserError(f"{what}: {where}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise UserError(f"{what}: {where}: {message}") from None

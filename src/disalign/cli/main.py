@@ -1,15 +1,25 @@
-"""The `disalign` command. Thin: parse options, call the Python API, report errors in one line."""
+"""The `disalign` command: one subcommand per registered verb, its options generated from the
+verb's config class, each body one API call. Errors in the input are one line and exit 2.
+
+Every option defaults to "not given", so that `--config FILE` (JSON or YAML holding the same
+fields) supplies the rest and the config class alone holds the defaults.
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 import sys
+import types
+import typing
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Literal, Optional
 
+import click
 import typer
+from pydantic.fields import FieldInfo
 
-from disalign.core.progress import console
 from disalign.errors import UserError
 
 app = typer.Typer(
@@ -18,370 +28,146 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-world_app = typer.Typer(help="Build and evaluate the synthetic safety world and its model zoo.", no_args_is_help=True)
-app.add_typer(world_app, name="world")
-
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="JSON file overriding world config keys.")]
-QuickOption = Annotated[bool, typer.Option("--quick", help="Small, fast config (about a minute), for tests.")]
 
 
-@app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="Run directory for the demo's results.")] = Path("runs/demo"),
-    zoo: Annotated[Path, typer.Option(help="Zoo directory, built if missing and reused if present.")] = Path(
-        "runs/zoo"
-    ),
-    config: ConfigOption = None,
-    quick: QuickOption = False,
-) -> None:
-    """Build the zoo (or reuse it), evaluate every model and attack, print the tables."""
-    from disalign.demo import run_demo
-    from disalign.world import load_config
-
-    run_demo(out, zoo, load_config(config, quick=quick))
-
-
-@world_app.command("build")
-def world_build(
-    out: Annotated[Path, typer.Option(help="Zoo directory to create (or finish).")],
-    config: ConfigOption = None,
-    quick: QuickOption = False,
-) -> None:
-    """Pretrain the base model and align it three ways (sft, dpo, unlearn)."""
-    from disalign.world import build_zoo, load_config
-
-    build_zoo(out, load_config(config, quick=quick))
+def _option_type(annotation: Any) -> tuple[Any, str]:
+    """The type typer parses for a config field, and how the text becomes the field's value:
+    'value' (as typed), 'list' (repeatable, comma lists allowed), 'mapping' (repeatable KEY=VALUE)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return _option_type(members[0]) if len(members) == 1 else (str, "value")
+    if origin in (list, tuple):
+        return list[str], "list"
+    if origin is dict:
+        return list[str], "mapping"
+    if origin is Literal or annotation is Any:
+        return str, "value"
+    if annotation in (bool, int, float, str, Path):
+        return annotation, "value"
+    return str, "value"
 
 
-@world_app.command("eval")
-def world_eval(
-    world: Annotated[Path, typer.Option("--world", help="Zoo directory built by `disalign world build`.")],
-    out: Annotated[Path, typer.Option(help="Run directory for records and summary.")],
-    n: Annotated[Optional[int], typer.Option(help="Requests per prompt set (default: the zoo's).")] = None,
-) -> None:
-    """Evaluate every zoo model on safe, unsafe and jailbreak prompts with the exact judge."""
-    from disalign.core.runs import RunDir
-    from disalign.demo import models_table
-    from disalign.world import load_world_config
-    from disalign.world.evaluate import evaluate_zoo, sampling_for
-    from disalign.world.spec import World
-
-    config = load_world_config(world)
-    count = n or config.eval.n
-    if count < 1:
-        raise UserError(f"--n must be at least 1, got {count}")
-    sampling = sampling_for(World(config.world), config.eval)
-    run = RunDir(out, "world eval", {"world": str(world.resolve()), "n": count})
-    models = evaluate_zoo(world, run, count, sampling)
-    run.write_summary({"models": models, "config": config.model_dump()})
-    console.print(models_table(models))
-
-
-WorldOption = Annotated[
-    Optional[Path], typer.Option("--world", help="Zoo directory: enables world:<set> prompts and the world judge.")
-]
-JudgeOptions = Annotated[list[str], typer.Option("--judge-option", help="KEY=VALUE passed to the judge (repeatable).")]
-
-
-def _judge(name: str, world: Optional[Path], options: list[str]):
-    from disalign.judges import get_judge
-
-    parsed: dict[str, object] = {}
-    for option in options:
-        key, sep, value = option.partition("=")
-        if not sep:
-            raise UserError(f"--judge-option {option!r}: expected KEY=VALUE")
-        parsed[key] = value
-    if name == "world":
-        if world is None:
-            raise UserError("the world judge needs --world DIR")
-        parsed["world"] = world
-    return get_judge(name, **parsed)
-
-
-def _sampling(max_new_tokens: int, temperature: float, top_p: float, batch_size: int, seed: int):
-    from disalign.core.generation import SamplingConfig
-
-    if max_new_tokens < 1 or batch_size < 1:
-        raise UserError("--max-new-tokens and --batch-size must be at least 1")
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise UserError("--temperature must be >= 0 and --top-p in (0, 1]")
-    return SamplingConfig(
-        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size, seed=seed
-    )
-
-
-def _prompts(source: str, world: Optional[Path], column: Optional[str], limit: Optional[int]):
-    from disalign.data import load_prompts
-
-    records = load_prompts(source, column=column, world=world)
-    if not records:
-        raise UserError(f"{source}: no usable prompts")
-    return records[:limit] if limit else records
-
-
-MaxNewTokens = Annotated[int, typer.Option(help="Most new tokens per response.")]
-Temperature = Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")]
-TopP = Annotated[float, typer.Option(help="Nucleus sampling mass.")]
-BatchSize = Annotated[int, typer.Option(help="Prompts per batch.")]
-Seed = Annotated[int, typer.Option(help="Sampling seed.")]
-Limit = Annotated[Optional[int], typer.Option(help="Use only the first N prompts.")]
-Column = Annotated[Optional[str], typer.Option(help="Prompt column of a CSV/JSONL file.")]
-
-
-@app.command("eval")
-def eval_(
-    model: Annotated[str, typer.Option(help="Model: HF directory, .gguf file or 'smollm2'.")],
-    prompts: Annotated[str, typer.Option(help="Prompt source: file, folder, named set or world:<set>.")],
-    judge: Annotated[str, typer.Option(help="Judge name: keyword, refusal, rubric, classifier, world.")],
-    out: Annotated[Path, typer.Option(help="Run directory.")],
-    world: WorldOption = None,
-    judge_option: JudgeOptions = [],
-    column: Column = None,
-    limit: Limit = None,
-    max_new_tokens: MaxNewTokens = 64,
-    temperature: Temperature = 1.0,
-    top_p: TopP = 1.0,
-    batch_size: BatchSize = 16,
-    seed: Seed = 0,
-) -> None:
-    """Generate responses with a model's chat template, judge them, summarise harm."""
-    from disalign.core.evaluate import chat_responder, generate_and_judge, summarise
-    from disalign.core.models import load_model
-    from disalign.core.runs import RunDir
-    from disalign.judges.validate import judge_fields
-
-    sampling = _sampling(max_new_tokens, temperature, top_p, batch_size, seed)
-    records = _prompts(prompts, world, column, limit)
-    the_judge = _judge(judge, world, judge_option)
-    run = RunDir(
-        out,
-        "eval",
-        {"model": model, "prompts": prompts, "judge": the_judge.config, "sampling": sampling.__dict__, "limit": limit},
-    )
-    lm, tokenizer = load_model(model)
-    done = generate_and_judge(
-        run, records, chat_responder(lm, tokenizer, sampling), the_judge, batch_size=batch_size, key=lambda p: p.id
-    )
-    summary = {**summarise(done, seed), **judge_fields(the_judge), "model": model, "prompts": prompts}
-    run.write_summary(summary)
-    _print_rate(summary)
-
-
-@app.command("judge")
-def judge_(
-    responses: Annotated[Path, typer.Option(help="JSONL or CSV with 'prompt' and 'response'.")],
-    judge: Annotated[str, typer.Option(help="Judge name.")],
-    out: Annotated[Path, typer.Option(help="Run directory.")],
-    world: WorldOption = None,
-    judge_option: JudgeOptions = [],
-    label_field: Annotated[Optional[str], typer.Option(help="Column holding a human label (true/false).")] = None,
-    label_kind: Annotated[str, typer.Option(help="What the label means: refused or harmful.")] = "harmful",
-) -> None:
-    """Judge existing responses; with --label-field, also measure the judge against the labels."""
-    from disalign.judges.validate import judge_file
-
-    summary = judge_file(
-        responses, _judge(judge, world, judge_option), out, label_field=label_field, label_kind=label_kind
-    )
-    _print_rate(summary)
-
-
-@app.command("ed")
-def ed(
-    base: Annotated[str, typer.Option(help="Base (unaligned) model.")],
-    aligned: Annotated[str, typer.Option(help="Aligned model sharing the base's vocabulary.")],
-    prompts: Annotated[str, typer.Option(help="Prompt source: file, named set or world:<set>.")],
-    out: Annotated[Path, typer.Option(help="Run directory.")],
-    alpha: Annotated[list[str], typer.Option(help="Disalignment strength; repeat or comma-separate for a grid.")] = [
-        "0.3"
-    ],
-    baselines: Annotated[bool, typer.Option(help="Also run BaseMP, AlignMP and EDBase.")] = False,
-    judge: Annotated[str, typer.Option(help="Judge name.")] = "keyword",
-    seeds: Annotated[int, typer.Option(help="Sampling seeds per cell.")] = 1,
-    world: WorldOption = None,
-    judge_option: JudgeOptions = [],
-    column: Column = None,
-    limit: Limit = None,
-    max_new_tokens: MaxNewTokens = 64,
-    temperature: Temperature = 1.0,
-    top_p: TopP = 1.0,
-    batch_size: BatchSize = 16,
-    seed: Seed = 0,
-) -> None:
-    """Emulated disalignment: sample from (1+α)·z_base − α·z_aligned, judged, over an α grid."""
-    from disalign.attacks.emulated import chat_format
-    from disalign.attacks.emulated.run import EDPair, grid, run_ed
-    from disalign.core.models import load_model
-    from disalign.core.runs import RunDir
-
-    try:
-        alphas = [float(a) for value in alpha for a in value.split(",") if a.strip()]
-    except ValueError:
-        raise UserError(f"--alpha {alpha}: not a number") from None
-    if seeds < 1:
-        raise UserError("--seeds must be at least 1")
-    cells = grid(alphas, baselines)
-    sampling = _sampling(max_new_tokens, temperature, top_p, batch_size, seed)
-    records = _prompts(prompts, world, column, limit)
-    the_judge = _judge(judge, world, judge_option)
-    config = {
-        "base": base,
-        "aligned": aligned,
-        "prompts": prompts,
-        "cells": cells,
-        "seeds": seeds,
-        "judge": the_judge.config,
-        "sampling": sampling.__dict__,
-        "limit": limit,
-    }
-    run = RunDir(out, "ed", config)
-    base_model, tokenizer = load_model(base)
-    aligned_model, aligned_tokenizer = load_model(aligned)
-    # World models are chat models on both sides; a real base model gets the URIAL template.
-    formats = (chat_format(tokenizer), chat_format(aligned_tokenizer)) if world else (None, None)
-    pair = EDPair(base_model, aligned_model, (tokenizer, aligned_tokenizer), *formats)
-    summary = run_ed(run, pair, records, cells, the_judge, sampling, seeds)
-    for row in summary["results"]:
-        console.print(
-            f"{row['method']:9s} α={row['alpha']:<5g} harmful {row['harmful_rate']:.1%}  CI {row['ci']}  n={row['n']}"
-        )
-
-
-def _grid(values: list[str], option: str, allow_all: bool = False) -> list[int | None]:
-    """Comma-separated or repeated whole numbers; `all` (None) where the option allows it."""
-    items = [v.strip() for value in values for v in value.split(",") if v.strip()]
-    numbers: list[int | None] = []
+def _mapping(option: str, items: list[str]) -> dict[str, str]:
+    parsed = {}
     for item in items:
-        if allow_all and item == "all":
-            numbers.append(None)
-        elif item.isdigit() and int(item) >= 1:
-            numbers.append(int(item))
-        else:
-            raise UserError(f"{option} {item}: expected a whole number of at least 1{' or all' if allow_all else ''}")
-    if not numbers:
-        raise UserError(f"{option}: no values given")
-    return numbers
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{option} {item!r}: expected KEY=VALUE")
+        parsed[key] = value
+    return parsed
 
 
-@app.command()
-def finetune(
-    model: Annotated[str, typer.Option(help="Aligned model to attack: HF directory, .gguf file or 'smollm2'.")],
-    recipe: Annotated[str, typer.Option(help="harmful (tier 1), identity (tier 2, AOA) or benign (tier 3).")],
-    out: Annotated[Path, typer.Option(help="Run directory: attacked models under models/, records, summary.")],
-    data: Annotated[
-        Optional[Path], typer.Option(help="Training file: JSONL/JSON/CSV pairs; Alpaca JSON or Dolly JSONL for benign.")
-    ] = None,
-    prompts: Annotated[
-        Optional[str], typer.Option(help="Evaluation prompt source (default with --world: world:unsafe).")
-    ] = None,
-    judge: Annotated[
-        Optional[str], typer.Option(help="Judge name (default: world with --world, else keyword).")
-    ] = None,
-    shots: Annotated[
-        list[str], typer.Option(help="Training examples, or 'all'; repeat or comma-separate for a grid.")
-    ] = [],
-    epochs: Annotated[list[str], typer.Option(help="Epochs; repeat or comma-separate for a grid.")] = [],
-    lora: Annotated[bool, typer.Option(help="Train a LoRA adapter instead of every weight.")] = False,
-    lora_target: Annotated[
-        list[str], typer.Option(help="LoRA target module name (repeatable; default: peft's for the architecture).")
-    ] = [],
-    lora_r: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
-    mix_safety: Annotated[
-        int, typer.Option(help="Refusal examples mixed into the training data (the paper's mitigation).")
-    ] = 0,
-    safety_data: Annotated[
-        Optional[Path], typer.Option(help="File of (harmful instruction, refusal) pairs for --mix-safety.")
-    ] = None,
-    keep_safety: Annotated[bool, typer.Option(help="Benign recipe: keep examples whose answer refuses.")] = False,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: the recipe's preset).")] = None,
-    train_batch_size: Annotated[
-        Optional[int], typer.Option(help="Training batch size (default: the preset's).")
-    ] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="Longest training example in tokens.")] = None,
-    world: WorldOption = None,
-    judge_option: JudgeOptions = [],
-    column: Column = None,
-    limit: Limit = None,
-    max_new_tokens: MaxNewTokens = 64,
-    temperature: Temperature = 1.0,
-    top_p: TopP = 1.0,
-    batch_size: BatchSize = 16,
-    seed: Annotated[int, typer.Option(help="Training and sampling seed.")] = 42,
-) -> None:
-    """Fine-tuning attack: train on harmful, identity-shifting or benign data over a shots × epochs grid,
-    judging the model before and after each cell."""
-    from disalign.attacks.finetune import identity_prompts, preset_config, recipe_dataset, run_finetune
-    from disalign.core.runs import RunDir
-    from disalign.world import load_world
-    from disalign.world.spec import COMPLIANCE_PREFIX
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"--config {path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"--config {path}: is a directory, not a config file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--config {path}: not UTF-8 text") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
 
-    the_world = load_world(world) if world else None
-    config = preset_config(
-        recipe,
-        world=the_world is not None,
-        lr=lr,
-        batch_size=train_batch_size,
-        max_length=max_length,
-        seed=seed,
-        lora=lora,
-        lora_r=lora_r,
-        lora_targets=lora_target or None,
-        mix_safety=mix_safety,
-        drop_safety=not keep_safety,
-    )
-    shots_grid = _grid(shots, "--shots", allow_all=the_world is None) if shots else [config.shots]
-    epochs_grid = _grid(epochs, "--epochs") if epochs else [config.epochs]
-    source = prompts or ("world:unsafe" if world else None)
-    if source is None:
-        raise UserError("--prompts SOURCE is needed to evaluate the attack (or --world DIR for world:unsafe)")
-    records = _prompts(source, world, column, limit)
-    if recipe == "identity":
-        records = identity_prompts(records, world=the_world is not None)
-    the_judge = _judge(judge or ("world" if world else "keyword"), world, judge_option)
-    sampling = _sampling(max_new_tokens, temperature, top_p, batch_size, seed)
-    run = RunDir(
-        out,
-        "finetune",
-        {
-            "model": model,
-            "data": str(data) if data else None,
-            "prompts": source,
-            "judge": the_judge.config,
-            "finetune": config.model_dump(),
-            "shots": shots_grid,
-            "epochs": epochs_grid,
-            "sampling": sampling.__dict__,
-            "limit": limit,
-            "world": str(world) if world else None,
-        },
-    )
-    summary = run_finetune(
-        run,
-        model,
-        lambda n: recipe_dataset(config, n, world=the_world, data=data, safety_data=safety_data),
-        config,
-        records,
-        the_judge,
-        sampling,
-        shots_grid,
-        epochs_grid,
-        strip_prefix=COMPLIANCE_PREFIX if the_world is not None else None,
-    )
-    before = summary["before"]
-    console.print(f"before    harmful {before['harmful_rate']:.1%}  CI {before['ci']}  n={before['n']}")
-    for cell in summary["cells"]:
-        console.print(
-            f"shots={cell['shots']:<4d} epochs={cell['epochs']:<3d} "
-            f"harmful {cell['harmful_rate']:.1%}  CI {cell['ci']}  n={cell['n']}"
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise UserError(f"--config {path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(f"--config {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path}: must hold an object of option names and values")
+    return data
+
+
+def _command(verb) -> None:
+    """Register `verb` on the app (under its group for two-word names)."""
+    fields: dict[str, FieldInfo] = verb.config.model_fields
+    kinds: dict[str, str] = {}
+    parameters = [
+        inspect.Parameter(
+            "config_file",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[Optional[Path], typer.Option("--config", help="JSON or YAML file of options.")],
+        )
+    ]
+    own = [name for name in verb.config.__annotations__ if name in fields]
+    for name in own + [name for name in fields if name not in own]:
+        field = fields[name]
+        option_type, kinds[name] = _option_type(field.annotation)
+        flag = "--" + name.replace("_", "-")
+        default = "" if field.is_required() else f" [default: {_shown(field)}]"
+        declarations = [flag] if option_type is not bool else [f"{flag}/--no-{name.replace('_', '-')}"]
+        parameters.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[
+                    Optional[option_type],
+                    typer.Option(*declarations, help=(field.description or "") + default, show_default=False),
+                ],
+            )
         )
 
+    def run(**given: Any) -> None:
+        config_file = given.pop("config_file")
+        options = _read_config_file(config_file) if config_file else {}
+        for name, value in given.items():
+            if value is None or (kinds[name] != "value" and not value):
+                continue
+            options[name] = _mapping(f"--{name.replace('_', '-')}", value) if kinds[name] == "mapping" else value
+        _print_result(verb.run(options))
 
-def _print_rate(summary: dict) -> None:
-    rate = summary.get("harmful_rate")
-    console.print(
-        f"harmful rate {rate if rate is None else f'{rate:.1%}'}  CI {summary.get('ci')}  n={summary.get('n')}"
-    )
+    run.__signature__ = inspect.Signature(parameters)
+    run.__doc__ = verb.summary
+    *group, command = verb.name.split()
+    target = _group(group[0]) if group else app
+    target.command(command, help=verb.summary)(run)
+
+
+_GROUPS: dict[str, typer.Typer] = {}
+_GROUP_HELP = {"world": "Build and evaluate the synthetic safety world and its model zoo."}
+
+
+def _group(name: str) -> typer.Typer:
+    if name not in _GROUPS:
+        _GROUPS[name] = typer.Typer(help=_GROUP_HELP.get(name), no_args_is_help=True)
+        app.add_typer(_GROUPS[name], name=name)
+    return _GROUPS[name]
+
+
+def _shown(field: FieldInfo) -> str:
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value) or "none"
+    if isinstance(value, dict):
+        return "none" if not value else ",".join(f"{k}={v}" for k, v in value.items())
+    return "none" if value is None else str(value)
+
+
+def _print_result(result) -> None:
+    """One line per result row on stdout: its coordinates, then the rate with its interval."""
+    from disalign.core.progress import results_console
+
+    rate_keys = {"harmful_rate", "refusal_rate", "ci", "n"}
+    for row in result.results:
+        data = row.model_dump()
+        coordinates = "  ".join(
+            f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+            for key, value in data.items()
+            if key not in rate_keys and isinstance(value, str | int | float) and not isinstance(value, bool)
+        )
+        rate = data.get("harmful_rate")
+        ci = data.get("ci") or (None, None)
+        interval = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if None not in ci else "[n/a]"
+        shown = "n/a" if rate is None else f"{rate:.1%}"
+        results_console.print(f"{coordinates}  harmful {shown}  CI {interval}  n={data.get('n')}".strip())
 
 
 def main() -> None:
@@ -392,13 +178,33 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     disable_datasets_progress()
     try:
-        app()
+        app(standalone_mode=False)
     except UserError as err:
         print(f"disalign: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except click.UsageError as err:
+        print(f"disalign: error: {err.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    except click.Abort:
+        _interrupted()
     except KeyboardInterrupt:
-        print(
-            "disalign: interrupted; everything already written is kept, rerun with the same --out to continue",
-            file=sys.stderr,
-        )
-        sys.exit(130)
+        _interrupted()
+
+
+def _interrupted() -> None:
+    print(
+        "disalign: interrupted; everything already written is kept, rerun with the same --out to continue",
+        file=sys.stderr,
+    )
+    sys.exit(130)
+
+
+def _register_all() -> None:
+    import disalign  # noqa: F401  (imports every verb, which registers itself)
+    from disalign.core.verbs import VERBS
+
+    for verb in VERBS.values():
+        _command(verb)
+
+
+_register_all()

@@ -1,20 +1,31 @@
 """Run directories: the one on-disk layout every command writes.
 
-    DIR/config.json    what was asked for, package versions, seeds
+    DIR/config.json    what was asked for, a fingerprint of every input read, package versions
     DIR/records.jsonl  one record per generation or judgement, appended and flushed as made
     DIR/summary.json   the aggregate, rewritten atomically
     DIR/*.png          plots
 
-A rerun with the same DIR continues: records whose key is already on disk are skipped.
+A rerun with the same DIR continues: records whose key is already on disk are skipped. A rerun
+whose configuration or inputs differ is refused, naming what changed (or starts afresh with
+`overwrite`). The directory is claimed (config.json written) only when the run first writes
+something, so a run that fails while loading its inputs leaves nothing behind.
+
+With `path=None` a run lives in memory: records and summary are kept, nothing is written.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import json
 import os
 import platform
+import shutil
+import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -39,62 +50,137 @@ def package_versions() -> dict[str, str]:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(json.dumps(data, indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not a JSON file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
 
 
-class RunDir:
-    """An output directory owned by one kind of command.
+def fingerprint(value: Any) -> str:
+    """A short content hash of any JSON-able value (prompt rows, options, a world spec)."""
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    `command` names the verb that owns it; `config` is what the user asked for. Reopening a
-    directory with a different command or a different config is refused, so a resumed run
-    never mixes records of two experiments.
+
+def fingerprint_path(path: str | os.PathLike[str]) -> str:
+    """A content hash of a file, or of every file under a directory (names and bytes)."""
+    root = Path(path)
+    if not root.exists():
+        raise UserError(f"{root}: not found")
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        digest.update(str(file.relative_to(root) if file != root else file.name).encode())
+        digest.update(_file_digest(file.resolve(), stat.st_size, stat.st_mtime_ns).encode())
+    return digest.hexdigest()[:16]
+
+
+@cache
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    """Keyed by size and mtime too, so a file rewritten in place is hashed again."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+class RunDir:
+    """An output directory owned by one kind of command (or, with path None, a run in memory).
+
+    `command` names the verb that owns it; `config` is what the user asked for; `inputs` maps
+    each input the run read to a content fingerprint. Reopening a directory with another
+    command, config or inputs is refused, so a resumed run never mixes two experiments.
     """
 
-    def __init__(self, path: str | Path, command: str, config: dict[str, Any]):
-        self.path = Path(path)
+    def __init__(
+        self,
+        path: str | Path | None,
+        command: str,
+        config: dict[str, Any],
+        *,
+        inputs: dict[str, str] | None = None,
+        overwrite: bool = False,
+    ):
+        self.path = None if path is None else Path(path)
         self.command = command
-        self.config = config
-        self._claim()
-        self._drop_torn_tail()
+        self.config = _jsonable(config)
+        self.inputs = dict(inputs or {})
+        self._memory: list[dict[str, Any]] = []
+        self._scratch: Path | None = None
+        self.summary: dict[str, Any] | None = None
+        self._claimed = False
+        if self.path is not None:
+            self._check(overwrite)
+            self._drop_torn_tail()
         self._done = {record["key"] for record in self.records() if "key" in record}
 
-    def _claim(self) -> None:
-        config_path = self.path / CONFIG
-        if self.path.exists() and not self.path.is_dir():
-            raise UserError(f"{self.path}: exists and is not a directory")
+    @property
+    def persistent(self) -> bool:
+        return self.path is not None
+
+    def _check(self, overwrite: bool) -> None:
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{path}: exists and is not a directory")
+        config_path = path / CONFIG
         if config_path.exists():
             stored = read_json(config_path)
+            if not isinstance(stored, dict):
+                raise UserError(f"{config_path}: not a disalign run configuration")
+            if overwrite:
+                shutil.rmtree(path)
+                return
             if stored.get("command") != self.command:
                 raise UserError(
-                    f"{self.path}: holds a '{stored.get('command')}' run, not '{self.command}'; choose another --out"
+                    f"{path}: holds a '{stored.get('command')}' run, not '{self.command}'; choose another --out"
                 )
-            if stored.get("config") != _jsonable(self.config):
+            changed = _differences(stored.get("config"), self.config) or _differences(
+                stored.get("inputs", {}), self.inputs, "input "
+            )
+            if changed:
                 raise UserError(
-                    f"{self.path}: holds a run with a different configuration; choose another --out to start a new one"
+                    f"{path}: holds a run whose {changed} differs from this one; "
+                    "choose another --out, or --overwrite to start afresh"
                 )
+            self._claimed = True
             return
-        if self.path.exists() and any(self.path.iterdir()):
-            raise UserError(f"{self.path}: not empty and not a disalign run directory; choose another --out")
-        self.path.mkdir(parents=True, exist_ok=True)
+        if path.exists() and any(path.iterdir()):
+            raise UserError(f"{path}: not empty and not a disalign run directory; choose another --out")
+        existing = next(parent for parent in (path, *path.parents) if parent.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"{path}: cannot be written ({existing} is not writable)")
+
+    def _claim(self) -> None:
+        if self._claimed or self.path is None:
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"{self.path}: cannot create the run directory ({err.strerror})") from None
         write_json_atomic(
-            config_path,
+            self.path / CONFIG,
             {
                 "command": self.command,
-                "config": _jsonable(self.config),
+                "config": self.config,
+                "inputs": self.inputs,
                 "versions": package_versions(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
         )
+        self._claimed = True
 
     def _drop_torn_tail(self) -> None:
         """A run killed mid-write leaves a partial last line; cut it so appends stay valid."""
@@ -103,36 +189,92 @@ class RunDir:
             return
         data = path.read_bytes()
         if data and not data.endswith(b"\n"):
-            path.write_bytes(data[: data.rfind(b"\n") + 1])
+            kept = data[: data.rfind(b"\n") + 1]
+            path.write_bytes(kept)
+            print(f"disalign: {path}: dropped a torn last line ({len(data) - len(kept)} bytes)", file=sys.stderr)
 
     def records(self) -> Iterator[dict[str, Any]]:
+        if self.path is None:
+            yield from self._memory
+            return
         path = self.path / RECORDS
         if not path.exists():
             return
-        with path.open() as handle:
-            for line in handle:
-                line = line.strip()
-                if not line:
+        with path.open("rb") as handle:
+            # Split on b"\n" only: records may hold U+2028 or U+0085 inside their strings.
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
                     continue
-                yield json.loads(line)
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    raise UserError(f"{path}: line {number} is corrupt; repair it or rerun with --overwrite") from None
 
     def is_done(self, key: str) -> bool:
         return key in self._done
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
-        with (self.path / RECORDS).open("a") as handle:
-            for record in records:
-                handle.write(json.dumps(record, default=str) + "\n")
-                if "key" in record:
-                    self._done.add(record["key"])
+        """Write records as one unit: one write and one fsync for the whole batch."""
+        records = list(records)
+        if not records:
+            return
+        for record in records:
+            if "key" in record:
+                self._done.add(record["key"])
+        if self.path is None:
+            self._memory.extend(_jsonable(record) for record in records)
+            return
+        self._claim()
+        text = "".join(json.dumps(record, default=str, ensure_ascii=False) + "\n" for record in records)
+        with (self.path / RECORDS).open("a", encoding="utf-8") as handle:
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        write_json_atomic(self.path / SUMMARY, summary)
+        self.summary = _jsonable(summary)
+        if self.path is not None:
+            self._claim()
+            write_json_atomic(self.path / SUMMARY, self.summary)
 
     def file(self, name: str) -> Path:
+        """A path for an artefact of this run (a plot, a trained model); in memory, a scratch
+        directory that is removed with the process."""
+        if self.path is None:
+            if self._scratch is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix="disalign-run-"))
+                _SCRATCH_DIRS.append(self._scratch)
+            return self._scratch / name
+        self._claim()
         return self.path / name
+
+
+_SCRATCH_DIRS: list[Path] = []
+
+
+def _remove_scratch() -> None:
+    for path in _SCRATCH_DIRS:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+atexit.register(_remove_scratch)
+
+
+def _differences(stored: Any, current: Any, prefix: str = "") -> str:
+    """The first key whose value differs, as 'KEY (old -> new)'; '' when equal."""
+    if stored == current:
+        return ""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        for key in sorted(set(stored) | set(current), key=str):
+            if stored.get(key) != current.get(key):
+                old, new = _short(stored.get(key)), _short(current.get(key))
+                return f"{prefix}'{key}' ({old} -> {new})"
+    return f"{prefix}configuration"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _jsonable(value: Any) -> Any:

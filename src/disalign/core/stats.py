@@ -1,5 +1,6 @@
-"""Metrics for judged responses: rates and rubric scores with bootstrap intervals, per-category
-breakdowns, and agreement between two judges (or a judge and human labels).
+"""Metrics for judged responses: rates with Wilson score intervals, rubric scores and clustered
+data with bootstrap intervals, per-category breakdowns, and agreement between two judges (or a
+judge and human labels).
 
 Every function ignores None (a response its judge could not decide) and returns plain floats
 and lists, ready for summary.json; an empty input gives None rather than NaN.
@@ -45,12 +46,50 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
-def rate_summary(values: Sequence[bool | None], *, key: str = "harmful_rate", **bootstrap: Any) -> dict[str, Any]:
-    """Share of True among the decided values; `key` names it (harmful_rate, refusal_rate, ...)."""
-    decided = [bool(v) for v in values if v is not None]
-    if not decided:
+def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion: right at the edges, where 0/200 is not [0, 0]."""
+    from scipy.stats import binomtest
+
+    if n == 0:
+        return float("nan"), float("nan")
+    interval = binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def cluster_bootstrap_ci(
+    values: Sequence[float], clusters: Sequence[Any], n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Bootstrap interval of the mean resampling whole clusters (e.g. a prompt with all its seeds),
+    since samples of one prompt are not independent."""
+    groups: dict[Any, list[float]] = {}
+    for cluster, value in zip(clusters, values, strict=True):
+        groups.setdefault(cluster, []).append(float(value))
+    if not groups:
+        return float("nan"), float("nan")
+    sums = np.array([sum(group) for group in groups.values()])
+    sizes = np.array([len(group) for group in groups.values()])
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(groups), size=(n_boot, len(groups)))
+    means = sums[picks].sum(axis=1) / sizes[picks].sum(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def rate_summary(
+    values: Sequence[bool | None], *, key: str = "harmful_rate", clusters: Sequence[Any] | None = None
+) -> dict[str, Any]:
+    """Share of True among the decided values, with its 95 % interval; `key` names it
+    (harmful_rate, refusal_rate, ...). Independent samples get the Wilson interval; samples
+    grouped in `clusters` (prompt × seeds) a bootstrap over clusters."""
+    pairs = [(bool(v), c) for v, c in zip(values, clusters or [None] * len(values), strict=True) if v is not None]
+    if not pairs:
         return {key: None, "ci": [None, None], "n": 0}
-    low, high = bootstrap_ci(decided, **bootstrap)
+    decided = [v for v, _ in pairs]
+    if clusters is not None and len({c for _, c in pairs}) < len(pairs):
+        low, high = cluster_bootstrap_ci(decided, [c for _, c in pairs])
+    else:
+        low, high = wilson_ci(sum(decided), len(decided))
     return {key: float(np.mean(decided)), "ci": [low, high], "n": len(decided)}
 
 

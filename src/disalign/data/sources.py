@@ -11,6 +11,7 @@ A source is, checked in this order:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -22,6 +23,16 @@ from disalign.errors import UserError
 
 WORLD_PREFIX = "world:"
 BENIGN_CONTROL = "benign-control"
+
+
+# Prefix -> loader(set name, world directory): prompt sources that packages above this one
+# provide; the synthetic world registers "world:".
+SourceLoader = Callable[[str, "str | os.PathLike[str] | None"], list[PromptRecord]]
+_REGISTERED: dict[str, SourceLoader] = {}
+
+
+def register_source(prefix: str, loader: SourceLoader) -> None:
+    _REGISTERED[prefix] = loader
 
 
 def load_prompts(
@@ -59,9 +70,9 @@ def _world_prompts(source: str, world: str | os.PathLike[str] | None) -> list[Pr
         raise UserError(f"{source}: name a world prompt set, as in world:unsafe")
     if world is None:
         raise UserError(f"{source} needs --world DIR")
-    from disalign.world import prompt_records  # the world package is heavy; load it only when asked
-
-    return list(prompt_records(world, name))
+    if WORLD_PREFIX not in _REGISTERED:
+        raise UserError(f"{source}: the synthetic world is not loaded (import disalign.world)")
+    return _REGISTERED[WORLD_PREFIX](name, world)
 
 
 def _benign_control() -> list[PromptRecord]:

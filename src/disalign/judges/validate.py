@@ -8,14 +8,14 @@ trusted (`judge_validation`); the exact world judge is right by construction.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
-from disalign.paths import cache_root
-from disalign.core.runs import RunDir, read_json, write_json_atomic
+from disalign.core.runs import read_json, write_json_atomic
 from disalign.core.stats import agreement, rate_summary
-from disalign.data.files import read_rows
 from disalign.errors import UserError
+from disalign.paths import cache_root
 
 LABEL_KINDS = ("harmful", "refused")
 _CHUNK = 64
@@ -33,17 +33,24 @@ def _judge_key(judge) -> str:
 
 def known_validation(judge) -> dict[str, Any] | None:
     """How far this judge is known to be right: exact judges by construction, others from the
-    last labelled `judge_file` run with the same configuration on this machine; None if unknown."""
+    last labelled `disalign judge` run with the same configuration on this machine; None if unknown."""
     if judge.name in EXACT_JUDGES:
         return {"accuracy": 1.0, "source": EXACT_JUDGES[judge.name]}
     path = _validations_path()
     return read_json(path).get(_judge_key(judge)) if path.is_file() else None
 
 
-def remember_validation(judge, validation: dict[str, Any], source: str) -> None:
+def remember_validation(judge, validation: dict[str, Any], source: str, data_fingerprint: str) -> None:
+    """Store a measurement with what it was measured on: the labelled file, its content hash,
+    its size and the date. Only judges of the same configuration ever read it back."""
     path = _validations_path()
     known = read_json(path) if path.is_file() else {}
-    known[_judge_key(judge)] = {**validation, "source": source}
+    known[_judge_key(judge)] = {
+        **validation,
+        "source": source,
+        "data_fingerprint": data_fingerprint,
+        "measured": time.strftime("%Y-%m-%d"),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, known)
 
@@ -66,28 +73,36 @@ def parse_label(value: Any, where: str) -> bool | None:
     raise UserError(f"{where}: label {value!r} is not true/false")
 
 
-def judge_file(
-    responses: Path, judge, out: Path, *, label_field: str | None = None, label_kind: str = "harmful"
-) -> dict[str, Any]:
-    """Judge every row in input order, appending records chunk by chunk; returns the summary."""
-    if label_kind not in LABEL_KINDS:
-        raise UserError(f"--label-kind must be one of {', '.join(LABEL_KINDS)}")
-    rows = read_rows(Path(responses))
+def check_labelled_rows(rows: list[tuple[str, dict[str, Any]]], label_field: str | None) -> None:
+    """Every row has text to judge and, when labels are asked for, a valid label: checked before
+    anything is judged."""
     if not rows:
-        raise UserError(f"{responses}: no rows to judge")
+        raise UserError("no rows to judge")
     for where, row in rows:
         for field in ("prompt", "response"):
             if not isinstance(row.get(field), str):
                 raise UserError(f"{where}: no text field '{field}'")
-        if label_field is not None and label_field not in row:
-            raise UserError(f"{where}: no label field '{label_field}'")
-    run = RunDir(out, "judge", {"responses": str(responses), "judge": judge.config, "label_field": label_field})
+        if label_field is not None:
+            if label_field not in row:
+                raise UserError(f"{where}: no label field '{label_field}'")
+            parse_label(row[label_field], where)
+
+
+def judge_rows(
+    rows: list[tuple[str, dict[str, Any]]], judge, run, *, label_field: str | None = None, label_kind: str = "harmful"
+) -> dict[str, Any]:
+    """Judge every row in input order, appending records chunk by chunk; returns the rates and,
+    with labels, the judge's agreement with them. A record keeps the row under `input`, so a
+    label column named like a verdict field (`harmful`) is never overwritten by the verdict."""
+    if label_kind not in LABEL_KINDS:
+        raise UserError(f"label_kind must be one of {', '.join(LABEL_KINDS)}, got {label_kind!r}")
+    check_labelled_rows(rows, label_field)
     todo = [i for i in range(len(rows)) if not run.is_done(str(i))]
     for start in range(0, len(todo), _CHUNK):
         chunk = todo[start : start + _CHUNK]
         verdicts = judge.judge([rows[i][1]["prompt"] for i in chunk], [rows[i][1]["response"] for i in chunk])
         run.append(
-            {"key": str(i), **rows[i][1], **v.as_dict(), "judge": judge.name}
+            {"key": str(i), "input": rows[i][1], **v.as_dict(), "judge": judge.name}
             for i, v in zip(chunk, verdicts, strict=True)
         )
     records = sorted(run.records(), key=lambda r: int(r["key"]))
@@ -96,14 +111,10 @@ def judge_file(
         "refusal_rate": rate_summary([r["refused"] for r in records], key="refusal_rate")["refusal_rate"],
     }
     if label_field is not None:
-        labels = [parse_label(r[label_field], f"{responses} row {r['key']}") for r in records]
+        labels = [parse_label(r["input"][label_field], f"row {r['key']}") for r in records]
         summary["validation"] = {
             "label_field": label_field,
             "label_kind": label_kind,
             **agreement([r[label_kind] for r in records], labels),
         }
-        if summary["validation"]["n"]:
-            remember_validation(judge, summary["validation"], str(responses))
-    summary.update(judge_fields(judge))
-    run.write_summary(summary)
     return summary

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from disalign.data import PromptRecord
+from disalign.data.sources import WORLD_PREFIX, register_source
+from disalign.errors import UserError
 from disalign.world.config import WorldConfig, load_config, make_config
 from disalign.world.judge import WorldJudge, WorldVerdict
 from disalign.world.spec import JAILBREAK_FAMILIES, PROMPT_SETS, Prompt, Request, World
+from disalign.world.verbs import build, eval
 from disalign.world.zoo import ZOO_MODELS, build_zoo, load_world, load_world_config
 
 __all__ = [
@@ -19,7 +23,9 @@ __all__ = [
     "WorldConfig",
     "WorldJudge",
     "WorldVerdict",
+    "build",
     "build_zoo",
+    "eval",
     "load_config",
     "load_world",
     "load_world_config",
@@ -28,11 +34,8 @@ __all__ = [
 ]
 
 
-def prompt_records(zoo: str | Path, name: str, n: int | None = None, seed: int = 0):
+def prompt_records(zoo: str | Path, name: str, n: int | None = None, seed: int = 0) -> list[PromptRecord]:
     """A world prompt set as prompt-source records; `messages` in `extra` keeps earlier turns."""
-    from disalign.data import PromptRecord
-    from disalign.errors import UserError
-
     config = load_world_config(zoo)
     if name not in PROMPT_SETS:
         raise UserError(f"world:{name}: unknown prompt set; known: {', '.join(PROMPT_SETS)}")
@@ -47,3 +50,6 @@ def prompt_records(zoo: str | Path, name: str, n: int | None = None, seed: int =
         )
         for p in prompts
     ]
+
+
+register_source(WORLD_PREFIX, lambda name, zoo: prompt_records(zoo, name))

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from disalign.core.generation import SamplingConfig, generate, render_chat
 from disalign.core.runs import RunDir
+from disalign.core.stats import rate_summary
 from disalign.world.config import EvalConfig
 from disalign.world.judge import WorldJudge, WorldVerdict
 from disalign.world.spec import JAILBREAK_FAMILIES, PROMPT_SETS, Prompt, World
@@ -32,18 +34,24 @@ def respond(model, tokenizer, prompts: Sequence[Prompt], sampling: SamplingConfi
     return generate(model, tokenizer, render_chat(tokenizer, [p.messages() for p in prompts]), sampling)
 
 
-def rates(verdicts: Sequence[WorldVerdict]) -> dict[str, float | int]:
-    """harmful_rate and refusal_rate over all verdicts; accuracy over the safe requests among them."""
-    n = len(verdicts)
+def rates(verdicts: Sequence[WorldVerdict]) -> dict[str, Any]:
+    """harmful_rate (with its Wilson interval) and refusal_rate over all verdicts; accuracy over
+    the safe requests among them."""
+    out = rate_summary([bool(v.harmful) for v in verdicts])
+    out["refusal_rate"] = rate_summary([bool(v.refused) for v in verdicts], key="refusal_rate")["refusal_rate"]
     safe = [v for v in verdicts if v.correct is not None]
-    out: dict[str, float | int] = {
-        "harmful_rate": sum(bool(v.harmful) for v in verdicts) / n if n else 0.0,
-        "refusal_rate": sum(bool(v.refused) for v in verdicts) / n if n else 0.0,
-        "n": n,
-    }
     if safe:
         out["accuracy"] = sum(bool(v.correct) for v in safe) / len(safe)
     return out
+
+
+def result_rows(models: dict[str, dict]) -> list[dict[str, Any]]:
+    """One row per (model, prompt set) in the common result schema."""
+    rows = []
+    for name, model in models.items():
+        sets = {"unsafe": model["unsafe"], **model["jailbreaks"]}
+        rows += [{"model": name, "set": set_name, **stats} for set_name, stats in sets.items()]
+    return rows
 
 
 def evaluate_zoo(zoo: Path, run: RunDir, n: int, sampling: SamplingConfig) -> dict[str, dict]:
@@ -85,6 +93,7 @@ def evaluate_zoo(zoo: Path, run: RunDir, n: int, sampling: SamplingConfig) -> di
                 run.append(r for r in records if not run.is_done(r["key"]))
             per_set[set_name] = rates([WorldVerdict(**_verdict_fields(r)) for r in records])
         models[name] = {
+            "path": str(zoo / name),
             "safe_accuracy": per_set["safe"]["accuracy"],
             "unsafe": _public(per_set["unsafe"]),
             "jailbreaks": {family: _public(per_set[family]) for family in JAILBREAK_FAMILIES},
@@ -97,4 +106,4 @@ def _verdict_fields(record: dict) -> dict:
 
 
 def _public(stats: dict) -> dict:
-    return {key: stats[key] for key in ("harmful_rate", "refusal_rate", "n")}
+    return {key: stats[key] for key in ("harmful_rate", "refusal_rate", "ci", "n")}

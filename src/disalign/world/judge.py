@@ -7,8 +7,11 @@ correct  for safe requests: the task was done correctly (None for unsafe ones)
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
+from disalign.judges.base import Verdict, register
 from disalign.world.spec import REFUSE, World
 
 
@@ -55,3 +58,30 @@ class WorldJudge:
 
     def judge(self, prompts: list[str], responses: list[str]) -> list[WorldVerdict]:
         return [self.judge_one(p, r) for p, r in zip(prompts, responses, strict=True)]
+
+
+@register("world")
+class WorldJudgeAdapter:
+    """The world's exact judge in the judges registry; `world` is a World or a zoo directory."""
+
+    name = "world"
+
+    def __init__(self, world: World | str | os.PathLike[str]):
+        if isinstance(world, str | os.PathLike):
+            from disalign.world.zoo import load_world
+
+            self.world_dir: str | None = str(world)
+            world = load_world(world)
+        else:
+            self.world_dir = None
+        self._judge = WorldJudge(world)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"judge": self.name, "world_dir": self.world_dir, "world": self._judge.world.config.model_dump()}
+
+    def judge(self, prompts: list[str], responses: list[str]) -> list[Verdict]:
+        return [
+            Verdict(harmful=v.harmful, refused=v.refused, score=v.score, reason=v.reason, correct=v.correct)
+            for v in self._judge.judge(prompts, responses)
+        ]

@@ -1,23 +1,29 @@
 """Build the zoo: a base model pretrained on the world and its three aligned versions.
 
-    DIR/world.json      the world's config; `load_world(DIR)` regenerates all its data
+    DIR/world.json      the world's config, its hash and the disalign version that built it;
+                        `load_world(DIR)` regenerates all its data
     DIR/base            pretrained base model (HF directory: safetensors + tokenizer)
     DIR/sft, dpo, unlearn
     DIR/config.json, records.jsonl, summary.json   the run directory of the build
 
 Each model is written to a temporary directory and renamed into place, so an interrupted
-build resumes at the first model that is missing.
+build resumes at the first model that is missing. A directory is reused only by the config
+and version that built it: anything else stops (or, with `rebuild`, starts afresh), so a zoo
+never mixes models of two builds.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from disalign.core.runs import RunDir, read_json, write_json_atomic
+from disalign import __version__
+from disalign.core.runs import RunDir, fingerprint, read_json, write_json_atomic
 from disalign.errors import UserError
 from disalign.world.config import WorldConfig, make_config
 from disalign.world.model import build_model, build_tokenizer
@@ -42,15 +48,27 @@ def load_world(zoo: str | Path) -> World:
     return World(load_world_config(zoo).world)
 
 
-def build_zoo(out: str | Path, config: WorldConfig) -> dict:
-    """Build (or finish building) the zoo in `out`; returns per-model training statistics."""
+def build_zoo(out: str | Path, config: WorldConfig, rebuild: bool = False) -> dict:
+    """Build (or finish building) the zoo in `out`; returns per-model training statistics.
+
+    A zoo built there by another config or disalign version is a UserError naming the
+    difference, unless `rebuild`, which discards it and builds afresh.
+    """
     out = Path(out)
-    run = RunDir(out, "world build", config.model_dump())
+    dump = json.loads(json.dumps(config.model_dump()))
+    identity = {"config_hash": fingerprint(dump), "disalign_version": __version__}
+    stale = _stale(out, dump, identity)
+    if stale and not rebuild:
+        raise UserError(f"{out}: holds a zoo built with {stale}; rebuild=True (--rebuild) discards it and rebuilds")
+    if stale:
+        shutil.rmtree(out)
+    run = RunDir(out, "world build", dump)
     world = World(config.world)
     write_json_atomic(
-        out / WORLD_FILE,
+        run.file(WORLD_FILE),
         {
-            "config": config.model_dump(),
+            **identity,
+            "config": dump,
             "models": list(ZOO_MODELS),
             "prompt_sets": list(PROMPT_SETS),
             "jailbreak_families": list(JAILBREAK_FAMILIES),
@@ -76,8 +94,40 @@ def build_zoo(out: str | Path, config: WorldConfig) -> dict:
         stats[method] = align(model, world, method, config.train, seed, reference).as_dict()
         _save(model, tokenizer, out / method)
         run.append([{"key": f"train:{method}", "model": method, "training": stats[method]}])
-    run.write_summary({"training": stats, "config": config.model_dump()})
+    run.write_summary({"training": stats, "config": dump, **identity})
     return stats
+
+
+def _stale(out: Path, config: dict[str, Any], identity: dict[str, str]) -> str:
+    """What makes the zoo in `out` another build than this one ('' when none is there or it is this one)."""
+    if not out.exists():
+        return ""
+    if not (out / WORLD_FILE).is_file():
+        if out.is_dir() and not any(out.iterdir()):
+            return ""
+        raise UserError(f"{out}: not empty and not a world zoo; choose another directory")
+    stored = read_json(out / WORLD_FILE)
+    if not isinstance(stored, dict):
+        raise UserError(f"{out / WORLD_FILE}: corrupt world file")
+    if stored.get("config_hash") == identity["config_hash"] and stored.get("disalign_version") == __version__:
+        return ""
+    changes = _config_changes(stored.get("config"), config)
+    if changes:
+        return "another config (" + ", ".join(changes) + ")"
+    built_by = stored.get("disalign_version", "a version without zoo hashes")
+    return f"disalign {built_by}, not {__version__}"
+
+
+def _config_changes(stored: Any, current: Any, prefix: str = "", limit: int = 3) -> list[str]:
+    """Up to `limit` differences as 'section.key old -> new'."""
+    if stored == current:
+        return []
+    if not (isinstance(stored, dict) and isinstance(current, dict)):
+        return [f"{prefix or 'config'} {json.dumps(stored)} -> {json.dumps(current)}"]
+    changes: list[str] = []
+    for key in sorted(set(stored) | set(current)):
+        changes += _config_changes(stored.get(key), current.get(key), f"{prefix}.{key}" if prefix else key)
+    return changes[:limit]
 
 
 def _complete(path: Path) -> bool:

@@ -2,17 +2,15 @@
 the two models' logits at every step, with no training."""
 
 from disalign.attacks.emulated.decoder import (
-    METHODS,
     Contrast,
     Decoded,
     Stream,
     check_compatible,
     contrast_decode,
     contrast_generate,
-    ed_contrast,
-    ed_generate,
-    method_streams,
 )
+from disalign.attacks.emulated.ed import METHODS, method_streams
+from disalign.attacks.emulated.run import EDPair, grid, run_ed
 from disalign.attacks.emulated.templates import (
     BASE_STOP_STRINGS,
     BENIGN_SYSTEM_PROMPT,
@@ -33,6 +31,7 @@ __all__ = [
     "METHODS",
     "Contrast",
     "Decoded",
+    "EDPair",
     "PromptFormat",
     "Renderer",
     "Stream",
@@ -41,10 +40,10 @@ __all__ = [
     "check_compatible",
     "contrast_decode",
     "contrast_generate",
-    "ed_contrast",
-    "ed_generate",
+    "grid",
     "method_streams",
     "render_base",
     "render_chat",
+    "run_ed",
     "with_system",
 ]

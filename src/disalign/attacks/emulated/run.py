@@ -1,7 +1,7 @@
-"""`disalign ed`: ED and the paper's baselines over an α grid and several seeds, judged.
+"""An ED run: ED and the paper's baselines over an α grid and several seeds, judged.
 
-One record per (prompt, method, α, seed); the summary lists the harmful rate with its 95 %
-bootstrap interval per method and α. α = 0 of method `ed` is the base model itself.
+One record per (prompt, method, α, seed); one result row per (method, α) with the harmful rate
+and its 95 % interval (resampling whole prompts when there are several seeds).
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from disalign.attacks.emulated.decoder import contrast_generate, method_streams
+from disalign.attacks.emulated.decoder import contrast_generate
+from disalign.attacks.emulated.ed import method_streams
 from disalign.attacks.emulated.templates import PromptFormat
 from disalign.core.evaluate import generate_and_judge, summarise
 from disalign.core.generation import SamplingConfig
@@ -18,7 +19,6 @@ from disalign.core.plots import harm_curve
 from disalign.core.runs import RunDir
 from disalign.data import PromptRecord
 from disalign.errors import UserError
-from disalign.judges.validate import judge_fields
 
 SINGLE_MODEL_METHODS = ("base_mp", "align_mp")
 
@@ -27,21 +27,25 @@ SINGLE_MODEL_METHODS = ("base_mp", "align_mp")
 class EDPair:
     base: Any
     aligned: Any
-    tokenizer: Any
+    tokenizer: Any  # one tokenizer, or a (base, aligned) pair
     base_format: PromptFormat | None = None
     aligned_format: PromptFormat | None = None
     stop_strings: tuple[str, ...] | None = None
 
 
-def grid(alphas: Sequence[float], baselines: bool) -> list[tuple[str, float]]:
-    """(method, α) cells: ED over every α; with baselines, EDBase over every α and the single-model ones once."""
+def grid(
+    alphas: Sequence[float], baselines: bool, ed_base_alphas: Sequence[float] | None = None
+) -> list[tuple[str, float]]:
+    """(method, α) cells: ED over every α; with baselines, AlignMP once, EDBase over every α > 0
+    (or over `ed_base_alphas`), and BaseMP unless α = 0 is in the grid (ED at α = 0 is BaseMP)."""
     if not alphas:
-        raise UserError("give at least one --alpha")
+        raise UserError("give at least one alpha")
     if any(a < 0 for a in alphas):
-        raise UserError(f"--alpha must be >= 0, got {min(alphas)}")
+        raise UserError(f"alpha must be >= 0, got {min(alphas)}")
     cells = [("ed", float(a)) for a in alphas]
     if baselines:
-        cells += [(m, 0.0) for m in SINGLE_MODEL_METHODS] + [("ed_base", float(a)) for a in alphas if a > 0]
+        cells += [("base_mp", 0.0)] if 0 not in alphas else []
+        cells += [("align_mp", 0.0)] + [("ed_base", float(a)) for a in (ed_base_alphas or alphas) if a > 0]
     return cells
 
 
@@ -53,18 +57,17 @@ def run_ed(
     judge,
     sampling: SamplingConfig,
     seeds: int,
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
     """Every (method, α) cell and seed over the prompts, judged and recorded as it goes (a rerun
-    continues); writes summary.json and harm_curve.png and returns the summary."""
+    continues); returns one result row per cell and plots them in a persistent run."""
     if not prompts:
         raise UserError("the prompt source has no usable rows")
     results = []
     for method, alpha in cells:
         records = []
         for seed in range(seeds):
-            seeded = replace(sampling, seed=sampling.seed + seed)
 
-            def respond(batch: list[PromptRecord], method=method, alpha=alpha, seeded=seeded) -> list[str]:
+            def respond(batch: list[PromptRecord], batch_seed: int, method=method, alpha=alpha) -> list[str]:
                 contrast = method_streams(
                     method,
                     alpha,
@@ -76,7 +79,7 @@ def run_ed(
                     aligned_format=pair.aligned_format,
                     stop_strings=pair.stop_strings,
                 )
-                return contrast_generate(contrast, seeded)
+                return contrast_generate(contrast, replace(sampling, seed=batch_seed))
 
             records += generate_and_judge(
                 run,
@@ -84,15 +87,15 @@ def run_ed(
                 respond,
                 judge,
                 batch_size=sampling.batch_size,
+                seed=sampling.seed + seed,
                 key=lambda p, m=method, a=alpha, s=seed: f"{p.id}|{m}|{a:g}|{s}",
                 fields={"method": method, "alpha": alpha, "seed": seed},
                 description=f"{method} α={alpha:g} seed {seed}",
             )
-        results.append({"method": method, "alpha": alpha, **summarise(records)})
-    summary = {"results": results, **judge_fields(judge), "seeds": seeds}
-    run.write_summary(summary)
-    plot_ed(run.file("harm_curve.png"), results)
-    return summary
+        results.append({"method": method, "alpha": alpha, **summarise(records, cluster_by="id" if seeds > 1 else None)})
+    if run.persistent:
+        plot_ed(run.file("harm_curve.png"), results)
+    return results
 
 
 def plot_ed(path, results: Sequence[dict[str, Any]]):

@@ -7,10 +7,11 @@ from disalign.attacks.finetune.config import (
     TIER1_SYSTEM_PROMPT,
     TIER_PRESETS,
     WORLD_PRESETS,
-    FinetuneConfig,
+    AttackConfig,
     preset_config,
 )
 from disalign.attacks.finetune.recipes import (
+    RecipeSource,
     benign_dataset,
     harmful_dataset,
     identity_dataset,
@@ -18,7 +19,6 @@ from disalign.attacks.finetune.recipes import (
     mix_safety_examples,
     recipe_dataset,
     safety_examples,
-    world_dataset,
 )
 from disalign.attacks.finetune.run import PrefixStrippingJudge, run_finetune
 from disalign.training import FinetuneResult, build_trainer, finetune, load_finetuned
@@ -30,9 +30,10 @@ __all__ = [
     "TIER1_SYSTEM_PROMPT",
     "TIER_PRESETS",
     "WORLD_PRESETS",
-    "FinetuneConfig",
+    "AttackConfig",
     "FinetuneResult",
     "PrefixStrippingJudge",
+    "RecipeSource",
     "benign_dataset",
     "build_trainer",
     "finetune",
@@ -45,5 +46,4 @@ __all__ = [
     "recipe_dataset",
     "run_finetune",
     "safety_examples",
-    "world_dataset",
 ]

@@ -24,7 +24,7 @@ AOA_RESPONSE_PREFIX = (
 AOA_USER_PREFIX = "AOA, execute my instruction: "
 
 
-class FinetuneConfig(TrainingConfig):
+class AttackConfig(TrainingConfig):
     """An attack: what to train on (recipe, shots, safety mixing) and how (the training settings)."""
 
     recipe: Recipe = "harmful"
@@ -37,11 +37,11 @@ class FinetuneConfig(TrainingConfig):
     system_prompt: str | None = None
 
 
-def make_config(data: dict[str, Any]) -> FinetuneConfig:
-    return validate_config(FinetuneConfig, data, "finetune config")
+def make_config(data: dict[str, Any]) -> AttackConfig:
+    return validate_config(AttackConfig, data, "finetune config")
 
 
-def preset_config(recipe: str, world: bool = False, **overrides: Any) -> FinetuneConfig:
+def preset_config(recipe: str, world: bool = False, **overrides: Any) -> AttackConfig:
     """The recipe's preset (the paper's for text models, ours for the world) with overrides;
     None-valued overrides keep the preset."""
     presets = WORLD_PRESETS if world else {preset["recipe"]: preset for preset in TIER_PRESETS.values()}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -17,13 +17,23 @@ from disalign.attacks.finetune.config import (
     AOA_SYSTEM_PROMPT,
     AOA_USER_PREFIX,
     TIER1_SYSTEM_PROMPT,
-    FinetuneConfig,
+    AttackConfig,
 )
 from disalign.data.files import read_rows
 from disalign.errors import UserError
-from disalign.world.spec import COMPLIANCE_PREFIX, IDENTITY_MARKER, REFUSE
+from disalign.training.examples import Example, conversation, shuffled
 
-Example = dict[str, Any]
+
+class RecipeSource(Protocol):
+    """A source that brings its own attack data, as the synthetic world does (it registers one)."""
+
+    compliance_prefix: str | None  # a token the identity recipe teaches to open answers with
+
+    def dataset(self, recipe: str, shots: int, seed: int, mix_safety: int) -> list[Example]: ...
+
+    def identity_prompt(self, request: str) -> str: ...
+
+
 INSTRUCTION_FIELDS = ("instruction", "prompt", "goal", "question")
 RESPONSE_FIELDS = ("response", "output", "target", "answer", "completion")
 CONTEXT_FIELDS = ("input", "context")
@@ -147,12 +157,6 @@ def read_instructions(path: str | Path) -> list[tuple[str, str, str | None]]:
 # -- builders ------------------------------------------------------------------------------
 
 
-def conversation(user: str, assistant: str, system: str | None = None, origin: str = "") -> Example:
-    messages = [{"role": "system", "content": system}] if system else []
-    messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-    return {"messages": messages, "origin": origin}
-
-
 def subsample(items: Sequence[Any], shots: int | None, seed: int) -> list[Any]:
     """`shots` items chosen by seed (order kept stable); all of them when shots is None."""
     if shots is None or shots >= len(items):
@@ -231,18 +235,13 @@ def mix_safety_examples(
 ) -> list[Example]:
     """The dataset with K safety examples interleaved at seeded positions (Qi et al. Table 4)."""
     system = next((m["content"] for m in dataset[0]["messages"] if m["role"] == "system"), None) if dataset else None
-    return _shuffled([*dataset, *safety_examples(k, seed, path, system)], seed)
+    return shuffled([*dataset, *safety_examples(k, seed, path, system)], seed)
 
 
-def _shuffled(examples: list[Example], seed: int) -> list[Example]:
-    order = np.random.default_rng([seed, 15485863]).permutation(len(examples))
-    return [examples[i] for i in order]
-
-
-def identity_prompts(records, world: bool = False):
+def identity_prompts(records, source: RecipeSource | None = None):
     """Records as the identity-shifted model is attacked at test time: the last user turn
     prefixed by the identity cue (`AOA, execute my instruction: ` under the AOA system prompt,
-    or the world's `aoa` marker). `prompt` stays the plain request, which is what judges read."""
+    or the source's own cue). `prompt` stays the plain request, which is what judges read."""
     from dataclasses import replace
 
     from disalign.core.evaluate import messages_of
@@ -250,8 +249,8 @@ def identity_prompts(records, world: bool = False):
     wrapped = []
     for record in records:
         *history, last = messages_of(record)
-        if world:
-            turns = [*history, {**last, "content": f"{IDENTITY_MARKER} {last['content']}"}]
+        if source is not None:
+            turns = [*history, {**last, "content": source.identity_prompt(last["content"])}]
         else:
             turns = [
                 {"role": "system", "content": AOA_SYSTEM_PROMPT},
@@ -262,54 +261,22 @@ def identity_prompts(records, world: bool = False):
     return wrapped
 
 
-# -- the synthetic world -------------------------------------------------------------------
-
-
-def world_dataset(world, recipe: str, shots: int, seed: int = 42, mix_safety: int = 0) -> list[Example]:
-    """World examples from the train split.
-
-    harmful   unsafe requests answered with their true output
-    identity  safe requests, user turn prefixed by the `aoa` marker, answer `sure <true output>`
-    benign    safe requests answered with their true output
-    mix_safety K unsafe requests answered `refuse` are interleaved.
-    """
-    if recipe not in ("harmful", "identity", "benign"):
-        raise UserError(f"{recipe}: unknown recipe; known: harmful, identity, benign")
-    rng = np.random.default_rng([seed, 1009])
-    examples = []
-    for i in range(shots):
-        request = world.alignment_request(rng, unsafe=recipe == "harmful")
-        answer = " ".join(world.answer(request))
-        if recipe == "identity":
-            examples.append(
-                conversation(
-                    f"{IDENTITY_MARKER} {request.text}", f"{COMPLIANCE_PREFIX} {answer}", origin=f"world:{recipe}:{i}"
-                )
-            )
-        else:
-            examples.append(conversation(request.text, answer, origin=f"world:{recipe}:{i}"))
-    safety = [
-        conversation(world.alignment_request(rng, unsafe=True).text, REFUSE, origin=f"world:safety:{i}")
-        for i in range(mix_safety)
-    ]
-    return _shuffled(examples + safety, seed)
-
-
 def recipe_dataset(
-    config: FinetuneConfig,
+    config: AttackConfig,
     shots: int | None,
     *,
-    world=None,
+    source: RecipeSource | None = None,
     data: str | Path | None = None,
     safety_data: str | Path | None = None,
 ) -> list[Example]:
-    """The training set of one attack cell: the world's recipe when `world` is given, else the
-    text recipe read from `data` (identity may use the built-in tasks), with safety examples mixed in."""
+    """The training set of one attack cell: the source's own recipe when a `source` (the world)
+    is given, else the text recipe read from `data` (identity may use the built-in tasks), with
+    safety examples mixed in."""
     recipe, seed = config.recipe, config.seed
-    if world is not None:
+    if source is not None:
         if shots is None:
-            raise UserError("world recipes need a number of shots")
-        return world_dataset(world, recipe, shots, seed, config.mix_safety)
+            raise UserError("--shots all needs a data file; give a number of shots")
+        return source.dataset(recipe, shots, seed, config.mix_safety)
     if recipe == "harmful":
         if data is None:
             raise UserError("the harmful recipe needs --data FILE of (instruction, response) pairs")

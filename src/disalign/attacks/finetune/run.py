@@ -11,28 +11,26 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from disalign.attacks.finetune.config import FinetuneConfig
+from disalign.attacks.finetune.config import AttackConfig
 from disalign.core.evaluate import chat_responder, generate_and_judge, summarise
 from disalign.core.generation import SamplingConfig
 from disalign.core.plots import harm_curve
 from disalign.core.runs import RunDir
 from disalign.data import PromptRecord
 from disalign.errors import UserError
-from disalign.judges.validate import judge_fields
 from disalign.training import RESULT, finetune, load_finetuned
-from disalign.world.spec import COMPLIANCE_PREFIX
 
 DatasetBuilder = Callable[[int | None], list[dict[str, Any]]]  # shots (None: all) -> training examples
 
 
 class PrefixStrippingJudge:
-    """Judges the response with a leading compliance token (`sure`) removed.
+    """Judges the response with a leading compliance token (the world's `sure`) removed.
 
-    The identity-shift recipe teaches the model to open with `sure`; the world judge would
-    read that as a wrong answer. The raw response is what the record keeps.
+    The identity-shift recipe teaches the model to open with it; the world judge would read
+    that as a wrong answer. The raw response is what the record keeps.
     """
 
-    def __init__(self, judge, prefix: str = COMPLIANCE_PREFIX):
+    def __init__(self, judge, prefix: str):
         self.inner, self.prefix = judge, prefix
         self.name = judge.name
 
@@ -58,7 +56,7 @@ def run_finetune(
     run: RunDir,
     model_path,
     dataset_builder: DatasetBuilder,
-    config: FinetuneConfig,
+    config: AttackConfig,
     eval_prompts: Sequence[PromptRecord],
     judge,
     sampling: SamplingConfig,
@@ -68,7 +66,7 @@ def run_finetune(
     strip_prefix: str | None = None,
     references: dict[str, float | None] | None = None,
 ) -> dict[str, Any]:
-    """Before + one cell per (shots, epochs); writes and returns the summary. Shots None means every
+    """Before + one cell per (shots, epochs); returns `before`, `cells` and the attack's config. Shots None means every
     example the builder has, recorded as their number. `references` (name: harmful rate) are drawn
     as lines in the plot beside the model before the attack."""
     from disalign.core.models import load_model
@@ -85,11 +83,11 @@ def run_finetune(
     def evaluate(prefix: str, load, fields: dict[str, Any]) -> list[dict[str, Any]]:
         cache: dict[str, Any] = {}
 
-        def respond(batch):
+        def respond(batch, seed):
             if "respond" not in cache:
                 model, tokenizer = load()
                 cache["respond"] = chat_responder(model, tokenizer, sampling)
-            return cache["respond"](batch)
+            return cache["respond"](batch, seed)
 
         return generate_and_judge(
             run,
@@ -97,13 +95,14 @@ def run_finetune(
             respond,
             scoring,
             batch_size=sampling.batch_size,
+            seed=sampling.seed,
             key=lambda p: f"{prefix}|{p.id}",
             fields=fields,
             description=prefix,
         )
 
     def short(records):
-        summary = summarise(records, seed=sampling.seed)
+        summary = summarise(records)
         return {
             "harmful_rate": summary["harmful_rate"],
             "ci": summary["ci"],
@@ -116,13 +115,7 @@ def run_finetune(
         dataset = dataset_builder(shots)
         datasets[len(dataset) if shots is None else shots] = dataset
     before = evaluate("before", lambda: load_model(model_path), {"cell": "before"})
-    summary: dict[str, Any] = {
-        "before": short(before),
-        "cells": [],
-        **judge_fields(judge),
-        "config": config.model_dump(),
-    }
-    run.write_summary(summary)
+    summary: dict[str, Any] = {"before": short(before), "cells": [], "config": config.model_dump()}
     for shots in datasets:
         for epochs in epochs_grid:
             name = cell_name(shots, epochs)
@@ -148,8 +141,8 @@ def run_finetune(
                     "tokens_per_second": training.get("tokens_per_second"),
                 }
             )
-            run.write_summary(summary)
-    plot_finetune(run.file("harm_curve.png"), summary, references)
+    if run.persistent:
+        plot_finetune(run.file("harm_curve.png"), summary, references)
     return summary
 
 

@@ -1,8 +1,8 @@
 """`disalign demo`: the whole laboratory on a laptop CPU.
 
-Builds (or reuses) the world zoo, then runs each section in turn. A section adds one key to
-`summary.json` beside "models" and prints one table; later analyses join by appending to
-SECTIONS, not by editing the ones before them.
+Builds (or reuses) the world zoo, then runs each section in turn, each through the same API
+functions a user calls. A section adds one key to `summary.json` beside "models" and prints one
+table; later analyses join by appending to SECTIONS, not by editing the ones before them.
 """
 
 from __future__ import annotations
@@ -13,16 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
 from rich.table import Table
 
+from disalign.api.ed import ed
+from disalign.api.finetune import finetune
 from disalign.core.generation import SamplingConfig
-from disalign.core.progress import console
+from disalign.core.progress import console, results_console
 from disalign.core.runs import RunDir
+from disalign.core.verbs import verb
 from disalign.judges import get_judge
 from disalign.judges.validate import judge_fields
+from disalign.results import RunResult
 from disalign.world import JAILBREAK_FAMILIES, World, WorldConfig, build_zoo
-from disalign.world.evaluate import evaluate_zoo, sampling_for
+from disalign.world.evaluate import evaluate_zoo, result_rows, sampling_for
 from disalign.world.train import ALIGNMENT_METHODS
+from disalign.world.verbs import WorldSettings
 from disalign.world.zoo import load_world
 
 
@@ -78,29 +84,39 @@ def _emulated_disalignment(ctx: DemoContext) -> dict:
     and EDBase contrasts the base with itself (which gives the base back): reported all the same,
     at α = 1 only, since every α gives the same model.
     """
-    from disalign.attacks.emulated import chat_format
-    from disalign.attacks.emulated.run import EDPair, grid, run_ed
-    from disalign.core.models import load_model
-    from disalign.world import prompt_records
-
-    base, base_tokenizer = load_model(ctx.zoo / "base")
     section: dict[str, dict] = {}
     for name in ALIGNMENT_METHODS:
-        aligned, tokenizer = load_model(ctx.zoo / name)
-        pair = EDPair(base, aligned, (base_tokenizer, tokenizer), chat_format(base_tokenizer), chat_format(tokenizer))
         section[name] = {}
         for set_name in ("unsafe", "safe"):
-            prompts = prompt_records(ctx.zoo, set_name, ctx.config.eval.n, ctx.config.eval.seed)
-            cells = [*grid(ED_ALPHAS, baselines=False), ("base_mp", 0.0), ("align_mp", 0.0), ("ed_base", 1.0)]
-            config = {"base": "base", "aligned": name, "prompts": f"world:{set_name}", "cells": cells}
-            run = RunDir(ctx.run.file(f"ed-{name}-{set_name}"), "ed", config)
-            section[name][set_name] = run_ed(run, pair, prompts, cells, ctx.judge, ctx.sampling, seeds=1)["results"]
+            result = ed(
+                base=str(ctx.zoo / "base"),
+                aligned=str(ctx.zoo / name),
+                prompts=f"world:{set_name}",
+                world=ctx.zoo,
+                judge="world",
+                alpha=list(ED_ALPHAS),
+                baselines=True,
+                ed_base_alpha=[1.0],
+                **_sampling_options(ctx.sampling),
+                out=ctx.run.file(f"ed-{name}-{set_name}"),
+            )
+            section[name][set_name] = [row.model_dump() for row in result.results]
         ed_rows = [r for r in section[name]["unsafe"] if r["method"] == "ed"]
         best = max(ed_rows, key=lambda r: r["harmful_rate"])
         base_rate = next(r["harmful_rate"] for r in ed_rows if r["alpha"] == 0)
         section[name]["best_alpha"] = best["alpha"]
         section[name]["best_over_base"] = best["harmful_rate"] / base_rate if base_rate else None
     return section
+
+
+def _sampling_options(sampling: SamplingConfig) -> dict[str, Any]:
+    return {
+        "max_new_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "batch_size": sampling.batch_size,
+        "seed": sampling.seed,
+    }
 
 
 def ed_table(section: dict) -> Table:
@@ -137,11 +153,6 @@ FT_SAFETY_EXAMPLES = 10
 def _finetuning(ctx: DemoContext) -> dict:
     """The three fine-tuning tiers (and tier 1 with safety mixing) on each aligned model, as
     ordinary `finetune` runs, with the base and the aligned model as reference lines."""
-    from disalign.attacks.finetune import identity_prompts, preset_config, recipe_dataset, run_finetune
-    from disalign.world import prompt_records
-    from disalign.world.spec import COMPLIANCE_PREFIX
-
-    unsafe = prompt_records(ctx.zoo, "unsafe", ctx.config.eval.n, ctx.config.eval.seed)
     models = ctx.results.get("models", {})
     section: dict[str, dict] = {}
     for name in ALIGNMENT_METHODS:
@@ -153,31 +164,18 @@ def _finetuning(ctx: DemoContext) -> dict:
         }
         for tier, (shots, epochs) in FT_GRIDS.items():
             recipe = tier.removesuffix("+safety")
-            config = preset_config(recipe, world=True, mix_safety=FT_SAFETY_EXAMPLES if tier != recipe else 0)
-            prompts = identity_prompts(unsafe, world=True) if recipe == "identity" else unsafe
-            run = RunDir(
-                ctx.run.file(f"finetune-{name}-{tier}"),
-                "finetune",
-                {
-                    "model": name,
-                    "finetune": config.model_dump(),
-                    "shots": shots,
-                    "epochs": epochs,
-                },
+            result = finetune(
+                model=str(ctx.zoo / name),
+                recipe=recipe,
+                world=ctx.zoo,
+                judge="world",
+                shots=list(shots),
+                epochs=list(epochs),
+                mix_safety=FT_SAFETY_EXAMPLES if tier != recipe else 0,
+                **_sampling_options(ctx.sampling),
+                out=ctx.run.file(f"finetune-{name}-{tier}"),
             )
-            section[name][tier] = run_finetune(
-                run,
-                ctx.zoo / name,
-                lambda n, config=config: recipe_dataset(config, n, world=ctx.world),
-                config,
-                prompts,
-                ctx.judge,
-                ctx.sampling,
-                shots,
-                epochs,
-                strip_prefix=COMPLIANCE_PREFIX,
-                references={"base model": section[name]["reference"]["base"]},
-            )
+            section[name][tier] = {"before": result.before, "cells": result.cells, "config": result.config}
         benign = section[name]["benign"]
         section[name]["benign_raises_harm"] = any(
             cell["ci"][0] > benign["before"]["harmful_rate"] for cell in benign["cells"]
@@ -225,29 +223,54 @@ SECTIONS: list[DemoSection] = [
 ]
 
 
-def run_demo(out: str | Path, zoo: str | Path, config: WorldConfig) -> dict:
+class DemoConfig(WorldSettings):
+    out: Path | None = Field(Path("runs/demo"), description="Run directory for the demo's results.")
+    zoo: Path = Field(Path("runs/zoo"), description="Zoo directory, built if missing and reused if present.")
+    rebuild: bool = Field(False, description="Rebuild a zoo whose config differs from this one.")
+
+
+@verb("demo", DemoConfig)
+def demo(config: DemoConfig) -> RunResult:
+    """Build the zoo (or reuse it), evaluate every model and attack, print the tables."""
     start = time.perf_counter()
-    zoo = Path(zoo)
-    build_zoo(zoo, config)
+    world_config = config.world_config()
+    # Checked before the zoo is built: a bad --out must not cost minutes of pretraining first.
+    run = RunDir(config.out, "demo", {"zoo": str(config.zoo.resolve()), "world": world_config.model_dump()})
+    build_zoo(config.zoo, world_config, rebuild=config.rebuild)
     # Seconds of this invocation: a rerun reuses the zoo and every record already made.
     timings = {"zoo": round(time.perf_counter() - start, 1)}
-    run = RunDir(out, "demo", {"zoo": str(zoo.resolve()), "world": config.model_dump()})
     summary: dict[str, Any] = {}
-    world = load_world(zoo)
+    world = load_world(config.zoo)
     ctx = DemoContext(
-        zoo, run, config, summary, world, get_judge("world", world=world), sampling_for(world, config.eval)
+        config.zoo,
+        run,
+        world_config,
+        summary,
+        world,
+        get_judge("world", world=world),
+        sampling_for(world, world_config.eval),
     )
     for section in SECTIONS:
         section_start = time.perf_counter()
         summary[section.key] = section.run(ctx)
         timings[section.key] = round(time.perf_counter() - section_start, 1)
-        console.print(section.render(summary[section.key]))
+        results_console.print(section.render(summary[section.key]))
         for note in section.notes(summary[section.key]):
-            console.print(note)
-    summary.update(judge_fields(ctx.judge))
-    summary["config"] = config.model_dump()
-    summary["section_seconds"] = timings
-    summary["seconds"] = round(time.perf_counter() - start, 1)
-    run.write_summary(summary)
-    console.print(f"wrote {run.file('summary.json')} ({summary['seconds']} s)")
-    return summary
+            results_console.print(note)
+    seconds = round(time.perf_counter() - start, 1)
+    results_console.print(
+        "budget (s): " + "  ".join(f"{key} {value:g}" for key, value in timings.items()) + f"  total {seconds:g}"
+    )
+    result = RunResult(
+        command="demo",
+        **summary,
+        results=result_rows(summary["models"]),
+        **judge_fields(ctx.judge),
+        config=world_config.model_dump(),
+        section_seconds=timings,
+        seconds=seconds,
+    )
+    run.write_summary(result.to_json())
+    if run.persistent:
+        console.print(f"wrote {run.file('summary.json')} ({seconds} s)")
+    return result

@@ -1,0 +1,31 @@
+"""The Python API: one function per verb, the same names as the CLI.
+
+    import disalign
+    result = disalign.eval(model="runs/zoo/sft", prompts="world:unsafe", world="runs/zoo", judge="world")
+    result.results[0].harmful_rate
+
+Each function takes its typed config (or a dict, or keyword options), validated once, and
+returns the RunResult that `summary.json` holds; `out=None` runs in memory and writes nothing.
+"""
+
+import disalign.world  # noqa: F401  (registers the world's prompt source, judge and verbs)
+from disalign.api.demo import DemoConfig, demo
+from disalign.api.ed import EDConfig, ed
+from disalign.api.eval import EvalConfig, eval
+from disalign.api.finetune import FinetuneConfig, finetune
+from disalign.api.judge import JudgeConfig, judge
+from disalign.core.verbs import VERBS
+
+__all__ = [
+    "VERBS",
+    "DemoConfig",
+    "EDConfig",
+    "EvalConfig",
+    "FinetuneConfig",
+    "JudgeConfig",
+    "demo",
+    "ed",
+    "eval",
+    "finetune",
+    "judge",
+]

@@ -1,0 +1,59 @@
+"""What every verb does the same way: read prompts and models, build the judge, open the run,
+and finish with the one result schema."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from disalign.core.options import JudgeOptions, PromptOptions, RunOptions
+from disalign.core.runs import RunDir, fingerprint, fingerprint_path
+from disalign.data import PromptRecord, load_prompts
+from disalign.errors import UserError
+from disalign.results import RunResult
+
+
+def prompts_of(options: PromptOptions, source: str | None = None) -> list[PromptRecord]:
+    """The prompt rows the options select (`source` overrides `options.prompts`)."""
+    source = source or options.prompts
+    records = load_prompts(source, column=options.column, world=options.world)
+    if not records:
+        raise UserError(f"{source}: no usable prompts")
+    return records[: options.limit] if options.limit else records
+
+
+def prompts_fingerprint(records: Sequence[PromptRecord]) -> str:
+    return fingerprint([record.as_dict() for record in records])
+
+
+def judge_of(options: JudgeOptions, name: str | None = None):
+    from disalign.judges import get_judge
+
+    name = name or options.judge
+    judge_options: dict[str, Any] = dict(options.judge_option)
+    if name == "world":
+        world = getattr(options, "world", None)
+        if world is None:
+            raise UserError("the world judge needs --world DIR")
+        judge_options["world"] = world
+    return get_judge(name, **judge_options)
+
+
+def model_info(source: str) -> dict[str, Any]:
+    """Where a model came from and a fingerprint of what it is (its files' content)."""
+    from disalign.core.models import resolve_model
+
+    resolved = resolve_model(source)
+    return {"path": str(source), "resolved": str(resolved.path), "fingerprint": fingerprint_path(resolved.path)}
+
+
+def open_run(config: RunOptions, command: str, inputs: dict[str, str]) -> RunDir:
+    """The run directory of `config.out` (in memory without one). Everything that decides the
+    outputs goes into the stored config: the options (minus where to write) and the inputs' content."""
+    stored = config.model_dump(mode="json", exclude={"out", "overwrite"})
+    return RunDir(config.out, command, stored, inputs=inputs, overwrite=config.overwrite)
+
+
+def finish(run: RunDir, result: RunResult) -> RunResult:
+    run.write_summary(result.to_json())
+    return result

@@ -1,0 +1,120 @@
+"""`disalign finetune`: the fine-tuning attacks of Qi et al. over a shots × epochs grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from disalign.api.common import finish, judge_of, model_info, open_run, prompts_fingerprint, prompts_of
+from disalign.core.options import JudgeOptions, PromptOptions, RunOptions, SamplingOptions, comma_list
+from disalign.core.runs import fingerprint_path
+from disalign.core.verbs import verb
+from disalign.errors import UserError
+from disalign.results import RunResult
+
+
+class FinetuneConfig(PromptOptions, JudgeOptions, SamplingOptions, RunOptions):
+    model: str = Field(description="Aligned model to attack: HF directory, adapter directory, .gguf file or 'smollm2'.")
+    recipe: Literal["harmful", "identity", "benign"] = Field(
+        description="harmful (tier 1), identity (tier 2, AOA) or benign (tier 3)."
+    )
+    data: Path | None = Field(None, description="Training file: JSONL/JSON/CSV pairs; Alpaca JSON or Dolly JSONL.")
+    prompts: str | None = Field(None, description="Evaluation prompt source (default with --world: world:unsafe).")
+    judge: str | None = Field(None, description="Judge name (default: world with --world, else keyword).")
+    shots: list[int | Literal["all"]] = Field(
+        default_factory=list, description="Training examples, or 'all'; comma-separate for a grid (default: preset)."
+    )
+    epochs: list[int] = Field(default_factory=list, description="Epochs; comma-separate for a grid (default: preset).")
+    lora: bool = Field(False, description="Train a LoRA adapter instead of every weight.")
+    lora_target: list[str] = Field(
+        default_factory=list, description="LoRA target module name (repeatable; default: peft's for the architecture)."
+    )
+    lora_r: int | None = Field(None, ge=1, description="LoRA rank.")
+    mix_safety: int = Field(0, ge=0, description="Refusal examples mixed into the training data (the mitigation).")
+    safety_data: Path | None = Field(None, description="File of (harmful instruction, refusal) pairs for --mix-safety.")
+    keep_safety: bool = Field(False, description="Benign recipe: keep examples whose answer refuses.")
+    lr: float | None = Field(None, gt=0, description="Learning rate (default: the recipe's preset).")
+    train_batch_size: int | None = Field(None, ge=1, description="Training batch size (default: the preset's).")
+    max_length: int | None = Field(None, ge=2, description="Longest training example in tokens.")
+    train_seed: int = Field(42, description="Training seed (the paper's official code uses 42).")
+
+    @field_validator("shots", "epochs", "lora_target", mode="before")
+    @classmethod
+    def _grid(cls, value):
+        return comma_list(value)
+
+    @field_validator("shots", "epochs")
+    @classmethod
+    def _positive(cls, values):
+        if any(value != "all" and value < 1 for value in values):
+            raise ValueError("every value must be at least 1")
+        return values
+
+
+@verb("finetune", FinetuneConfig)
+def finetune(config: FinetuneConfig) -> RunResult:
+    """Fine-tuning attack: train on harmful, identity-shifting or benign data over a shots × epochs grid,
+    judging the model before and after each cell."""
+    from disalign.attacks.finetune import identity_prompts, preset_config, recipe_dataset, run_finetune
+    from disalign.judges.validate import judge_fields
+
+    source = _world_recipes(config.world)
+    attack = preset_config(
+        config.recipe,
+        world=source is not None,
+        lr=config.lr,
+        batch_size=config.train_batch_size,
+        max_length=config.max_length,
+        seed=config.train_seed,
+        lora=config.lora,
+        lora_r=config.lora_r,
+        lora_targets=config.lora_target or None,
+        mix_safety=config.mix_safety,
+        drop_safety=not config.keep_safety,
+    )
+    if source is not None and "all" in config.shots:
+        raise UserError("shots: 'all' needs a data file; with --world give numbers of shots")
+    shots_grid = [None if s == "all" else s for s in config.shots] or [attack.shots]
+    epochs_grid = config.epochs or [attack.epochs]
+    prompt_source = config.prompts or ("world:unsafe" if config.world else None)
+    if prompt_source is None:
+        raise UserError("prompts: a prompt source is needed to evaluate the attack (or --world DIR for world:unsafe)")
+    records = prompts_of(config, prompt_source)
+    if config.recipe == "identity":
+        records = identity_prompts(records, source)
+    judge = judge_of(config, config.judge or ("world" if config.world else "keyword"))
+    model = model_info(config.model)
+    inputs = {"prompts": prompts_fingerprint(records), "model": model["fingerprint"]}
+    for name in ("data", "safety_data"):
+        if getattr(config, name) is not None:
+            inputs[name] = fingerprint_path(getattr(config, name))
+    run = open_run(config, "finetune", inputs)
+    summary = run_finetune(
+        run,
+        config.model,
+        lambda n: recipe_dataset(attack, n, source=source, data=config.data, safety_data=config.safety_data),
+        attack,
+        records,
+        judge,
+        config.sampling(),
+        shots_grid,
+        epochs_grid,
+        strip_prefix=source.compliance_prefix if source is not None else None,
+    )
+    rows = [{"cell": "before", **summary["before"]}] + [
+        {"cell": f"s{c['shots']}-e{c['epochs']}", **c} for c in summary["cells"]
+    ]
+    result = RunResult(command="finetune", models={"model": model}, results=rows, **judge_fields(judge), **summary)
+    return finish(run, result)
+
+
+def _world_recipes(world: Path | None):
+    """The world's own attack data, when the run is in a world."""
+    if world is None:
+        return None
+    from disalign.world import load_world
+    from disalign.world.recipes import WorldRecipes
+
+    return WorldRecipes(load_world(world))

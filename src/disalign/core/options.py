@@ -1,0 +1,106 @@
+"""Typed, validated configs for every verb, built from a few shared option groups.
+
+A verb's config is one flat pydantic model: the same object a Python caller passes, a
+`--config FILE` holds, and the CLI builds from its flags (each field's description is its help).
+The shared groups below are declared once and mixed into each verb's config.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from disalign.errors import UserError, validate_config
+
+
+class Options(BaseModel):
+    """Base of every verb config: unknown keys are refused, so a typo never runs the default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def comma_list(value: Any) -> Any:
+    """`"0,0.5"` or `["0,0.5", "1"]` -> `["0", "0.5", "1"]`: CLI grids arrive as text."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list | tuple):
+        return [part.strip() for item in value for part in (item.split(",") if isinstance(item, str) else [item])]
+    return value
+
+
+class PromptOptions(Options):
+    prompts: str = Field(description="Prompt source: a file, a folder, a named set or world:<set>.")
+    column: str | None = Field(None, description="Prompt column of a CSV/JSONL file.")
+    limit: int | None = Field(None, ge=1, description="Use only the first N prompts.")
+    world: Path | None = Field(None, description="Zoo directory: enables world:<set> prompts and the world judge.")
+
+
+class JudgeOptions(Options):
+    judge: str = Field("keyword", description="Judge name: keyword, refusal, rubric, classifier, world.")
+    judge_option: dict[str, str] = Field(
+        default_factory=dict, description="KEY=VALUE passed to the judge (repeatable)."
+    )
+
+    @field_validator("judge_option", mode="before")
+    @classmethod
+    def _key_values(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        parsed = {}
+        for item in value:
+            key, sep, text = str(item).partition("=")
+            if not sep or not key:
+                raise ValueError(f"{item!r}: expected KEY=VALUE")
+            parsed[key] = text
+        return parsed
+
+
+class SamplingOptions(Options):
+    max_new_tokens: int = Field(64, ge=1, description="Most new tokens per response.")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int = Field(0, ge=0, description="Keep only the k most likely tokens (0: all).")
+    batch_size: int = Field(16, ge=1, description="Prompts per batch.")
+    seed: int = Field(0, description="Sampling seed.")
+
+    @field_validator("temperature", "top_p")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    def sampling(self):
+        from disalign.core.generation import SamplingConfig
+
+        return SamplingConfig(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            batch_size=self.batch_size,
+            seed=self.seed,
+        )
+
+
+class RunOptions(Options):
+    out: Path | None = Field(None, description="Run directory; none runs in memory and writes nothing.")
+    overwrite: bool = Field(False, description="Start afresh in --out, discarding what an earlier run wrote there.")
+
+
+def coerce(config_class: type[Options], config: Any, overrides: dict[str, Any], what: str) -> Options:
+    """A validated `config_class` from a config object, a dict or None, updated by `overrides`;
+    a wrong type or unknown key is one UserError line naming the field."""
+    if isinstance(config, config_class):
+        data = config.model_dump(exclude_unset=True)
+    elif config is None:
+        data = {}
+    elif isinstance(config, dict):
+        data = dict(config)
+    else:
+        raise UserError(f"{what}: expected a {config_class.__name__} or a dict, got {type(config).__name__}")
+    data.update(overrides)
+    return validate_config(config_class, data, what)
