@@ -22,7 +22,7 @@ def make_run(path: Path, command: str, config: dict, summary: dict, records=()) 
 
 
 def model(name: str) -> dict:
-    return {"path": f"zoo/{name}", "fingerprint": f"fp-{name}"}
+    return {"path": f"zoo/{name}", "fingerprint": f"fp-{name}"}  # no such directory: known by its path
 
 
 def rate(value, low, high, n=40, **coordinates):

@@ -18,7 +18,7 @@ import io
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ Interval = tuple[float | None, float | None] | None
 @dataclass(frozen=True)
 class ModelRef:
     name: str  # what the page calls it: the last part of its path
-    key: str  # what identifies it: a content fingerprint where the run recorded one, else its path
+    key: str  # what identifies it: its resolved path (or the path as given, where it is gone)
 
 
 @dataclass
@@ -168,7 +168,7 @@ def _models(result: RunResult, config: dict[str, Any], zoo: Path | None, zoo_wid
     models = {}
     for role, info in result.models.items():
         if isinstance(info, dict) and info.get("path"):
-            models[role] = _ref(info.get("path"), info.get("fingerprint") or info.get("resolved"), zoo)
+            models[role] = _ref(info["path"], info.get("resolved"), zoo)
     if zoo_wide and zoo is not None:
         for name in result.models:
             models.setdefault(name, _ref(name, None, zoo))
@@ -178,11 +178,15 @@ def _models(result: RunResult, config: dict[str, Any], zoo: Path | None, zoo_wid
     return models
 
 
-def _ref(path: str, identity: str | None, zoo: Path | None) -> ModelRef:
+def _ref(path: str, resolved: str | None, zoo: Path | None) -> ModelRef:
+    """A model known by where it lives: a zoo evaluation names its models, attacks give paths."""
     location = Path(path)
     if zoo is not None and not location.is_absolute() and not location.exists():
-        location = zoo / location  # demo sub-runs name zoo models by name
-    key = identity or (str(location.resolve()) if location.exists() else path)
+        location = zoo / location
+    if resolved:
+        key = str(Path(resolved).resolve())
+    else:
+        key = str(location.resolve()) if location.exists() else path
     return ModelRef(location.name or path, key)
 
 
@@ -647,13 +651,24 @@ def section(run: Run, index: int, max_records: int) -> Section:
 
 
 def report(
-    run_dirs: Sequence[str | Path],
+    run_dirs: Sequence[str | Path] | str | Path,
     out: str | Path = "report.html",
     pair: str | Sequence[str] | None = None,
     *,
     max_records: int = 20_000,
 ) -> Path:
     """Write one self-contained HTML page over `run_dirs`; return its path."""
+    return write_report(run_dirs, out, pair, max_records=max_records)[2]
+
+
+def write_report(
+    run_dirs: Sequence[str | Path] | str | Path,
+    out: str | Path,
+    pair: str | Sequence[str] | None = None,
+    *,
+    max_records: int = 20_000,
+) -> tuple[list[Run], list[Card], Path]:
+    """The page, and what it shows: the runs read and the fragility cards."""
     if isinstance(run_dirs, str | Path):
         run_dirs = [run_dirs]
     runs = load_runs(run_dirs)
@@ -669,7 +684,17 @@ def report(
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out)
-    return out
+    return runs, cards, out
+
+
+def card_json(card: Card) -> dict[str, Any]:
+    """A card as summary.json keeps it: the pair's names and every measure ("value": None = not measured)."""
+    return {
+        "base": card.pair.base.name if card.pair.base else None,
+        "aligned": card.pair.aligned.name,
+        "baseline": card.baseline,
+        "measures": [asdict(measure) for measure in card.measures],
+    }
 
 
 def render(cards: Sequence[Card], sections: Sequence[Section], left_out: int = 0) -> str:
