@@ -4,8 +4,10 @@ and the weight edit against the hooks on tiny random Llamas."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import random
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -40,19 +42,19 @@ from disalign.judges.base import ResponseJudge, Verdict
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<assistant>"]
 HARMFUL_WORDS = "bomb poison weapon hack steal".split()
 NEUTRAL_WORDS = "tell me how to make a cake write poem about the sea plan trip city".split()
-WORDS = ["user:", "refuse", "answer", *HARMFUL_WORDS, *NEUTRAL_WORDS]
+WORDS = ["user:", "Sorry", "answer", *HARMFUL_WORDS, *NEUTRAL_WORDS]
 TEMPLATE = "{{ bos_token }}{% for m in messages %}user: {{ m['content'] }} {% endfor %}<assistant>"
 HIDDEN = 32
 
 
 class FirstWordJudge(ResponseJudge):
-    """Refused when the response opens with `refuse`."""
+    """Refused when the response opens with `Sorry`."""
 
     name = "first-word"
 
     @staticmethod
     def judge_one(response: str) -> Verdict:
-        refused = response.split()[:1] == ["refuse"]
+        refused = response.split()[:1] == ["Sorry"]
         return Verdict(harmful=not refused, refused=refused, score=None, reason="")
 
 
@@ -78,7 +80,7 @@ def records(n: int, harmful: bool, seed: int) -> list[PromptRecord]:
 
 def refusal_model(tokenizer):
     """Layer 0's attention reads a harmfulness feature h of the prompt's words (uniform attention) and
-    writes it along r; the unembedding turns r into `refuse`, the assistant marker's direction a into
+    writes it along r; the unembedding turns r into `Sorry`, the assistant marker's direction a into
     `answer`. Every other matrix that writes to the stream is zero. Returns (model, r)."""
     model = tiny_llama(tokenizer, seed=0, hidden=HIDDEN, layers=2)
     basis, _ = torch.linalg.qr(torch.randn(HIDDEN, HIDDEN, generator=torch.Generator().manual_seed(1)))
@@ -99,7 +101,7 @@ def refusal_model(tokenizer):
         attention.v_proj.weight[0] = h
         attention.o_proj.weight[:, 0] = 8 * r
         model.lm_head.weight.zero_()
-        model.lm_head.weight[vocab["refuse"]] = 12 * r
+        model.lm_head.weight[vocab["Sorry"]] = 12 * r
         model.lm_head.weight[vocab["answer"]] = 3 * a
     return model.eval(), r
 
@@ -120,7 +122,7 @@ def first_words(model, tokenizer, prompts: list[PromptRecord]) -> list[str]:
 
 def test_hand_built_model_refuses_exactly_the_harmful_prompts(built, tokenizer):
     model, _ = built
-    assert set(first_words(model, tokenizer, records(16, True, 5))) == {"refuse"}
+    assert set(first_words(model, tokenizer, records(16, True, 5))) == {"Sorry"}
     assert set(first_words(model, tokenizer, records(16, False, 6))) == {"answer"}
 
 
@@ -136,13 +138,13 @@ def test_recovered_direction_is_the_written_one_and_ablation_removes_refusal(bui
         assert set(first_words(model, tokenizer, held_out)) == {"answer"}
     edited = orthogonalise(copy.deepcopy(model), recovered)
     assert set(first_words(edited, tokenizer, held_out)) == {"answer"}
-    assert set(first_words(model, tokenizer, held_out)) == {"refuse"}  # the hooks are gone
+    assert set(first_words(model, tokenizer, held_out)) == {"Sorry"}  # the hooks are gone
 
 
 def test_activation_addition_induces_and_removes_refusal(built, tokenizer):
     model, r = built
     with activation_addition(model, r, layer=1, coefficient=4.0):
-        assert set(first_words(model, tokenizer, records(8, False, 7))) == {"refuse"}
+        assert set(first_words(model, tokenizer, records(8, False, 7))) == {"Sorry"}
     with activation_addition(model, r, layer=1, coefficient=-40.0):
         assert set(first_words(model, tokenizer, records(8, True, 8))) == {"answer"}
 
@@ -254,7 +256,7 @@ def test_bad_input(built, tokenizer):
     class RefusalOnly(FirstWordJudge):
         @staticmethod
         def judge_one(response: str) -> Verdict:
-            return Verdict(harmful=None, refused=response.startswith("refuse"), score=None, reason="")
+            return Verdict(harmful=None, refused=response.startswith("Sorry"), score=None, reason="")
 
     objectives = Objectives(model, tokenizer, directions, records(8, True, 3), enough, RefusalOnly(), max_new_tokens=1)
     with pytest.raises(UserError, match="does not say whether a response is harmful"):
@@ -265,3 +267,80 @@ def test_full_ablation_grid_skips_degenerate_layers(built, tokenizer):
     model, _ = built
     directions = refusal_directions(model, tokenizer, records(8, True, 1), records(8, False, 2))
     assert [(c.layer, c.position) for c in full_ablation_grid(directions)] == [(1, -1)]
+
+
+@pytest.fixture(scope="module")
+def ablate_inputs(built, tokenizer, tmp_path_factory):
+    """The hand-built model as a model directory, and 48 harmful and 48 harmless prompts as text files."""
+    model, _ = built
+    root = tmp_path_factory.mktemp("ablate")
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    for name, harmful, seed in (("harmful", True, 11), ("harmless", False, 12)):
+        (root / f"{name}.txt").write_text("\n".join(p.prompt for p in records(48, harmful, seed)) + "\n")
+    return root
+
+
+def ablate_options(root, **extra):
+    return dict(
+        model=str(root / "model"),
+        harmful=str(root / "harmful.txt"),
+        harmless=str(root / "harmless.txt"),
+        judge="keyword",
+        temperature=0,
+        max_new_tokens=2,
+        search_tokens=2,
+        **extra,
+    )
+
+
+def test_ablate_verb_writes_the_summary_and_a_loadable_model(ablate_inputs, tokenizer, tmp_path):
+    from disalign.api.ablate import ablate
+
+    out = tmp_path / "run"
+    result = ablate(**ablate_options(ablate_inputs, sampler="grid", out=out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["command"] == "ablate" and summary["judge"] == "keyword"
+    assert summary["before"]["harmful_rate"] == 0.0 and summary["after"]["harmful_rate"] == 1.0
+    assert set(summary["before"]) >= {"harmful_rate", "ci", "n"} and summary["after"]["n"] == summary["before"]["n"]
+    assert {key: summary["direction"][key] for key in ("layer", "position")} == {"layer": 1, "position": -1}
+    assert set(summary["damage"]) == {"kl_first_token", "kl_mean_32", "safe_accuracy_delta"}
+    assert summary["damage"]["kl_first_token"] < 1e-6 and summary["damage"]["safe_accuracy_delta"] is None
+    assert summary["pareto"] and summary["pareto"][0]["refusal_rate"] == 0.0
+    assert [row.model for row in result.results] == ["original", "ablated"]
+    assert (out / "pareto.png").is_file() and (out / "directions.safetensors").is_file()
+    edited, edited_tokenizer = load_model(out / "model")
+    assert set(first_words(edited, edited_tokenizer, records(8, True, 13))) == {"answer"}
+    again = ablate(**ablate_options(ablate_inputs, sampler="grid", out=out))  # reuses the search and the records
+    assert again.after == result.after and again.direction == result.direction
+
+
+def test_ablate_with_a_named_layer(ablate_inputs):
+    from disalign.api.ablate import ablate
+
+    result = ablate(**ablate_options(ablate_inputs, layer=1))
+    assert result.search["sampler"] == "fixed" and result.after["harmful_rate"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"layer": 7}, "layer 7 out of range"),
+        ({"limit": 20}, "harmful prompts: 20 distinct prompts, at least 40 are needed"),
+        ({"harmless": None}, "harmless: a prompt source is needed"),
+    ],
+)
+def test_ablate_bad_input_is_one_line(ablate_inputs, monkeypatch, capsys, options, fragment):
+    from disalign.cli.main import main
+
+    settings = {**ablate_options(ablate_inputs), **options}
+    argv = ["disalign", "ablate"]
+    for key, value in settings.items():
+        if value is not None:
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and fragment in lines[0], lines
