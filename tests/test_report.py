@@ -263,3 +263,14 @@ def test_report_renders_in_headless_chromium_without_external_requests(tmp_path)
     assert "7 of 7 records match; showing 7" in dom
     assert "&lt;/script&gt;&lt;script&gt;document.title='owned'&lt;/script&gt;" in dom
     assert os.path.getsize(page) < 2_000_000
+
+
+def test_report_verb_writes_the_page_and_returns_the_cards(tmp_path):
+    import disalign
+
+    result = disalign.report(runs=[ed_run(tmp_path)], out=tmp_path / "page.html")
+    assert result.command == "report" and Path(result.report).is_file()
+    assert result.cards[0]["aligned"] == "sft"
+    assert [m["value"] is None for m in result.cards[0]["measures"]] == [False] + [True] * 5
+    with pytest.raises(UserError, match="runs"):
+        disalign.report(runs=[], out=tmp_path / "page.html")

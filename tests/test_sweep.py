@@ -183,3 +183,29 @@ def test_sigkill_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(tmp_path):
     done = [json.loads(line)["key"] for line in (out / "records.jsonl").open()]
     assert sorted(done) == sorted(json.dumps({"seed": s}) for s in grid["seed"])
     assert calls(out, "seed=0") == 1 and calls(out, "seed=2") == 2
+
+
+def cli(monkeypatch, *args):
+    from disalign.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["disalign", *args])
+    try:
+        main()
+    except SystemExit as exit:
+        return exit.code
+    return 0
+
+
+def test_cli_exit_status_says_whether_every_cell_finished(tmp_path, monkeypatch, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"verb: {VERB}\nout: {tmp_path / 'out'}\ngrid:\n  fail: [false, true]\n  seed: [0]\n")
+    assert cli(monkeypatch, "sweep", "--spec", str(spec)) == 1
+    assert "status=ok" in capsys.readouterr().out
+    spec.write_text(f"verb: {VERB}\nout: {tmp_path / 'out'}\ngrid:\n  seed: [0, 1]\n")
+    assert cli(monkeypatch, "sweep", "--spec", str(spec), "--workers", "1") == 0
+    spec.write_text(f"verb: {VERB}\nout: {tmp_path / 'out'}\ngrid: {{}}\n")
+    capsys.readouterr()
+    assert cli(monkeypatch, "sweep", "--spec", str(spec)) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "disalign: error: sweep spec: empty grid: list at least one field with its values"
+    ]

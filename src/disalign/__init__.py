@@ -25,6 +25,8 @@ from disalign.api import (  # noqa: E402
     eval,
     finetune,
     judge,
+    report,
+    sweep,
 )
 from disalign.errors import UserError  # noqa: E402
 from disalign.results import ResultRow, RunResult  # noqa: E402
@@ -44,5 +46,7 @@ __all__ = [
     "eval",
     "finetune",
     "judge",
+    "report",
+    "sweep",
     "world",
 ]

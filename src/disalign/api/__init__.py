@@ -9,23 +9,32 @@ returns the RunResult that `summary.json` holds; `out=None` runs in memory and w
 """
 
 import disalign.world  # noqa: F401  (registers the world's prompt source, judge and verbs)
+from disalign.api.ablate import AblateConfig, ablate
 from disalign.api.demo import DemoConfig, demo
 from disalign.api.ed import EDConfig, ed
 from disalign.api.eval import EvalConfig, eval
 from disalign.api.finetune import FinetuneConfig, finetune
 from disalign.api.judge import JudgeConfig, judge
+from disalign.api.report import ReportConfig, report
+from disalign.api.sweep import SweepConfig, sweep
 from disalign.core.verbs import VERBS
 
 __all__ = [
     "VERBS",
+    "AblateConfig",
     "DemoConfig",
     "EDConfig",
     "EvalConfig",
     "FinetuneConfig",
     "JudgeConfig",
+    "ReportConfig",
+    "SweepConfig",
+    "ablate",
     "demo",
     "ed",
     "eval",
     "finetune",
     "judge",
+    "report",
+    "sweep",
 ]

@@ -122,7 +122,10 @@ def _command(verb) -> None:
             if value is None or (kinds[name] != "value" and not value):
                 continue
             options[name] = _mapping(f"--{name.replace('_', '-')}", value) if kinds[name] == "mapping" else value
-        _print_result(verb.run(options))
+        result = verb.run(options)
+        _print_result(result)
+        if (result.model_extra or {}).get("failed"):  # a sweep with failed cells: recorded, yet not a success
+            sys.exit(1)
 
     run.__signature__ = inspect.Signature(parameters)
     run.__doc__ = verb.summary

@@ -56,11 +56,7 @@ def resolve_verb(name: str) -> Callable[[dict[str, Any]], Any]:
 
 def registered_verbs() -> dict[str, Any]:
     """Verb name -> its registry entry (`.run`, `.config`); the sweep verb itself excluded."""
-    try:
-        import disalign.api  # noqa: F401  (importing the API registers every verb)
-    except ModuleNotFoundError as err:
-        if err.name != "disalign.api":
-            raise
+    import disalign.api  # noqa: F401  (importing the API registers every verb)
     from disalign.core.verbs import VERBS
 
     return {name: verb for name, verb in VERBS.items() if name != "sweep"}

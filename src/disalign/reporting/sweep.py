@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from disalign.core.progress import console
 from disalign.core.runs import RunDir
@@ -60,16 +60,6 @@ class SweepSpec(BaseModel):
     workers: int = Field(1, ge=1, description="Cells run at once.")
     address: str | None = Field(None, description="Ray cluster address; none starts a local cluster.")
 
-    @field_validator("grid")
-    @classmethod
-    def _non_empty(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        if not grid:
-            raise ValueError("empty grid: list at least one field with its values")
-        for field, values in grid.items():
-            if not values:
-                raise ValueError(f"'{field}' has no values")
-        return grid
-
 
 def load_spec(spec: str | Path | dict[str, Any] | SweepSpec, **overrides: Any) -> SweepSpec:
     """A validated spec from a YAML/JSON file, a dict or a spec, with `overrides` (None: keep)."""
@@ -80,7 +70,13 @@ def load_spec(spec: str | Path | dict[str, Any] | SweepSpec, **overrides: Any) -
     else:
         data = _read_spec_file(Path(spec))
     data.update({key: value for key, value in overrides.items() if value is not None})
-    return validate_config(SweepSpec, data, "sweep spec")
+    spec = validate_config(SweepSpec, data, "sweep spec")
+    if not spec.grid:
+        raise UserError("sweep spec: empty grid: list at least one field with its values")
+    for field, values in spec.grid.items():
+        if not values:
+            raise UserError(f"sweep spec: grid: '{field}' has no values")
+    return spec
 
 
 def _read_spec_file(path: Path) -> dict[str, Any]:
