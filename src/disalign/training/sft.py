@@ -174,32 +174,49 @@ def finetune(
     under OUT_DIR/model and the result under OUT_DIR/result.json. `trainer_overrides` go to SFTConfig
     (backends/multi_gpu.py sets the device and the per-process batch); under `accelerate launch` every
     process trains and the first one saves."""
-    import torch
     from transformers import set_seed
 
-    from disalign.core.models import BASE_MODEL_NOTE, load_model, source_name
-
-    out_dir = Path(out_dir)
     if not dataset:
         raise UserError("the fine-tuning dataset is empty")
+    model, tokenizer = prepare(model_path, model, tokenizer)
+    n_tokens = check_lengths(
+        dataset, tokenizer, config.max_length, getattr(model.config, "max_position_embeddings", None)
+    )
+    set_seed(config.seed)
+    trainer = build_trainer(model, tokenizer, dataset, config, Path(out_dir), **trainer_overrides)
+    return train_and_save(trainer, tokenizer, model_path, config, out_dir, len(dataset), n_tokens)
+
+
+def prepare(model_path, model=None, tokenizer=None):
+    """(model, tokenizer) ready to train: loaded unless given, padded on the right."""
+    from disalign.core.models import load_model
+
     if model is None or tokenizer is None:
         model, tokenizer = load_model(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
-    context = getattr(model.config, "max_position_embeddings", None)
-    n_tokens = check_lengths(dataset, tokenizer, config.max_length, context)
-    set_seed(config.seed)
-    trainer = build_trainer(model, tokenizer, dataset, config, out_dir, **trainer_overrides)
+    return model, tokenizer
+
+
+def train_and_save(
+    trainer, tokenizer, model_path, config: TrainingConfig, out_dir, n_examples: int, n_tokens: int, **extra: Any
+) -> FinetuneResult:
+    """Run a prepared trainer; save the model (full) or adapter (LoRA, with the base it goes over) and
+    tokenizer under OUT_DIR/model, and the result under OUT_DIR/result.json (first process only)."""
+    import torch
+
+    from disalign.core.models import BASE_MODEL_NOTE, source_name
+
+    out_dir = Path(out_dir)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
     losses = [float(entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
-    trained = trainer.model
     model_dir = out_dir / "model"
     saving = trainer.is_world_process_zero()
     if saving:
-        trained.save_pretrained(model_dir, safe_serialization=True)
+        trainer.model.save_pretrained(model_dir, safe_serialization=True)
         tokenizer.save_pretrained(model_dir)
         if config.lora:
             (model_dir / BASE_MODEL_NOTE).write_text(source_name(model_path) + "\n")
@@ -210,9 +227,9 @@ def finetune(
         tokens_per_second=tokens / seconds if seconds > 0 else float("inf"),
         seconds=seconds,
         lora=config.lora,
-        n_examples=len(dataset),
+        n_examples=n_examples,
         n_tokens=tokens,
-        extra={"torch_threads": torch.get_num_threads()},
+        extra={"torch_threads": torch.get_num_threads(), **extra},
     )
     if saving:
         (out_dir / RESULT).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
