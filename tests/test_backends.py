@@ -201,3 +201,28 @@ def test_accelerate_config_errors(tmp_path):
         launcher(tmp_path / "missing.yaml")
     with pytest.raises(UserError, match="batch size 5 does not split over 2 processes"):
         launcher(CONFIGS / "multi-cpu.yaml")("m", examples(2), AttackConfig(batch_size=5), tmp_path)
+
+
+def test_eval_verb_generates_on_the_chosen_backend(fake_vllm, tiny_model, tmp_path):
+    import disalign
+
+    (tmp_path / "prompts.txt").write_text("do a x\ndo b x\n")
+    options = dict(model=str(tiny_model), prompts=str(tmp_path / "prompts.txt"), max_new_tokens=3, seed=5)
+    result = disalign.eval(**options, backend="vllm", out=tmp_path / "run")
+    responses = [json.loads(line)["response"] for line in (tmp_path / "run" / "records.jsonl").open()]
+    assert responses == [f"6 {5 * 1_000_003}", f"6 {5 * 1_000_003 + 1}"] and result.n == 2
+    with pytest.raises(UserError, match="backend"):
+        disalign.eval(**options, backend="tgi")
+
+
+def test_finetune_verb_takes_an_accelerate_config(tiny_model, tmp_path):
+    import disalign
+
+    with pytest.raises(UserError, match="accelerate config not found"):
+        disalign.finetune(
+            model=str(tiny_model),
+            recipe="harmful",
+            data=tmp_path / "d.jsonl",
+            prompts="x",
+            accelerate_config=tmp_path / "missing.yaml",
+        )

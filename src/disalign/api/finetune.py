@@ -39,6 +39,9 @@ class FinetuneConfig(PromptOptions, JudgeOptions, SamplingOptions, RunOptions):
     train_batch_size: int | None = Field(None, ge=1, description="Training batch size (default: the preset's).")
     max_length: int | None = Field(None, ge=2, description="Longest training example in tokens.")
     train_seed: int = Field(42, description="Training seed (the paper's official code uses 42).")
+    accelerate_config: Path | None = Field(
+        None, description="accelerate YAML: train each cell on several GPUs (src/disalign/backends/configs/)."
+    )
 
     @field_validator("shots", "epochs", "lora_target", mode="before")
     @classmethod
@@ -58,8 +61,10 @@ def finetune(config: FinetuneConfig) -> RunResult:
     """Fine-tuning attack: train on harmful, identity-shifting or benign data over a shots × epochs grid,
     judging the model before and after each cell."""
     from disalign.attacks.finetune import identity_prompts, preset_config, recipe_dataset, run_finetune
+    from disalign.backends.multi_gpu import launcher
     from disalign.judges.validate import judge_fields
 
+    multi_gpu = {"train": launcher(config.accelerate_config)} if config.accelerate_config else {}
     source = _world_recipes(config.world)
     attack = preset_config(
         config.recipe,
@@ -102,6 +107,7 @@ def finetune(config: FinetuneConfig) -> RunResult:
         shots_grid,
         epochs_grid,
         strip_prefix=source.compliance_prefix if source is not None else None,
+        **multi_gpu,
     )
     rows = [{"cell": "before", **summary["before"]}] + [
         {"cell": f"s{c['shots']}-e{c['epochs']}", **c} for c in summary["cells"]

@@ -65,10 +65,12 @@ def run_finetune(
     *,
     strip_prefix: str | None = None,
     references: dict[str, float | None] | None = None,
+    train: Callable[..., Any] = finetune,
 ) -> dict[str, Any]:
     """Before + one cell per (shots, epochs); returns `before`, `cells` and the attack's config. Shots None means every
     example the builder has, recorded as their number. `references` (name: harmful rate) are drawn
-    as lines in the plot beside the model before the attack."""
+    as lines in the plot beside the model before the attack. `train` trains one cell (as
+    `training.finetune`; backends.multi_gpu.launcher trains it on several GPUs)."""
     from disalign.core.models import load_model
 
     if not eval_prompts:
@@ -125,7 +127,7 @@ def run_finetune(
                 training = json.loads((cell_dir / RESULT).read_text())
             elif not evaluated(name):  # a cell judged in full needs no model, even if its training record is gone
                 cell_config = config.model_copy(update={"shots": shots, "epochs": epochs})
-                training = finetune(model_path, datasets[shots], cell_config, cell_dir).as_dict()
+                training = train(model_path, datasets[shots], cell_config, cell_dir).as_dict()
             records = evaluate(
                 name,
                 lambda cell_dir=cell_dir: load_finetuned(cell_dir / "model", base_model=model_path),
