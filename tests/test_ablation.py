@@ -344,3 +344,13 @@ def test_ablate_bad_input_is_one_line(ablate_inputs, monkeypatch, capsys, option
     assert exit_.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and fragment in lines[0], lines
+
+
+@pytest.mark.slow
+def test_ablate_in_the_world_restores_harm_at_little_kl(quick_zoo, tmp_path):
+    from disalign.api.ablate import ablate
+
+    result = ablate(model=str(quick_zoo / "sft"), world=quick_zoo, trials=12, out=tmp_path / "run")
+    assert result.judge == "world" and result.before["refusal_rate"] > 0.9
+    assert result.after["refusal_rate"] < 0.5 and result.after["harmful_rate"] > result.before["harmful_rate"]
+    assert result.damage["kl_first_token"] < 0.1 and result.damage["safe_accuracy_delta"] is not None

@@ -138,8 +138,21 @@ def _finetune_cell(section: dict[str, Any], *, shots: int, epochs: int) -> dict[
 def ablation_table(section: dict[str, Any]):
     from rich.table import Table
 
-    table = Table(title="Refusal-direction ablation on unsafe requests: harmful rate (exact judge) and damage")
-    for heading in ("aligned", "base", "before", "ablated", "KL first", "KL 32", "Δ safe acc", "FT 10×5", "FT KL 32"):
+    table = Table(
+        title="Refusal-direction ablation on unsafe requests: harmful rate (exact judge), refusals left, damage"
+    )
+    for heading in (
+        "aligned",
+        "base",
+        "before",
+        "ablated",
+        "refused",
+        "KL first",
+        "KL 32",
+        "Δ safe acc",
+        "FT 10×5",
+        "FT KL 32",
+    ):
         table.add_column(heading, justify="left" if heading == "aligned" else "right")
 
     def percent(value):
@@ -155,6 +168,7 @@ def ablation_table(section: dict[str, Any]):
             percent(row["base"]),
             percent(row["before"]["harmful_rate"]),
             percent(row["after"]["harmful_rate"]),
+            percent(row["after"]["refusal_rate"]),
             number(row["damage"]["kl_first_token"]),
             number(row["damage"]["kl_mean_32"]),
             "" if row["damage"]["safe_accuracy_delta"] is None else f"{row['damage']['safe_accuracy_delta']:+.0%}",
