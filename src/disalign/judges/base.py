@@ -78,6 +78,13 @@ def available_judges() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def judge_options(name: str) -> list[str]:
+    """The options that judge `name` takes, in its factory's order."""
+    if name not in _REGISTRY:
+        raise UserError(f"unknown judge '{name}'; known: {', '.join(available_judges())}")
+    return list(inspect.signature(_REGISTRY[name]).parameters)
+
+
 def get_judge(name: str, **options: Any) -> Judge:
     """Build the judge `name`; options that it does not take, or required ones left out, are
     the user's mistake, so they are named in a UserError rather than raised as TypeError."""
