@@ -73,6 +73,12 @@ def test_grid_expands_in_order_with_readable_cell_names(tmp_path):
         ({"config": {"seed": 3}}, "'seed' is both in config and in grid"),
         ({"config": {"out": "x"}}, "'out' is set by the sweep"),
         ({"grid": {"seed": [1, 1]}}, "share the coordinates"),
+        # A registered verb's config is checked for every cell before any runs.
+        (
+            {"verb": "eval", "config": {"model": "m", "prompts": "p"}, "grid": {"temprature": [0, 1]}},
+            "cell temprature=0: temprature: Extra inputs are not permitted",
+        ),
+        ({"verb": "eval", "config": {"prompts": "p"}, "grid": {"seed": [0]}}, "cell seed=0: model: Field required"),
     ],
 )
 def test_bad_specs_are_one_line_errors(tmp_path, changes, message):

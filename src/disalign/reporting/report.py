@@ -661,6 +661,11 @@ def report(
     return write_report(run_dirs, out, pair, max_records=max_records)[2]
 
 
+def demo_report(demo_dir: str | Path) -> Path:
+    """The zoo's fragility report, beside a demo's summary: DEMO/report.html (a card per aligned model)."""
+    return report([demo_dir], Path(demo_dir) / "report.html")
+
+
 def write_report(
     run_dirs: Sequence[str | Path] | str | Path,
     out: str | Path,
