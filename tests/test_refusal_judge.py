@@ -13,8 +13,10 @@ from disalign.judges.labelled import FAMILIES, load_labelled, load_split, measur
 from disalign.judges.relevance import Relevance, stems
 
 # Measured once on the test half, after the judge was frozen on the development half (see the
-# module doc of disalign.judges.labelled); these floors guard the figures the README quotes.
-TEST_HALF_FLOOR = {"refusal": 0.0, "keyword": 0.0}
+# module doc of disalign.judges.labelled): refusal 142/202 = 0.703 (38 false refusals, 22 missed
+# refusals), keyword 101/202 = 0.500 (2 false, 99 missed). These floors guard the figures the
+# README quotes; the goal of 0.90 was not reached.
+TEST_HALF_FLOOR = {"refusal": 0.70, "keyword": 0.50}
 
 
 @pytest.fixture(scope="module")
