@@ -83,7 +83,7 @@ def test_tau_separation_and_probe_on_a_hand_built_model(hand_tokenizer):
     model = HandModel(hand_tokenizer)
     reference = {"safe": records("s1", "s2"), "unsafe": records("u1", "u2")}
     sets = {**{name: rs * 3 for name, rs in reference.items()}, "mid": records("mid"), "near": records("near")}
-    report = analyze_clusters(model, hand_tokenizer, sets, reference, sampling=None)
+    report = analyze_clusters(model, hand_tokenizer, sets, reference)
 
     # μ_safe = (2, 0), μ_unsafe = (0, 2) before scaling; layer l reads 2^l (MLP input) and 2^(l+1) (block output).
     def expected(point):
@@ -105,6 +105,25 @@ def test_tau_separation_and_probe_on_a_hand_built_model(hand_tokenizer):
     assert report.taus["residual"]["near"].shape == (1, 3)
 
 
+def test_own_responses_are_averaged_over_response_positions(hand_tokenizer):
+    model = HandModel(hand_tokenizer)
+    reference = {"safe": records("s1", "s2"), "unsafe": records("u1", "u2")}
+    sets = {"safe": records("s1", "s2"), "unsafe": records("u1", "u2"), "near": records("near")}
+    asked = []
+
+    def respond(name, batch):
+        asked.append(name)
+        return ["near a"] * len(batch)  # positions 0 and 1: the prompt's last token and "near"
+
+    plain = analyze_clusters(model, hand_tokenizer, sets, reference)
+    answered = analyze_clusters(model, hand_tokenizer, sets, reference, respond=respond, positions=2)
+    assert asked == ["reference:safe", "reference:unsafe", "safe", "unsafe", "near"]
+    # Every point moves halfway to the same response point, so every distance, and τ, halves.
+    for before, after in zip(plain.layers["mlp"], answered.layers["mlp"], strict=True):
+        assert after["tau_safe"] == pytest.approx([v / 2 for v in before["tau_safe"]])
+        assert after["sets"]["near"] == pytest.approx([v / 2 for v in before["sets"]["near"]])
+
+
 def test_tau_refuses_mismatched_shapes():
     with pytest.raises(UserError, match="cluster centres"):
         tau(torch.zeros(4, 3, 8), torch.zeros(2, 8), torch.zeros(2, 8))
@@ -116,7 +135,7 @@ def test_empty_reference_set(hand_tokenizer):
         analyze_clusters(model, hand_tokenizer, {"safe": records("s1")}, {"safe": records("s1"), "unsafe": []})
     with pytest.raises(UserError, match="no evaluated 'unsafe' set"):
         reference = {"safe": records("s1"), "unsafe": records("u1")}
-        analyze_clusters(model, hand_tokenizer, {"safe": records("s1")}, reference, sampling=None)
+        analyze_clusters(model, hand_tokenizer, {"safe": records("s1")}, reference)
 
 
 def test_effective_rank_and_projections_of_a_known_change():
@@ -177,8 +196,10 @@ def test_pairs_of_different_models_are_refused(tokenizer):
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=2, n_head=2))
     with pytest.raises(UserError, match="differ in architecture: llama vs gpt2"):
         check_pair(llama, gpt2)
-    with pytest.raises(UserError, match=r"differ in shape at model\.\S+: \(\d+, 32\) vs \(\d+, 16\)|differ in shape"):
+    with pytest.raises(UserError, match="differ in hidden_size: 32 vs 16"):
         weight_changes(llama, tiny_llama(tokenizer, 0, hidden=16))
+    with pytest.raises(UserError, match=r"differ in shape at lm_head\.weight: \(\d+, 32\) vs None"):
+        check_pair(llama, tiny_llama(tokenizer, 0, tie_word_embeddings=True))
     with pytest.raises(UserError, match="matches no module"):
         weight_changes(llama, copy.deepcopy(llama), mlp_pattern=r"transformer\.h\.\d+\.mlp")
     with pytest.raises(UserError, match="layer 5 out of range: the model has 2"):

@@ -9,6 +9,7 @@ returns the RunResult that `summary.json` holds; `out=None` runs in memory and w
 """
 
 import disalign.world  # noqa: F401  (registers the world's prompt source, judge and verbs)
+from disalign.api import analyze  # analyze.clusters, .weights, .depth, .attack
 from disalign.api.ablate import AblateConfig, ablate
 from disalign.api.demo import DemoConfig, demo
 from disalign.api.ed import EDConfig, ed
@@ -30,6 +31,7 @@ __all__ = [
     "ReportConfig",
     "SweepConfig",
     "ablate",
+    "analyze",
     "demo",
     "ed",
     "eval",

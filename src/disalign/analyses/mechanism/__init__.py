@@ -5,6 +5,7 @@ Lipschitzness and the adversarial embedding attack."""
 from disalign.analyses.mechanism.clusters import (
     SITES,
     ClusterReport,
+    Respond,
     activation_sites,
     analyze_clusters,
     cluster_centres,
@@ -16,8 +17,9 @@ from disalign.analyses.mechanism.clusters import (
     tau,
 )
 from disalign.analyses.mechanism.depth import PREFILL_TOKENS, kl_profile, prefill_rates, response_kl
-from disalign.analyses.mechanism.robustness import AttackResult, embedding_attack, local_lipschitz
+from disalign.analyses.mechanism.robustness import AttackResult, analyze_attack, embedding_attack, local_lipschitz
 from disalign.analyses.mechanism.weights import (
+    check_configs,
     check_pair,
     column_space_sines,
     effective_rank,
@@ -31,9 +33,12 @@ __all__ = [
     "PREFILL_TOKENS",
     "SITES",
     "AttackResult",
+    "Respond",
     "ClusterReport",
     "activation_sites",
+    "analyze_attack",
     "analyze_clusters",
+    "check_configs",
     "check_pair",
     "cluster_centres",
     "cluster_layers",

@@ -13,8 +13,8 @@ decoder layer's output.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,8 +29,7 @@ from disalign.core.activations import (
     mlp_modules,
 )
 from disalign.core.evaluate import messages_of
-from disalign.core.generation import SamplingConfig, generate, render_chat
-from disalign.core.stats import rate_summary
+from disalign.core.generation import render_chat
 from disalign.data import PromptRecord
 from disalign.errors import UserError
 
@@ -126,8 +125,9 @@ def cluster_layers(
     unsafe: str = "unsafe",
     probe: bool = True,
 ) -> tuple[list[dict], dict[str, torch.Tensor]]:
-    """Per layer: τ of the evaluated safe and unsafe sets (mean, std), their separation, a probe's
-    accuracy on them, and τ of every other set. Returns (rows, {set: τ (n, n_layers)})."""
+    """Per layer: τ of the evaluated safe and unsafe sets (mean, std), their separation (Cohen's d)
+    and the gap of their means, a probe's accuracy on them, and τ of every other set.
+    Returns (rows, {set: τ (n, n_layers)})."""
     for name in (safe, unsafe):
         if name not in acts:
             raise UserError(f"no evaluated '{name}' set: the cluster table needs '{safe}' and '{unsafe}'")
@@ -143,6 +143,7 @@ def cluster_layers(
                 "tau_safe": _mean_std(taus[safe][:, layer]),
                 "tau_unsafe": _mean_std(taus[unsafe][:, layer]),
                 "separation": separation(taus[safe][:, layer], taus[unsafe][:, layer]),
+                "tau_gap": float(taus[safe][:, layer].mean() - taus[unsafe][:, layer].mean()),
                 "probe_accuracy": probe_accuracy(acts[safe][:, layer], acts[unsafe][:, layer]) if probe else None,
                 "sets": {
                     name: _mean_std(values[:, layer]) for name, values in taus.items() if name not in (safe, unsafe)
@@ -158,8 +159,10 @@ class ClusterReport:
 
     layers: dict[str, list[dict]]  # site -> per-layer rows (see `cluster_layers`)
     taus: dict[str, dict[str, torch.Tensor]]  # site -> set -> τ (n, n_layers)
-    rates: dict[str, dict] = field(default_factory=dict)  # set -> harmful rate summary (with a judge)
-    responses: dict[str, list[str]] = field(default_factory=dict)  # set -> the responses read
+
+
+# (set name, its records) -> the model's responses, in order; the caller decides how they are made and kept.
+Respond = Callable[[str, Sequence[PromptRecord]], Sequence[str]]
 
 
 def analyze_clusters(
@@ -168,9 +171,8 @@ def analyze_clusters(
     sets: Mapping[str, Sequence[PromptRecord]],
     reference: Mapping[str, Sequence[PromptRecord]],
     *,
-    sampling: SamplingConfig | None = SamplingConfig(max_new_tokens=16, temperature=0),
+    respond: Respond | None = None,
     positions: int = 10,
-    judge=None,
     safe: str = "safe",
     unsafe: str = "unsafe",
     layer_pattern: str | None = None,
@@ -181,33 +183,27 @@ def analyze_clusters(
     """τ per layer and site for each evaluated set, with centres from the `reference` safe and
     unsafe sets.
 
-    Each prompt is followed by the model's own response (generated with `sampling`; None reads
-    the last prompt token alone, the position where the model decides), and activations are
-    averaged over the first `positions` response positions. With a judge, each set's harmful rate
-    is measured from the same responses.
+    With `respond`, each prompt is followed by the model's own response and activations are
+    averaged over the first `positions` response positions (as in the paper); without, only the
+    last prompt token is read, the position where the model decides. Reference sets reach
+    `respond` named "reference:safe" and "reference:unsafe".
     """
     for name in (safe, unsafe):
         if not reference.get(name):
             raise UserError(f"the {name} reference set is empty: τ needs safe and unsafe reference prompts")
     sites = activation_sites(model, layer_pattern=layer_pattern, mlp_pattern=mlp_pattern)
-    window = Positions("response", positions if sampling is not None else 1)
+    window = Positions("response", positions if respond is not None else 1)
 
-    def read(records: Sequence[PromptRecord]) -> tuple[dict[str, torch.Tensor], list[str] | None]:
-        prompts = rendered_prompts(tokenizer, records)
-        responses = generate(model, tokenizer, prompts, sampling) if sampling is not None else None
-        return collect(
-            model, tokenizer, prompts, sites, responses=responses, positions=window, batch_size=batch_size
-        ), responses
-
-    reference_acts = {name: read(reference[name])[0] for name in (safe, unsafe)}
-    acts, responses = {}, {}
-    for name, records in sets.items():
+    def read(name: str, records: Sequence[PromptRecord]) -> dict[str, torch.Tensor]:
         if not records:
             raise UserError(f"prompt set '{name}' is empty")
-        acts[name], answered = read(records)
-        if answered is not None:
-            responses[name] = answered
-    report = ClusterReport(layers={}, taus={}, responses=responses)
+        prompts = rendered_prompts(tokenizer, records)
+        responses = list(respond(name, records)) if respond is not None else None
+        return collect(model, tokenizer, prompts, sites, responses=responses, positions=window, batch_size=batch_size)
+
+    reference_acts = {name: read(f"reference:{name}", reference[name]) for name in (safe, unsafe)}
+    acts = {name: read(name, records) for name, records in sets.items()}
+    report = ClusterReport(layers={}, taus={})
     for site in sites:
         report.layers[site], report.taus[site] = cluster_layers(
             {name: values[site] for name, values in acts.items()},
@@ -217,8 +213,4 @@ def analyze_clusters(
             unsafe=unsafe,
             probe=probe,
         )
-    if judge is not None and responses:
-        for name, answered in responses.items():
-            verdicts = judge.judge([record.prompt for record in sets[name]], answered)
-            report.rates[name] = rate_summary([verdict.harmful for verdict in verdicts])
     return report

@@ -12,13 +12,16 @@ predicts every one of the target's first `scored` tokens, teacher-forced.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from disalign.core.activations import TokenBatch, encode
+from disalign.analyses.mechanism.clusters import activation_sites, cluster_centres, collect, rendered_prompts, tau
+from disalign.core.activations import Positions, TokenBatch, capture_sites, encode
+from disalign.core.stats import rate_summary
+from disalign.data import PromptRecord
 from disalign.errors import UserError
 
 
@@ -160,3 +163,73 @@ def _prompt_batch(embeds: torch.Tensor, prompt_lengths: list[int], rows: list[in
         rows=torch.tensor(rows),
         embeds=embeds[:, :width] * keep.unsqueeze(-1),
     )
+
+
+def analyze_attack(
+    model,
+    tokenizer,
+    reference: Mapping[str, Sequence[PromptRecord]],
+    safe: Sequence[PromptRecord],
+    unsafe: Sequence[PromptRecord],
+    targets: Sequence[str],
+    *,
+    soft_tokens: int = 2,
+    steps: int = 10,
+    epsilon: float | None = None,
+    scored: int = 10,
+    batch_size: int = 32,
+    layer_pattern: str | None = None,
+    mlp_pattern: str | None = None,
+    seed: int = 0,
+) -> dict:
+    """Local Lipschitzness of safe and unsafe prompts; the embedding attack on the unsafe prompts
+    towards `targets`; and τ per layer and site, at the last prompt token (where the model
+    decides), of safe, unsafe, control (random soft tokens of norm ε) and attacked prompts, with
+    centres from the `reference` safe and unsafe sets."""
+    if not safe or not unsafe:
+        raise UserError("the attack analysis needs safe and unsafe prompts")
+    sites = activation_sites(model, layer_pattern=layer_pattern, mlp_pattern=mlp_pattern)
+    decision = Positions("response", 1)
+    prompts = {name: rendered_prompts(tokenizer, records) for name, records in (("safe", safe), ("unsafe", unsafe))}
+    for name in ("safe", "unsafe"):
+        if not reference.get(name):
+            raise UserError(f"the {name} reference set is empty: τ needs safe and unsafe reference prompts")
+    centres = {
+        name: collect(model, tokenizer, rendered_prompts(tokenizer, reference[name]), sites, positions=decision)
+        for name in ("safe", "unsafe")
+    }
+    lipschitz = {name: local_lipschitz(model, tokenizer, text, batch_size=batch_size) for name, text in prompts.items()}
+    attack = embedding_attack(
+        model,
+        tokenizer,
+        prompts["unsafe"],
+        targets,
+        soft_tokens=soft_tokens,
+        steps=steps,
+        epsilon=epsilon,
+        scored=scored,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    acts = {name: collect(model, tokenizer, texts, sites, positions=decision) for name, texts in prompts.items()}
+    for kind, batches in attack.batches.items():
+        acts[kind] = capture_sites(model, batches, dict(sites), decision)
+    layers = {}
+    for site in sites:
+        mu_safe, mu_unsafe = cluster_centres(centres["safe"][site], centres["unsafe"][site])
+        taus = {kind: tau(values[site], mu_safe, mu_unsafe) for kind, values in acts.items()}
+        layers[site] = [
+            {"layer": layer, **{kind: _mean_std(values[:, layer]) for kind, values in taus.items()}}
+            for layer in range(mu_safe.shape[0])
+        ]
+    return {
+        "epsilon": attack.epsilon,
+        "lipschitz": {name: _mean_std(values) for name, values in lipschitz.items()},
+        "success": {kind: rate_summary(values.tolist(), key="success_rate") for kind, values in attack.success.items()},
+        "token_accuracy": {kind: float(values.mean()) for kind, values in attack.token_accuracy.items()},
+        "layers": layers,
+    }
+
+
+def _mean_std(values: torch.Tensor) -> list[float]:
+    return [float(values.mean()), float(values.std(correction=0))]

@@ -21,14 +21,25 @@ from disalign.analyses.mechanism.clusters import collect
 from disalign.core.activations import Positions, Site, down_projection, mlp_matrices, mlp_modules
 from disalign.errors import UserError
 
+_SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size", "n_embd", "n_layer", "n_inner")
+
+
+def check_configs(base_config, other_config, what: str = "aligned") -> None:
+    """Two model configs name one architecture and one shape; else one line naming what differs."""
+    kinds = [getattr(c, "model_type", None) or type(c).__name__ for c in (base_config, other_config)]
+    if kinds[0] != kinds[1]:
+        raise UserError(f"base and {what} models differ in architecture: {kinds[0]} vs {kinds[1]}")
+    for field in _SHAPE_FIELDS:
+        values = [getattr(c, field, None) for c in (base_config, other_config)]
+        if values[0] != values[1]:
+            raise UserError(f"base and {what} models differ in {field}: {values[0]} vs {values[1]}")
+
 
 def check_pair(base, aligned) -> None:
     """Both models must be one architecture with the same parameter shapes; else one line naming a difference."""
-    kinds = [getattr(getattr(m, "config", None), "model_type", type(m).__name__) for m in (base, aligned)]
-    if kinds[0] != kinds[1]:
-        raise UserError(f"base and aligned models differ in architecture: {kinds[0]} vs {kinds[1]}")
+    check_configs(base.config, aligned.config)
     shapes = [{name: tuple(p.shape) for name, p in m.named_parameters()} for m in (base, aligned)]
-    for name in shapes[0].keys() | shapes[1].keys():
+    for name in sorted(shapes[0].keys() | shapes[1].keys()):
         first, second = shapes[0].get(name), shapes[1].get(name)
         if first != second:
             raise UserError(f"base and aligned models differ in shape at {name}: {first} vs {second}")
