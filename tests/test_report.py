@@ -274,3 +274,13 @@ def test_report_verb_writes_the_page_and_returns_the_cards(tmp_path):
     assert [m["value"] is None for m in result.cards[0]["measures"]] == [False] + [True] * 5
     with pytest.raises(UserError, match="runs"):
         disalign.report(runs=[], out=tmp_path / "page.html")
+
+
+def test_sweep_directory_counts_as_its_cells(tmp_path):
+    from disalign.reporting.sweep import sweep
+
+    sweep({"verb": "sweep_verbs:coin_flips", "out": str(tmp_path / "sweep"), "grid": {"seed": [0, 1]}})
+    runs = load_runs([tmp_path / "sweep"])
+    assert [run.command for run in runs] == ["sweep", "coin flips", "coin flips"]
+    page = report([tmp_path / "sweep"], tmp_path / "report.html").read_text()
+    assert "No fragility card" in page and "<h2>coin flips — seed=1" in page

@@ -106,6 +106,9 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
         stored = _stored_config(path)
         if stored.get("command") == "demo":
             runs.extend(_demo_runs(path, stored))
+        elif stored.get("command") == "sweep":
+            runs.append(_load_run(path, stored))
+            runs.extend(_children(path / "cells"))
         else:
             runs.append(_load_run(path, stored))
     if not runs:
@@ -192,10 +195,15 @@ def _ref(path: str, resolved: str | None, zoo: Path | None) -> ModelRef:
 
 def _demo_runs(path: Path, stored: dict[str, Any]) -> list[Run]:
     zoo = Path(stored.get("config", {}).get("zoo", path))
-    runs = [_load_run(path, stored, zoo=zoo)]
-    for child in sorted(p for p in path.iterdir() if (p / CONFIG).is_file() and (p / SUMMARY).is_file()):
-        runs.append(_load_run(child, _stored_config(child), demo=path, zoo=zoo))
-    return runs
+    return [_load_run(path, stored, zoo=zoo), *_children(path, demo=path, zoo=zoo)]
+
+
+def _children(path: Path, **where: Any) -> list[Run]:
+    """The finished runs in a demo's or a sweep's directory (one still running has no summary yet)."""
+    if not path.is_dir():
+        return []
+    children = sorted(p for p in path.iterdir() if (p / CONFIG).is_file() and (p / SUMMARY).is_file())
+    return [_load_run(child, _stored_config(child), **where) for child in children]
 
 
 # ---------------------------------------------------------------- pairs
