@@ -79,7 +79,7 @@ class WorldSetting:
         ids = self.world.token_id
         head = [ids[USER], *(ids[t] for t in episode.request.text.split()), ids[ASSISTANT]]
         tail = [*(ids[t] for t in episode.response), ids[END]]
-        return Sentence(tuple(head + tail), (False,) * len(head) + (True,) * len(tail))
+        return Sentence(tuple(head + tail), (False,) * len(head) + (True,) * len(tail), self.decode(head + tail))
 
     def start(self) -> list[int]:
         return [self.world.token_id[BOS]]
@@ -103,6 +103,9 @@ class WorldSetting:
         for sentence in sentences:
             ids.extend(sentence.ids)
         return ids + list(target.cue if target else ())
+
+    def continuation(self, ids: Sequence[int], scored: Sequence[bool]) -> Sentence:
+        return Sentence(tuple(ids), tuple(scored), self.decode(ids))
 
     def training_examples(self, component: Component, n: int, seed: int) -> list[dict[str, Any]]:
         """n documents of three episodes of one persona, from the training split."""

@@ -28,9 +28,6 @@ class Continuation:
     ids: tuple[int, ...]
     scored: tuple[bool, ...]
 
-    def sentence(self) -> Sentence:
-        return Sentence(self.ids, self.scored)
-
 
 def _batch(items: Sequence[Continuation]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids and labels that keep only the scored continuation tokens. The padding id
@@ -227,7 +224,7 @@ def component_curves(
             cumulative[:, j] = running
             tokens[:, j] = [len(prefixes[i * draws]) for i in range(n_prompts)]
         for i, prompt in enumerate(prompts):
-            prompt.append(items[i * draws].sentence())
+            prompt.append(setting.continuation(items[i * draws].ids, items[i * draws].scored))
         running += ratio[:, 0]
     return ComponentCurves(grid, steps, cumulative, kl, tokens)
 
@@ -258,7 +255,7 @@ def conversations(
     prefix = _shots_for(setting, n_items, aligning, seed + 2, "positive")
     prompts = [[setting.prompt_ids([*prefix[i], *shots[i][:k]], targets[i]) for k in grid] for i in range(n_items)]
     for j, k in enumerate(grid):
-        longest = max(len(p[j]) + len(t.answer) for p, t in zip(prompts, targets, strict=True))
+        longest = max(len(p[j]) + len(t.answer) + 1 for p, t in zip(prompts, targets, strict=True))
         _check_context(setting, longest, f"{k} harmful sentences")
     return Conversations(grid, targets, prompts)
 
@@ -302,16 +299,19 @@ def behaviour_curve(
     *,
     seed: int = 0,
     temperature: float = 1.0,
+    max_new_tokens: int | None = None,
     batch_size: int = 64,
 ) -> BehaviourCurve:
-    """One sampled answer per item and k, judged; the judge must decide harmfulness."""
+    """One sampled answer per item and k, judged; the judge must decide harmfulness. Without
+    `max_new_tokens`, answers stop one token past the longest harmful answer: enough for an exact
+    judge, since a correct answer must end there."""
     generator = torch.Generator().manual_seed(seed)
     n_items, n_ks = len(convs.targets), len(convs.ks)
     flat = [(i, j) for i in range(n_items) for j in range(n_ks)]
     answers = sample(
         model,
         [convs.prompts[i][j] for i, j in flat],
-        max_new_tokens=max(len(t.answer) for t in convs.targets) + setting.max_sentence_tokens,
+        max_new_tokens=max_new_tokens or max(len(t.answer) for t in convs.targets) + 1,
         stop_ids=setting.stop_ids,
         generator=generator,
         temperature=temperature,

@@ -21,10 +21,12 @@ COMPONENTS: tuple[Component, ...] = ("negative", "positive")
 @dataclass(frozen=True)
 class Sentence:
     """One unit of length as token ids; `scored` marks the ids every log-probability counts
-    (a world episode scores its response: both personas draw the requests alike)."""
+    (a world episode scores its response: both personas draw the requests alike); `text` is what
+    a setting that renders prompts from text (a chat template) puts back."""
 
     ids: tuple[int, ...]
     scored: tuple[bool, ...]
+    text: str = ""
 
     def __post_init__(self):
         if len(self.ids) != len(self.scored):
@@ -64,7 +66,11 @@ class Setting(Protocol):
     def targets(self, n: int, seed: int) -> list[Target]: ...
 
     def prompt_ids(self, sentences: Sequence[Sentence], target: Target | None = None) -> list[int]:
-        """The prompt: start, the sentences in order, then the target's cue."""
+        """The prompt: the sentences in order, then the target put to the model (if any)."""
+        ...
+
+    def continuation(self, ids: Sequence[int], scored: Sequence[bool]) -> Sentence:
+        """The sentence a sampled continuation makes (its cue ids unscored)."""
         ...
 
     def training_examples(self, component: Component, n: int, seed: int) -> list[dict[str, Any]]:

@@ -1,0 +1,104 @@
+"""Measurements turned into what a run writes: rows of the behaviour curve, the many-shot table
+and fit, the component estimates, each with its interval."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from disalign.analyses.beb.estimators import (
+    BoundSettings,
+    Estimate,
+    bootstrap,
+    estimate,
+    fit_power_law,
+    kl_line,
+    observed_flip,
+)
+from disalign.analyses.beb.measure import BehaviourCurve, ComponentCurves
+from disalign.core.stats import bootstrap_ci, rate_summary
+
+
+def _decided(column: np.ndarray) -> list[bool | None]:
+    return [None if np.isnan(v) else bool(v) for v in column]
+
+
+def curve_rows(curve: BehaviourCurve, *, aligning: int = 0, seed: int = 0) -> list[dict[str, Any]]:
+    """One row per k: mean behaviour in [−1, 1] with its interval, harmful and refusal rates."""
+    rows = []
+    for j, k in enumerate(curve.ks):
+        scores = curve.behaviour[:, j]
+        scores = scores[~np.isnan(scores)]
+        harmful = rate_summary(_decided(curve.harmful[:, j]))
+        refused = rate_summary(_decided(curve.refused[:, j]), key="refusal_rate")
+        rows.append(
+            {
+                "k": int(k),
+                "aligning": aligning,
+                "behavior": float(scores.mean()) if scores.size else None,
+                "behavior_ci": list(bootstrap_ci(scores, seed=seed)) if scores.size else [None, None],
+                "harmful_rate": harmful["harmful_rate"],
+                "ci": harmful["ci"],
+                "refusal_rate": refused["refusal_rate"],
+                "refusal_ci": refused["ci"],
+                "n": harmful["n"],
+            }
+        )
+    return rows
+
+
+def flip_summary(curve: BehaviourCurve, *, seed: int = 0) -> dict[str, Any]:
+    flip = observed_flip(curve.ks, curve.behaviour, seed=seed)
+    return {**flip.as_dict(), "searched_up_to": int(curve.ks[-1])}
+
+
+def manyshot_summary(ks: list[int], nll: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+    """Mean NLL of the harmful answer per number of shots with intervals, the power-law fit over
+    n ≥ 1 and the line through the first points (log 1/α and its x-intercept, when P₋ is exact)."""
+    table = [
+        {"shots": int(k), "nll": float(nll[:, j].mean()), "nll_ci": list(bootstrap_ci(nll[:, j], seed=seed))}
+        for j, k in enumerate(ks)
+    ]
+    summary: dict[str, Any] = {"nll": table}
+    try:
+        fit = fit_power_law(ks, nll, seed=seed)
+    except ValueError as err:
+        summary["fit"] = {"error": str(err)}
+    else:
+        summary["fit"] = {
+            name: value.as_dict() if isinstance(value, Estimate) else value for name, value in fit.items()
+        }
+    return summary
+
+
+def estimate_summary(
+    curves: ComponentCurves, bounds: BoundSettings, *, n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    estimates = estimate(
+        curves.lengths,
+        curves.step_log_ratio,
+        curves.cumulative_log_ratio,
+        curves.model_kl,
+        bounds,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    return {
+        **{name: value.as_dict() for name, value in estimates.items()},
+        "bound_settings": {"epsilon": bounds.epsilon, "delta": bounds.delta, "aligning": bounds.aligning},
+        "curves": curves.as_dict(),
+    }
+
+
+def exact_kl_line(ks: list[int], nll: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Where P₋ is exact and deterministic (the world), KL(P₋ ‖ P_LLM(·|s)) over the answer is its
+    NLL: the many-shot curve read as the KL curve of §4.3 step 6 (intervals over items)."""
+    grid = np.asarray(ks)
+    point, low, high = bootstrap(
+        lambda rows: np.array(kl_line(nll[rows], grid)), nll.shape[0], n_boot=n_boot, seed=seed
+    )
+    return {
+        name: Estimate(float(point[i]), (float(low[i]), float(high[i]))).as_dict()
+        for i, name in enumerate(("log_inv_alpha", "predicted_flip"))
+    }
