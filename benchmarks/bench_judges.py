@@ -1,5 +1,6 @@
-"""Judge throughput: keyword and refusal judges on one core, and the rubric judge's request
-concurrency against a local chat server that takes 20 ms per request.
+"""Judge throughput: keyword and refusal judges on one core (synthetic replies to synthetic
+requests, and the shipped labelled responses with their own requests), and the rubric judge's
+request concurrency against a local chat server that takes 20 ms per request.
 
 Prints one line per figure, then the figures as one JSON object on the last line.
 """
@@ -15,8 +16,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from disalign.judges import get_judge
+from disalign.judges.labelled import load_split
 
 N_RESPONSES = 100_000
+N_LABELLED = 20_000
 N_RUBRIC_REQUESTS = 160
 SERVER_DELAY_S = 0.02
 _WORDS = (
@@ -26,20 +29,32 @@ _WORDS = (
 _OPENINGS = ("I'm sorry, but I can't help with that. ", "I cannot provide that. ", "Sure, here is how: ", "", "", "")
 
 
-def synthetic_responses(n: int, seed: int = 0) -> list[str]:
-    """About a third open with a refusal; the rest are 40-80 words of plain text."""
+def synthetic_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Requests of 6-12 words; replies, about a third opening with a refusal, of 40-80 words of
+    plain text drawn from the same words, so that the refusal judge's relevance is measured."""
     rng = random.Random(seed)
-    return [rng.choice(_OPENINGS) + " ".join(rng.choices(_WORDS, k=rng.randint(40, 80))) + "." for _ in range(n)]
+    prompts = [" ".join(rng.choices(_WORDS, k=rng.randint(6, 12))) + "?" for _ in range(n)]
+    responses = [rng.choice(_OPENINGS) + " ".join(rng.choices(_WORDS, k=rng.randint(40, 80))) + "." for _ in range(n)]
+    return prompts, responses
 
 
-def responses_per_second(judge_name: str, responses: list[str], repeats: int = 3) -> float:
+def labelled_pairs(n: int) -> tuple[list[str], list[str]]:
+    """The shipped labelled responses with their requests, repeated to `n`."""
+    rows = load_split("dev") + load_split("test")
+    rows = (rows * (n // len(rows) + 1))[:n]
+    return [row.prompt for row in rows], [row.response for row in rows]
+
+
+def responses_per_second(judge_name: str, prompts: list[str], responses: list[str], repeats: int = 3) -> float:
     judge = get_judge(judge_name)
-    prompts = [""] * len(responses)
+    judge.judge(prompts[:1], responses[:1])  # loads the relevance reference once, outside the timing
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        # CPU time of this process, pinned to one core: on a shared machine wall time mostly
+        # measures the other tenants.
+        start = time.process_time()
         judge.judge(prompts, responses)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return len(responses) / best
 
 
@@ -74,14 +89,16 @@ def rubric_requests_per_second(base_url: str, concurrency: int) -> float:
 def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # the judges' figures are per core
-    responses = synthetic_responses(N_RESPONSES)
-    figures = {
-        "keyword_responses_per_s": responses_per_second("keyword", responses),
-        "refusal_responses_per_s": responses_per_second("refusal", responses),
+    workloads = {
+        "synthetic": (synthetic_pairs(N_RESPONSES), f"{N_RESPONSES:,} synthetic replies"),
+        "labelled": (labelled_pairs(N_LABELLED), f"the labelled set's replies, {N_LABELLED:,} in all"),
     }
-    for name in ("keyword", "refusal"):
-        rate = figures[f"{name}_responses_per_s"]
-        print(f"{name} judge: {rate:,.0f} responses/s on one core ({N_RESPONSES:,} responses)")
+    figures = {}
+    for workload, ((prompts, responses), what) in workloads.items():
+        for name in ("keyword", "refusal"):
+            rate = responses_per_second(name, prompts, responses)
+            figures[f"{name}_responses_per_s_{workload}"] = rate
+            print(f"{name} judge: {rate:,.0f} responses per CPU-second on one core ({what})")
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowChatHandler)
     server.daemon_threads = True
