@@ -301,3 +301,87 @@ def test_embedding_attack_stays_in_budget_and_scores_clean_prompts_directly(toke
         assert float(result.token_accuracy["clean"][row]) == pytest.approx(accuracy)
     with pytest.raises(UserError, match="target 1 is empty"):
         embedding_attack(model, tokenizer, PROMPTS[:2], ["a", ""])
+
+
+CHAT = "{{ bos_token }}{% for m in messages %}{{ m['content'] }} {% endfor %}<asst>"
+SAFE_PROMPTS = ["a b", "b c", "c d", "d e", "e f", "f g"]
+UNSAFE_PROMPTS = ["h a", "h b", "h c", "h d", "h e", "h f"]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """A tiny saved base model, an aligned copy with one MLP matrix moved, a GPT-2 of the same
+    vocabulary, and safe/unsafe prompt files."""
+    root = tmp_path_factory.mktemp("pair")
+    words = "a b c d e f g h refuse".split()
+    tok = word_tokenizer(SPECIALS, words, CHAT, bos="<s>", eos="</s>", extra=["<asst>"])
+    base = tiny_llama(tok, 0, layers=2)
+    aligned = copy.deepcopy(base)
+    with torch.no_grad():
+        aligned.model.layers[1].mlp.down_proj.weight += 0.3 * torch.randn(
+            32, 64, generator=torch.Generator().manual_seed(2)
+        )
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=2, n_head=2))
+    for name, model in (("base", base), ("aligned", aligned), ("gpt2", gpt2)):
+        model.save_pretrained(root / name, safe_serialization=True)
+        tok.save_pretrained(root / name)
+    for name, prompts in (("safe", SAFE_PROMPTS), ("unsafe", UNSAFE_PROMPTS), ("few", SAFE_PROMPTS[:2])):
+        (root / f"{name}.txt").write_text("\n".join(prompts) + "\n")
+    return root
+
+
+@pytest.mark.slow
+def test_analysis_verbs_write_their_runs(pair, tmp_path):
+    import disalign
+
+    common = dict(
+        base=str(pair / "base"),
+        aligned=[str(pair / "aligned")],
+        safe=str(pair / "safe.txt"),
+        unsafe=str(pair / "unsafe.txt"),
+        max_new_tokens=4,
+        batch_size=4,
+    )
+    clusters = disalign.analyze.clusters(**common, sets=[str(pair / "few.txt")], out=tmp_path / "clusters")
+    layers = clusters.clusters["aligned"]["layers"]
+    assert [row["layer"] for row in layers] == [0, 1]
+    assert set(layers[0]) >= {"layer", "tau_safe", "tau_unsafe", "separation", "probe_accuracy", "sets"}
+    assert set(layers[0]["sets"]) == {"few"}
+    assert clusters.judge == "keyword" and (tmp_path / "clusters" / "tau_layers.png").is_file()
+    assert {row.site for row in clusters.rows(model="base") if getattr(row, "site", None)} == {"mlp", "residual"}
+    assert set(clusters.checks["aligned"]) >= {"separation", "base_separation", "larger_than_base"}
+
+    weights = disalign.analyze.weights(**{k: v for k, v in common.items() if k != "max_new_tokens"}, out=tmp_path / "w")
+    moved = {(row.layer, row.matrix): row for row in weights.results}
+    assert moved[(1, "down_proj")].effective_rank > 0 and moved[(0, "down_proj")].effective_rank == 0
+    groups = {"safe", "unsafe", "safe_before", "unsafe_before"}
+    assert groups <= set(weights.weights["aligned"]["projections"][0])
+
+    depth = disalign.analyze.depth(**common, prefill=[0, 1], out=tmp_path / "depth")
+    assert {row.prefix for row in depth.rows(model="aligned") if getattr(row, "prefix", None)} >= {"own"}
+    assert (tmp_path / "depth" / "kl_positions.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--aligned", "{pair}/gpt2"], "differ in architecture: llama vs gpt2"),
+        (["--mlp-pattern", r"transformer\.h\.\d+\.mlp"], "matches no module"),
+        (["--safe", "{pair}/few.txt"], "safe: 2 prompts; need at least 4"),
+        (["--layers", "7"], "layer 7 out of range: the model has 2"),
+    ],
+)
+def test_analysis_bad_input_is_one_line(pair, tmp_path, monkeypatch, capsys, extra, fragment):
+    import sys
+
+    from disalign.cli.main import main
+
+    args = ["--base", f"{pair}/base", "--aligned", f"{pair}/aligned", "--safe", f"{pair}/safe.txt"]
+    args += ["--unsafe", f"{pair}/unsafe.txt", "--max-new-tokens", "2", "--out", str(tmp_path / "run")]
+    args += [part.format(pair=pair) for part in extra]
+    monkeypatch.setattr(sys, "argv", ["disalign", "analyze", "clusters", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert exit_.value.code == 2 and len(lines) == 1 and fragment in lines[0], err

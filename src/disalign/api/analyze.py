@@ -369,7 +369,7 @@ def depth(config: DepthConfig) -> RunResult:
     prompts = rendered_prompts(tokenizer, unsafe)
     verdicts: dict[str, list[dict]] = {}
     _responder(run, "base", base, tokenizer, judge, sampling, verdicts)("unsafe", unsafe)
-    harmful = [i for i, record in enumerate(verdicts["unsafe"]) if record["harmful"]]
+    harmful = [i for i, record in enumerate(verdicts["unsafe"]) if record["harmful"] and record["response"].strip()]
     harmful_prompts = [prompts[i] for i in harmful]
     harmful_responses = [verdicts["unsafe"][i]["response"] for i in harmful]
     summary: dict[str, dict] = {}
@@ -465,7 +465,7 @@ def attack(config: AttackConfig) -> RunResult:
     targeted = [
         (record, v["response"])
         for record, v in zip(evaluated["unsafe"], verdicts["unsafe"], strict=True)
-        if v["harmful"]
+        if v["harmful"] and v["response"].strip()
     ]
     if not targeted:
         raise UserError("the base model gave no harmful response to aim the attack at; use more unsafe prompts")
