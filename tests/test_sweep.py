@@ -135,6 +135,7 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert calls(out, "fail=false,seed=0") == 1 and calls(out, "fail=true,seed=0") == 2
 
 
+@pytest.mark.slow  # each worker imports disalign (torch, transformers): tens of seconds on a busy machine
 def test_process_pool_gives_the_sequential_table(tmp_path):
     sweep(spec_for(tmp_path / "one"))
     pooled = sweep(spec_for(tmp_path / "pool", workers=2))
@@ -159,6 +160,7 @@ def test_ray_absent_is_one_line(tmp_path, monkeypatch):
         sweep(spec_for(tmp_path / "out", executor="ray"))
 
 
+@pytest.mark.slow  # a fresh process imports disalign before the first cell
 def test_sigkill_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(tmp_path):
     grid = {"seed": [0, 1, 2, 3, 4]}
     config = {"n": 6, "p": 0.5, "delay": 0.05}
@@ -168,7 +170,7 @@ def test_sigkill_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(tmp_path):
     (tmp_path / "spec.json").write_text(json.dumps(spec_for(out, grid=grid, config=config)))
     script = "import sys; from disalign.reporting.sweep import sweep; sweep(sys.argv[1])"
     process = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "spec.json")], stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300
     # Kill once two cells are done and the third has some of its records but not all.
     third = out / "cells" / "seed=2" / "records.jsonl"
     while time.monotonic() < deadline and not (third.exists() and third.read_text().count("\n") >= 2):
