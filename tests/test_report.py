@@ -284,3 +284,17 @@ def test_sweep_directory_counts_as_its_cells(tmp_path):
     assert [run.command for run in runs] == ["sweep", "coin flips", "coin flips"]
     page = report([tmp_path / "sweep"], tmp_path / "report.html").read_text()
     assert "No fragility card" in page and "<h2>coin flips — seed=1" in page
+
+
+def test_zoo_evaluation_gives_the_pair_its_baseline(tmp_path):
+    stats = {"base": rate(0.4, 0.28, 0.53, n=60), "sft": rate(0.02, 0.003, 0.09, n=60)}
+    summary = {
+        "models": {name: {"path": f"zoo/{name}", "unsafe": s, "jailbreaks": {}} for name, s in stats.items()},
+        "judge": "world",
+        "judge_validation": WORLD,
+        "results": [{"model": name, "set": "unsafe", **s} for name, s in stats.items()],
+    }
+    zoo_eval = make_run(tmp_path / "world-eval", "world eval", {"n": 60}, summary)
+    card = card_text(report([ed_run(tmp_path), zoo_eval], tmp_path / "report.html").read_text())
+    assert "harmful rate on unsafe requests (world eval — world-eval, judge world)" in card
+    assert "base: 40.0 % 95 % CI [28.0 %, 53.0 %]; sft: 2.0 % 95 % CI [0.3 %, 9.0 %]" in card
