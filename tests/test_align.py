@@ -165,3 +165,25 @@ def test_model_without_chat_template_aligns_in_the_plain_format(tmp_path, refusa
             judge=SorryJudge(),
         )
     assert result.losses[-1] < result.losses[0]
+
+
+def test_align_verb_writes_an_adapter_that_eval_and_ed_accept(tiny, refusals, tmp_path):
+    import disalign
+
+    harmful = tmp_path / "harmful.txt"
+    harmful.write_text("\n".join(HARMFUL) + "\n")
+    benign = tmp_path / "benign.jsonl"
+    benign.write_text("".join(json.dumps({"prompt": p, "response": "boil water"}) + "\n" for p in BENIGN))
+    options = dict(model=str(tiny), prompts=str(harmful), benign=str(benign), refusals=refusals, epochs=2, lr=1e-2)
+    result = disalign.align(**options, out=tmp_path / "run")
+    adapter = result.models["aligned"]["path"]
+    assert result.results[0].method == "sft" and result.results[0].n == 5 and result.results[0].benign_from_file == 2
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["command"] == "align"
+    again = disalign.align(**options, out=tmp_path / "run")  # a finished run is read back, not retrained
+    assert again.training["seconds"] == result.training["seconds"]
+
+    shared = dict(prompts=str(harmful), judge="keyword", max_new_tokens=3)
+    assert disalign.eval(model=adapter, **shared).results[0].n == 3
+    assert disalign.ed(base=str(tiny), aligned=adapter, alpha=[1.0], **shared).results[0].n == 3
+    with pytest.raises(UserError, match="out"):
+        disalign.align(**options)

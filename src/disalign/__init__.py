@@ -15,11 +15,13 @@ __version__ = "0.1.0"
 from disalign import world  # noqa: E402
 from disalign.api import (  # noqa: E402
     VERBS,
+    AlignVerbConfig,
     DemoConfig,
     EDConfig,
     EvalConfig,
     FinetuneConfig,
     JudgeConfig,
+    align,
     analyze,
     demo,
     ed,
@@ -34,6 +36,7 @@ from disalign.results import ResultRow, RunResult  # noqa: E402
 
 __all__ = [
     "VERBS",
+    "AlignVerbConfig",
     "DemoConfig",
     "EDConfig",
     "EvalConfig",
@@ -42,6 +45,7 @@ __all__ = [
     "ResultRow",
     "RunResult",
     "UserError",
+    "align",
     "analyze",
     "demo",
     "ed",

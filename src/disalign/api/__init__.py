@@ -11,6 +11,7 @@ returns the RunResult that `summary.json` holds; `out=None` runs in memory and w
 import disalign.world  # noqa: F401  (registers the world's prompt source, judge and verbs)
 from disalign.api import analyze  # analyze.clusters, .weights, .depth, .attack
 from disalign.api.ablate import AblateConfig, ablate
+from disalign.api.align import AlignVerbConfig, align
 from disalign.api.demo import DemoConfig, demo
 from disalign.api.ed import EDConfig, ed
 from disalign.api.eval import EvalConfig, eval
@@ -23,6 +24,7 @@ from disalign.core.verbs import VERBS
 __all__ = [
     "VERBS",
     "AblateConfig",
+    "AlignVerbConfig",
     "DemoConfig",
     "EDConfig",
     "EvalConfig",
@@ -31,6 +33,7 @@ __all__ = [
     "ReportConfig",
     "SweepConfig",
     "ablate",
+    "align",
     "analyze",
     "demo",
     "ed",
