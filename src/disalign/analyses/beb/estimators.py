@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from disalign.errors import UserError
+
 LEVEL = 0.95
 KL_FIT_POINTS = 3  # the paper fits the KL curve over its first three lengths
 
@@ -38,15 +40,15 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def check_lengths(lengths: Sequence[int]) -> np.ndarray:
-    """A length grid: non-empty, non-negative, strictly increasing. ValueError otherwise."""
+def check_lengths(lengths: Sequence[int], what: str = "lengths") -> np.ndarray:
+    """A length grid: non-empty, non-negative integers, strictly increasing; else a UserError."""
     grid = np.asarray(list(lengths))
     if grid.size == 0:
-        raise ValueError("the length grid is empty")
+        raise UserError(f"{what}: the grid is empty")
     if not np.issubdtype(grid.dtype, np.integer) or (grid < 0).any():
-        raise ValueError(f"lengths must be non-negative integers, got {list(lengths)}")
+        raise UserError(f"{what}: must be non-negative integers, got {list(lengths)}")
     if (np.diff(grid) <= 0).any():
-        raise ValueError(f"lengths must be strictly increasing, got {list(lengths)}")
+        raise UserError(f"{what}: must be strictly increasing, got {list(lengths)}")
     return grid
 
 
@@ -200,19 +202,22 @@ def estimate(
 # -- the behaviour curve and many-shot scaling ---------------------------------------------------
 
 
-def first_crossing(ks: np.ndarray, curve: np.ndarray) -> float:
-    """The first k whose behaviour expectation is below 0; inf when none is."""
-    below = np.flatnonzero(np.asarray(curve) < 0)
+def first_crossing(ks: np.ndarray, scores: np.ndarray) -> float:
+    """The first k whose mean behaviour (NaN undecided) is below 0; inf when none is."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a k no response of this resample decided
+        curve = np.nanmean(scores, axis=0)
+    below = np.flatnonzero(curve < 0)
     return float(ks[below[0]]) if below.size else float("inf")
 
 
 def observed_flip(ks: Sequence[int], behaviour: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> Estimate:
     """The first k where the mean behaviour (prompts × ks, values in [−1, 1], NaN undecided)
     crosses below 0, with a bootstrap interval over prompts; inf (null in JSON) where it never does."""
-    grid = check_lengths(ks)
+    grid = check_lengths(ks, "k")
     scores = np.asarray(behaviour, dtype=float)
     point, low, high = bootstrap(
-        lambda rows: np.array([first_crossing(grid, np.nanmean(scores[rows], axis=0))]),
+        lambda rows: np.array([first_crossing(grid, scores[rows])]),
         scores.shape[0],
         n_boot=n_boot,
         seed=seed,
@@ -225,6 +230,7 @@ def power_law(n: np.ndarray, c: float, a: float, k: float) -> np.ndarray:
 
 
 POWER_LAW = ("C", "a", "K")
+A_MAX = 10.0
 
 
 def _fit_power_law(n: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -235,7 +241,7 @@ def _fit_power_law(n: np.ndarray, y: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OptimizeWarning)
             params, _ = curve_fit(
-                power_law, n, y, p0=start, bounds=([-np.inf, 0.0, -np.inf], [np.inf, 10.0, np.inf]), maxfev=20000
+                power_law, n, y, p0=start, bounds=([-np.inf, 0.0, -np.inf], [np.inf, A_MAX, np.inf]), maxfev=20000
             )
     except RuntimeError:  # no convergence on a pathological resample
         return np.full(3, np.nan)
@@ -248,13 +254,14 @@ def fit_power_law(
     """Fit NLL ≈ C·n^(−a) + K (scipy's curve_fit) to the mean NLL over items at n ≥ 1 shots.
 
     `nll` is (items, shots); intervals resample items, so the shots of one item stay together.
-    Also returns `rmse` of the fit to the mean curve.
+    Also returns `rmse` of the fit to the mean curve. A curve already flat from its second point
+    drives a towards its bound A_MAX: a decay faster than any power law over these n.
     """
-    grid = check_lengths(shots)
+    grid = check_lengths(shots, "shots")
     values = np.asarray(nll, dtype=float)
     used = grid >= 1
-    if used.sum() < 3:
-        raise ValueError("the power-law fit needs at least three shot counts n >= 1")
+    if used.sum() < 4:
+        raise UserError("shots: the power-law fit needs at least four shot counts n >= 1 (three parameters)")
     n = grid[used].astype(float)
 
     def statistic(rows: np.ndarray) -> np.ndarray:

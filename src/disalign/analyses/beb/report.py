@@ -18,6 +18,7 @@ from disalign.analyses.beb.estimators import (
 )
 from disalign.analyses.beb.measure import BehaviourCurve, ComponentCurves
 from disalign.core.stats import bootstrap_ci, rate_summary
+from disalign.errors import UserError
 
 
 def _decided(column: np.ndarray) -> list[bool | None]:
@@ -63,7 +64,7 @@ def manyshot_summary(ks: list[int], nll: np.ndarray, *, seed: int = 0) -> dict[s
     summary: dict[str, Any] = {"nll": table}
     try:
         fit = fit_power_law(ks, nll, seed=seed)
-    except ValueError as err:
+    except UserError as err:
         summary["fit"] = {"error": str(err)}
     else:
         summary["fit"] = {
