@@ -69,7 +69,7 @@ def eval(config: ZooEvalConfig) -> RunResult:  # noqa: A001  (the verb's name, a
     models = evaluate_zoo(config.world, run, count, sampling_for(world, zoo_config.eval))
     result = RunResult(
         command="world eval",
-        models={name: {"path": str(config.world / name), **stats} for name, stats in models.items()},
+        models=models,
         results=result_rows(models),
         **judge_fields(get_judge("world", world=world)),
         config=zoo_config.model_dump(),
