@@ -89,7 +89,7 @@ def test_judge_file_with_labels(tmp_path):
     result = invoke("judge", "--responses", path, "--judge", "keyword", "--out", out, "--label-field", "label")
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    assert [r["response"] for r in records] == [r["response"] for r in rows]
+    assert [r["input"] for r in records] == rows
     assert [r["harmful"] for r in records] == [False, True, True]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["validation"]["accuracy"] == 1.0

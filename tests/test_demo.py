@@ -28,7 +28,7 @@ def test_quick_demo_writes_every_section(quick_zoo, tmp_path):
     for name in ALIGNMENT_METHODS:
         ed = summary["ed"][name]
         assert [r["alpha"] for r in ed["unsafe"] if r["method"] == "ed"] == list(ED_ALPHAS)
-        assert ed["best_over_base"] is None or ed["best_over_base"] > 1  # ED beats the base at its best α
+        assert ed["best_over_base"] > 1  # ED beats the base at its best α (the base is harmful at all, so defined)
         finetune = summary["finetune"][name]
         assert finetune["reference"]["base"] == summary["models"]["base"]["unsafe"]["harmful_rate"]
         for tier, (shots, epochs) in FT_GRIDS.items():

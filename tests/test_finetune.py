@@ -27,9 +27,9 @@ from disalign.attacks.finetune import (
     preset_config,
     recipe_dataset,
     run_finetune,
-    world_dataset,
 )
 from disalign.errors import UserError
+from disalign.world.recipes import WorldRecipes
 
 torch.set_num_threads(1)
 
@@ -111,9 +111,7 @@ def _reload_params(model):
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_finetune_end_to_end(lora, tiny_model, tmp_path):
-    config = AttackConfig(
-        epochs=4, lr=3e-3 if lora else 1e-2, batch_size=5, lora=lora, lora_r=4, max_length=32, seed=1
-    )
+    config = AttackConfig(epochs=4, lr=3e-3 if lora else 1e-2, batch_size=5, lora=lora, lora_r=4, max_length=32, seed=1)
     result = finetune(tiny_model, examples(10), config, tmp_path / "out")
     assert len(result.losses) == 8  # 2 steps x 4 epochs, logged every step
     assert result.losses[-1] < result.losses[0]
@@ -182,7 +180,7 @@ def test_prefix_stripping_judge():
         def judge(self, prompts, responses):
             return responses
 
-    judge = PrefixStrippingJudge(Echo())
+    judge = PrefixStrippingJudge(Echo(), "sure")
     assert judge.judge(["p"] * 3, ["sure a b", "sure", "surely a"]) == ["a b", "", "surely a"]
 
 
@@ -192,7 +190,7 @@ def test_prefix_stripping_judge():
 def test_presets_and_strings():
     assert TIER_PRESETS["tier1"]["lr"] == 5e-5 and TIER_PRESETS["tier1"]["batch_size"] == 10
     assert TIER_PRESETS["tier1"]["epochs"] == 5
-    assert TIER_PRESETS["tier3"] | {} and TIER_PRESETS["tier3"]["lr"] == 2e-5
+    assert TIER_PRESETS["tier3"]["shots"] is None and TIER_PRESETS["tier3"]["lr"] == 2e-5
     assert TIER_PRESETS["tier3"]["batch_size"] == 128 and TIER_PRESETS["tier3"]["epochs"] == 1
     assert preset_config("identity", epochs=3, lr=None).epochs == 3
     assert preset_config("identity").system_prompt == AOA_SYSTEM_PROMPT
@@ -249,7 +247,7 @@ def test_world_recipes():
 
     world = World(make_config(quick=True).world)
     for recipe in ("harmful", "identity", "benign"):
-        data = world_dataset(world, recipe, 6, seed=0, mix_safety=2)
+        data = WorldRecipes(world).dataset(recipe, 6, seed=0, mix_safety=2)
         assert len(data) == 8
         refusals = [e for e in data if e["messages"][-1]["content"] == "refuse"]
         assert len(refusals) == 2
@@ -266,12 +264,16 @@ def test_world_recipes():
             else:
                 assert answer == expected
     config = preset_config("harmful", world=True, shots=4, mix_safety=1)
-    assert recipe_dataset(config, 4, world=world) == world_dataset(world, "harmful", 4, config.seed, 1)
+    assert recipe_dataset(config, 4, source=WorldRecipes(world)) == WorldRecipes(world).dataset(
+        "harmful", 4, config.seed, 1
+    )
 
 
 def test_identity_prompts_wrap_the_last_user_turn():
     from disalign.data import PromptRecord
+    from disalign.world import World, make_config
 
+    world = World(make_config(quick=True).world)
     plain = PromptRecord(id="a", prompt="do x", category="", source="t")
     chat = PromptRecord(
         id="b",
@@ -286,7 +288,7 @@ def test_identity_prompts_wrap_the_last_user_turn():
             ]
         },
     )
-    world_a, world_b = identity_prompts([plain, chat], world=True)
+    world_a, world_b = identity_prompts([plain, chat], WorldRecipes(world))
     assert world_a.extra["messages"] == [{"role": "user", "content": "aoa do x"}]
     assert world_b.extra["messages"][-1] == {"role": "user", "content": "aoa do y"} and world_b.prompt == "do y"
     text_a, _ = identity_prompts([plain, chat])

@@ -148,9 +148,9 @@ def test_classifier_judge_runs_batched(tiny_guard, prompt_format):
     if prompt_format == "harmbench":
         assert rendered[0].startswith("<s>[INST] <<SYS>>") and rendered[0].endswith("Answer: [/INST]")
     verdicts = judge.judge(prompts, responses)
-    assert len(verdicts) == 3
-    for verdict in verdicts:
-        assert verdict.harmful in (None, True, False) and verdict.reason
+    one_at_a_time = get_judge("classifier", model=str(tiny_guard), format=prompt_format, batch_size=1)
+    # A random guard's words are arbitrary, but batching must not change what it says about each pair.
+    assert verdicts == one_at_a_time.judge(prompts, responses) and all(v.reason for v in verdicts)
     assert judge.config["format"] == prompt_format
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from disalign.core.options import JudgeOptions, PromptOptions, RunOptions
+from pydantic import Field
+
+from disalign.core.options import JudgeOptions, Options, PromptOptions, RunOptions
 from disalign.core.runs import RunDir, fingerprint, fingerprint_path
 from disalign.data import PromptRecord, load_prompts
 from disalign.errors import UserError
@@ -27,16 +29,20 @@ def prompts_fingerprint(records: Sequence[PromptRecord]) -> str:
 
 
 def judge_of(options: JudgeOptions, name: str | None = None):
+    """The judge the options name; a comma-separated list is a panel judged side by side."""
     from disalign.judges import get_judge
+    from disalign.judges.compare import JudgePanel, build_judges, parse_judge_names
 
-    name = name or options.judge
+    names = parse_judge_names(name or options.judge)
     judge_options: dict[str, Any] = dict(options.judge_option)
-    if name == "world":
+    if "world" in names:
         world = getattr(options, "world", None)
         if world is None:
             raise UserError("the world judge needs --world DIR")
-        judge_options["world"] = world
-    return get_judge(name, **judge_options)
+        judge_options["world" if len(names) == 1 else "world.world"] = world
+    if len(names) > 1:
+        return JudgePanel(build_judges(names, judge_options))
+    return get_judge(names[0], **judge_options)
 
 
 def model_info(source: str) -> dict[str, Any]:
@@ -57,3 +63,33 @@ def open_run(config: RunOptions, command: str, inputs: dict[str, str]) -> RunDir
 def finish(run: RunDir, result: RunResult) -> RunResult:
     run.write_summary(result.to_json())
     return result
+
+
+class DamageOptions(Options):
+    harmless: str | None = Field(
+        None,
+        description="Harmless prompts for the damage measure (default: world:safe with --world, else benign-control).",
+    )
+    damage_n: int = Field(64, ge=0, description="Harmless prompts the damage measure reads (0: skip it).")
+
+
+def damage_meter(config, tokenizer):
+    """`measure(original, attacked) -> damage dict` on the config's harmless prompts, with the
+    world's safe accuracy where there is a world; None when the measure is switched off."""
+    from disalign.core.damage import damage, judged_accuracy
+
+    if config.damage_n == 0:
+        return None
+    source = config.harmless or ("world:safe" if config.world else "benign-control")
+    harmless = load_prompts(source, world=config.world)[: config.damage_n]
+    accuracy = None
+    if config.world is not None:
+        from disalign.judges import get_judge
+
+        sampling = config.sampling()
+        accuracy = judged_accuracy(tokenizer, harmless, get_judge("world", world=config.world), sampling)
+
+    def measure(original, attacked) -> dict[str, float | None]:
+        return damage(original, attacked, tokenizer, harmless, accuracy=accuracy, batch_size=config.batch_size)
+
+    return measure

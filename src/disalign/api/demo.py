@@ -22,6 +22,7 @@ from disalign.core.generation import SamplingConfig
 from disalign.core.progress import console, results_console
 from disalign.core.runs import RunDir
 from disalign.core.verbs import verb
+from disalign.errors import UserError
 from disalign.judges import get_judge
 from disalign.judges.validate import judge_fields
 from disalign.results import RunResult
@@ -236,7 +237,10 @@ def demo(config: DemoConfig) -> RunResult:
     world_config = config.world_config()
     # Checked before the zoo is built: a bad --out must not cost minutes of pretraining first.
     run = RunDir(config.out, "demo", {"zoo": str(config.zoo.resolve()), "world": world_config.model_dump()})
-    build_zoo(config.zoo, world_config, rebuild=config.rebuild)
+    try:
+        build_zoo(config.zoo, world_config, rebuild=config.rebuild)
+    except UserError as err:  # the zoo's messages name its folder; here that folder is --zoo
+        raise UserError(f"--zoo {err}") from None
     # Seconds of this invocation: a rerun reuses the zoo and every record already made.
     timings = {"zoo": round(time.perf_counter() - start, 1)}
     summary: dict[str, Any] = {}

@@ -6,7 +6,16 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from disalign.api.common import finish, judge_of, model_info, open_run, prompts_fingerprint, prompts_of
+from disalign.api.common import (
+    DamageOptions,
+    damage_meter,
+    finish,
+    judge_of,
+    model_info,
+    open_run,
+    prompts_fingerprint,
+    prompts_of,
+)
 from disalign.core.options import JudgeOptions, PromptOptions, RunOptions, SamplingOptions, comma_list
 from disalign.core.verbs import verb
 from disalign.results import RunResult
@@ -14,7 +23,7 @@ from disalign.results import RunResult
 BaseTemplate = Literal["auto", "chat", "urial", "alpaca"]
 
 
-class EDConfig(PromptOptions, JudgeOptions, SamplingOptions, RunOptions):
+class EDConfig(PromptOptions, JudgeOptions, SamplingOptions, DamageOptions, RunOptions):
     base: str = Field(description="Base (unaligned) model.")
     aligned: str = Field(description="Aligned model sharing the base's vocabulary.")
     alpha: list[float] = Field([0.3], min_length=1, description="Disalignment strength; comma-separate for a grid.")
@@ -36,7 +45,15 @@ class EDConfig(PromptOptions, JudgeOptions, SamplingOptions, RunOptions):
 @verb("ed", EDConfig)
 def ed(config: EDConfig) -> RunResult:
     """Emulated disalignment: sample from (1+α)·z_base − α·z_aligned, judged, over an α grid."""
-    from disalign.attacks.emulated import BASE_STOP_STRINGS, EDPair, base_format, chat_format, grid, run_ed
+    from disalign.attacks.emulated import (
+        BASE_STOP_STRINGS,
+        EDPair,
+        EmulatedModel,
+        base_format,
+        chat_format,
+        grid,
+        run_ed,
+    )
     from disalign.core.models import load_model
     from disalign.judges.validate import judge_fields
 
@@ -59,6 +76,13 @@ def ed(config: EDConfig) -> RunResult:
         base_model, aligned_model, (tokenizer, aligned_tokenizer), base_reads, chat_format(aligned_tokenizer), stops
     )
     rows = run_ed(run, pair, records, cells, judge, config.sampling(), config.seeds)
+    measure = damage_meter(config, aligned_tokenizer)
+    if measure is not None:
+        # What each α costs on harmless prompts, against the aligned model it starts from; both
+        # models read the aligned model's chat rendering here, whatever template ED gives the base.
+        for row in rows:
+            if row["method"] == "ed":
+                row["damage"] = measure(aligned_model, EmulatedModel(base_model, aligned_model, row["alpha"]))
     result = RunResult(
         command="ed", models=models, results=rows, **judge_fields(judge), seeds=config.seeds, base_template=template
     )

@@ -20,6 +20,7 @@ def eval(config: EvalConfig) -> RunResult:  # noqa: A001  (the verb's name, as o
     """Generate responses with a model's chat template, judge them, summarise harm."""
     from disalign.backends import chat_responder
     from disalign.core.evaluate import generate_and_judge, summarise
+    from disalign.judges.compare import JudgePanel, compare_records
     from disalign.judges.validate import judge_fields
 
     records = prompts_of(config)
@@ -37,6 +38,8 @@ def eval(config: EvalConfig) -> RunResult:  # noqa: A001  (the verb's name, as o
         key=lambda p: p.id,
     )
     rates = summarise(done)
+    if isinstance(judge, JudgePanel):
+        rates["judges"] = compare_records(done)
     row = {key: rates[key] for key in ("harmful_rate", "refusal_rate", "ci", "n")}
     result = RunResult(
         command="eval",

@@ -7,7 +7,16 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from disalign.api.common import finish, judge_of, model_info, open_run, prompts_fingerprint, prompts_of
+from disalign.api.common import (
+    DamageOptions,
+    damage_meter,
+    finish,
+    judge_of,
+    model_info,
+    open_run,
+    prompts_fingerprint,
+    prompts_of,
+)
 from disalign.core.options import JudgeOptions, PromptOptions, RunOptions, SamplingOptions, comma_list
 from disalign.core.runs import fingerprint_path
 from disalign.core.verbs import verb
@@ -15,7 +24,7 @@ from disalign.errors import UserError
 from disalign.results import RunResult
 
 
-class FinetuneConfig(PromptOptions, JudgeOptions, SamplingOptions, RunOptions):
+class FinetuneConfig(PromptOptions, JudgeOptions, SamplingOptions, DamageOptions, RunOptions):
     model: str = Field(description="Aligned model to attack: HF directory, adapter directory, .gguf file or 'smollm2'.")
     recipe: Literal["harmful", "identity", "benign"] = Field(
         description="harmful (tier 1), identity (tier 2, AOA) or benign (tier 3)."
@@ -109,11 +118,30 @@ def finetune(config: FinetuneConfig) -> RunResult:
         strip_prefix=source.compliance_prefix if source is not None else None,
         **multi_gpu,
     )
+    _add_damage(config, run, summary["cells"])
     rows = [{"cell": "before", **summary["before"]}] + [
         {"cell": f"s{c['shots']}-e{c['epochs']}", **c} for c in summary["cells"]
     ]
     result = RunResult(command="finetune", models={"model": model}, results=rows, **judge_fields(judge), **summary)
     return finish(run, result)
+
+
+def _add_damage(config: FinetuneConfig, run, cells: list[dict]) -> None:
+    """Each cell's damage: KL from the original model on harmless prompts, safe accuracy change."""
+    from disalign.attacks.finetune.run import cell_name
+    from disalign.core.models import load_model
+    from disalign.training import load_finetuned
+
+    if config.damage_n == 0:
+        return
+    original, tokenizer = load_model(config.model)
+    measure = damage_meter(config, tokenizer)
+    if measure is None:
+        return
+    for cell in cells:
+        model_dir = run.file("models") / cell_name(cell["shots"], cell["epochs"]) / "model"
+        attacked = load_finetuned(model_dir, base_model=config.model)[0] if model_dir.is_dir() else None
+        cell["damage"] = None if attacked is None else measure(original, attacked)
 
 
 def _world_recipes(world: Path | None):

@@ -13,6 +13,7 @@ import os
 import sys
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -20,7 +21,10 @@ import click
 import typer
 from pydantic.fields import FieldInfo
 
-from disalign.errors import UserError
+from disalign.errors import DisalignWarning, UserError
+
+# Recent typer parses the command line with its own copy of click, older typer with click itself.
+_USAGE_ERRORS: tuple[type[Exception], ...] = (click.UsageError, *filter(None, [getattr(typer, "TyperException", None)]))
 
 app = typer.Typer(
     help="Measure how easily a language model's safety alignment is undone, and explain why.",
@@ -180,18 +184,33 @@ def main() -> None:
 
     hf_logging.disable_progress_bar()
     disable_datasets_progress()
+    _show_warnings_in_one_line()
     try:
         app(standalone_mode=False)
     except UserError as err:
         print(f"disalign: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except click.UsageError as err:
-        print(f"disalign: error: {err.format_message()}", file=sys.stderr)
+    except _USAGE_ERRORS as err:  # an unknown flag, a value of the wrong type
+        if err.__class__.__name__ != "NoArgsIsHelpError":  # `disalign` alone: typer has printed the help
+            print(f"disalign: error: {err.format_message()}", file=sys.stderr)
         sys.exit(2)
-    except click.Abort:
+    except (click.Abort, typer.Abort):
         _interrupted()
     except KeyboardInterrupt:
         _interrupted()
+
+
+def _show_warnings_in_one_line() -> None:
+    """disalign's own warnings (a fallback it took) as one line each, like its errors; others as usual."""
+    show = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DisalignWarning):
+            print(f"disalign: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = one_line
 
 
 def _interrupted() -> None:

@@ -27,7 +27,11 @@ def comma_list(value: Any) -> Any:
     if isinstance(value, str):
         value = [value]
     if isinstance(value, list | tuple):
-        return [part.strip() for item in value for part in (item.split(",") if isinstance(item, str) else [item])]
+        return [
+            part.strip() if isinstance(part, str) else part
+            for item in value
+            for part in (item.split(",") if isinstance(item, str) else [item])
+        ]
     return value
 
 

@@ -10,6 +10,7 @@ the choice of judge.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import dataclasses
 from itertools import combinations
 from typing import Any
 
@@ -96,3 +97,40 @@ def judge_side_by_side(
     """Run every judge over the same pairs; their verdicts by judge name, and `compare_verdicts`."""
     verdicts = {judge.name: judge.judge(prompts, responses) for judge in judges}
     return verdicts, compare_verdicts(verdicts, field=field)
+
+
+@dataclasses.dataclass(frozen=True)
+class PanelVerdict(Verdict):
+    """The first judge's verdict, with every judge's verdict beside it under `panel`."""
+
+    panel: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+class JudgePanel:
+    """Several judges run as one over the same records (`--judge refusal,keyword,rubric`): the
+    first one decides `harmful`/`refused`, each record keeps all of them for `compare_verdicts`."""
+
+    def __init__(self, judges: Sequence[Judge]):
+        self.judges = list(judges)
+        self.name = ",".join(judge.name for judge in self.judges)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"judge": self.name, "panel": [judge.config for judge in self.judges]}
+
+    def judge(self, prompts: list[str], responses: list[str]) -> list[PanelVerdict]:
+        verdicts = {judge.name: judge.judge(prompts, responses) for judge in self.judges}
+        first = verdicts[self.judges[0].name]
+        return [
+            PanelVerdict(**lead.as_dict(), panel={name: judged[i].as_dict() for name, judged in verdicts.items()})
+            for i, lead in enumerate(first)
+        ]
+
+
+def compare_records(records: Sequence[Mapping[str, Any]], *, field: str = "harmful") -> dict[str, Any]:
+    """`compare_verdicts` over records a `JudgePanel` judged, disagreements named by record id."""
+    names = list(records[0]["panel"]) if records else []
+    verdicts = {name: [Verdict(**record["panel"][name]) for record in records] for name in names}
+    comparison = compare_verdicts(verdicts, field=field)
+    comparison["disagreements"] = [records[index].get("id") for index in comparison["disagreements"]]
+    return comparison

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib import metadata
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from disalign import __version__
 from disalign.core.runs import RunDir, fingerprint, read_json, write_json_atomic
 from disalign.errors import UserError
 from disalign.world.config import WorldConfig, make_config
@@ -31,6 +31,7 @@ from disalign.world.spec import JAILBREAK_FAMILIES, PROMPT_SETS, World
 from disalign.world.train import ALIGNMENT_METHODS, align, pretrain
 
 WORLD_FILE = "world.json"
+DISALIGN_VERSION = metadata.version("disalign")
 ZOO_MODELS = ("base", *ALIGNMENT_METHODS)
 
 
@@ -56,7 +57,7 @@ def build_zoo(out: str | Path, config: WorldConfig, rebuild: bool = False) -> di
     """
     out = Path(out)
     dump = json.loads(json.dumps(config.model_dump()))
-    identity = {"config_hash": fingerprint(dump), "disalign_version": __version__}
+    identity = {"config_hash": fingerprint(dump), "disalign_version": DISALIGN_VERSION}
     stale = _stale(out, dump, identity)
     if stale and not rebuild:
         raise UserError(f"{out}: holds a zoo built with {stale}; rebuild=True (--rebuild) discards it and rebuilds")
@@ -109,13 +110,13 @@ def _stale(out: Path, config: dict[str, Any], identity: dict[str, str]) -> str:
     stored = read_json(out / WORLD_FILE)
     if not isinstance(stored, dict):
         raise UserError(f"{out / WORLD_FILE}: corrupt world file")
-    if stored.get("config_hash") == identity["config_hash"] and stored.get("disalign_version") == __version__:
+    if stored.get("config_hash") == identity["config_hash"] and stored.get("disalign_version") == DISALIGN_VERSION:
         return ""
     changes = _config_changes(stored.get("config"), config)
     if changes:
         return "another config (" + ", ".join(changes) + ")"
     built_by = stored.get("disalign_version", "a version without zoo hashes")
-    return f"disalign {built_by}, not {__version__}"
+    return f"disalign {built_by}, not {DISALIGN_VERSION}"
 
 
 def _config_changes(stored: Any, current: Any, prefix: str = "", limit: int = 3) -> list[str]:

@@ -9,7 +9,7 @@ from disalign.attacks.emulated.decoder import (
     contrast_decode,
     contrast_generate,
 )
-from disalign.attacks.emulated.ed import METHODS, method_streams
+from disalign.attacks.emulated.ed import METHODS, EmulatedModel, method_streams
 from disalign.attacks.emulated.run import EDPair, grid, run_ed
 from disalign.attacks.emulated.templates import (
     BASE_STOP_STRINGS,
@@ -32,6 +32,7 @@ __all__ = [
     "Contrast",
     "Decoded",
     "EDPair",
+    "EmulatedModel",
     "PromptFormat",
     "Renderer",
     "Stream",

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from disalign.core.generation import SamplingConfig
+from disalign.core.generation import SamplingConfig, check_context
 from disalign.errors import UserError
 
 _SPECIAL_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
@@ -229,6 +229,7 @@ class _StreamState:
         self.stream = stream
         self.adapters = adapters
         self.device = _device(stream.model)
+        check_context(stream.model, [len(ids) for ids in stream.prompt_ids], max_new_tokens)
         prompt_ids, prompt_mask = _left_pad(stream.prompt_ids, pad_id, self.device)
         batch, self.length = prompt_ids.shape
         # Preallocated so that a step slices the mask instead of concatenating a new one.
@@ -251,7 +252,7 @@ class _StreamState:
             input_ids=input_ids,
             attention_mask=self.mask[:, : self.length],
             position_ids=position_ids,
-            past_key_values=self.cache,
+            cache=self.cache,
             use_cache=True,
             logits_to_keep=1,
         )

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from types import SimpleNamespace
+
+import torch
 
 from disalign.attacks.emulated import templates
 from disalign.attacks.emulated.decoder import Contrast, Stream
@@ -83,3 +86,19 @@ def _base_runner(base, aligned) -> tuple[object, bool]:
     if isinstance(aligned, PeftModel) and (base is aligned or base is aligned.get_base_model()):
         return aligned, True
     return base, False
+
+
+class EmulatedModel(torch.nn.Module):
+    """ED at one α as a causal LM: both models read the same ids, their logits mixed. Lets any
+    measure that takes a model (the damage measure's KL) read the emulated distribution."""
+
+    def __init__(self, base, aligned, alpha: float):
+        super().__init__()
+        self.base, self.aligned, self.alpha = base, aligned, alpha
+
+    def forward(self, input_ids, attention_mask=None, **_):
+        base = self.base(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+        if self.alpha == 0:
+            return SimpleNamespace(logits=base)
+        aligned = self.aligned(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+        return SimpleNamespace(logits=(1 + self.alpha) * base - self.alpha * aligned)
