@@ -9,8 +9,8 @@ the choice of judge.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import dataclasses
+from collections.abc import Mapping, Sequence
 from itertools import combinations
 from typing import Any
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from importlib import metadata
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
