@@ -3,7 +3,18 @@ harmful prompts answered with refusals and benign prompts answered as the model 
 
 from disalign.alignment.config import ALIGN_METHODS, AlignConfig
 from disalign.alignment.data import alignment_pairs, self_answers
+from disalign.alignment.instructions import INSTRUCTIONS, instruction_records
 from disalign.alignment.refusals import REFUSALS, read_refusals
 from disalign.alignment.run import align
 
-__all__ = ["ALIGN_METHODS", "REFUSALS", "AlignConfig", "align", "alignment_pairs", "read_refusals", "self_answers"]
+__all__ = [
+    "ALIGN_METHODS",
+    "INSTRUCTIONS",
+    "REFUSALS",
+    "AlignConfig",
+    "align",
+    "alignment_pairs",
+    "instruction_records",
+    "read_refusals",
+    "self_answers",
+]

@@ -21,8 +21,8 @@ class AlignVerbConfig(PromptOptions, RunOptions):
     prompts: str = Field(description="Harmful prompts to refuse: a file, a folder or a named set.")
     benign: str | None = Field(
         None,
-        description="Benign prompts to keep answering (a file or named set); a `response` column is used as the "
-        "answer, else the model's own greedy answer.",
+        description="Benign prompts to keep answering (a file or named set; default: 100 built-in everyday "
+        "instructions); a `response` column is used as the answer, else the model's own greedy answer.",
     )
     method: Literal["sft", "dpo", "unlearn"] = Field(
         "sft", description="sft, dpo (prefer refusals over the model's harmful answers) or unlearn."
@@ -55,6 +55,7 @@ def align(config: AlignVerbConfig) -> RunResult:
     """Safety-tune a model: refusals on harmful prompts, its own answers on benign ones; writes RUN/model."""
     from disalign.alignment import AlignConfig
     from disalign.alignment import align as run_align
+    from disalign.alignment.instructions import instruction_records
     from disalign.judges import get_judge
     from disalign.judges.validate import judge_fields
     from disalign.training import RESULT, FinetuneResult
@@ -80,7 +81,7 @@ def align(config: AlignVerbConfig) -> RunResult:
         unlearn_ceiling=config.unlearn_ceiling,
     )
     harmful = prompts_of(config)
-    benign = prompts_of(config, config.benign) if config.benign else []
+    benign = prompts_of(config, config.benign) if config.benign else instruction_records()
     model = model_info(config.model)
     inputs = {
         "prompts": prompts_fingerprint(harmful),
