@@ -9,6 +9,11 @@ class UserError(Exception):
     """A mistake in the user's input: a path, a config value, a data file."""
 
 
+class DisalignWarning(UserWarning):
+    """Something the user should know that does not stop the run (a fallback taken); the CLI shows
+    it as one line on stderr."""
+
+
 def validate_config(model_class, data, what: str):
     """`model_class.model_validate(data)`, with a pydantic error turned into one UserError line."""
     from pydantic import ValidationError

@@ -202,6 +202,8 @@ def main() -> None:
 
 def _show_warnings_in_one_line() -> None:
     """disalign's own warnings (a fallback it took) as one line each, like its errors; others as usual."""
+    if getattr(warnings.showwarning, "shows_disalign_warnings", False):
+        return
     show = warnings.showwarning
 
     def one_line(message, category, filename, lineno, file=None, line=None):
@@ -210,6 +212,7 @@ def _show_warnings_in_one_line() -> None:
         else:
             show(message, category, filename, lineno, file, line)
 
+    one_line.shows_disalign_warnings = True
     warnings.showwarning = one_line
 
 

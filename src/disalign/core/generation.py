@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from disalign.errors import UserError
+
 Messages = list[dict[str, str]]
 
 
@@ -47,6 +49,7 @@ def generate(
     for start in range(0, len(prompts), sampling.batch_size):
         batch = list(prompts[start : start + sampling.batch_size])
         encoded = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        check_context(model, encoded["attention_mask"].sum(-1).tolist(), sampling.max_new_tokens, batch)
         encoded = {key: value.to(model.device) for key, value in encoded.items()}
         torch.manual_seed(sampling.seed * 1_000_003 + start)
         greedy = sampling.temperature == 0
@@ -64,3 +67,21 @@ def generate(
         if on_batch is not None:
             on_batch(len(batch))
     return [response.strip() for response in responses]
+
+
+def check_context(
+    model, prompt_lengths: Sequence[int], max_new_tokens: int, prompts: Sequence[str] | None = None
+) -> None:
+    """A prompt that leaves no room in the model's context for its answer is the user's mistake,
+    named before any time is spent on it: positions past the context are noise to a rotary model
+    and an index error to one with learned positions."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    if not context:
+        return
+    for index, length in enumerate(prompt_lengths):
+        if length + max_new_tokens > context:
+            shown = f" ({' '.join(prompts[index].split())[:60]!r}...)" if prompts is not None else ""
+            raise UserError(
+                f"a prompt of {length} tokens with up to {max_new_tokens} new ones exceeds the context of "
+                f"{context} tokens of {model.config.name_or_path or 'the model'}{shown}"
+            )

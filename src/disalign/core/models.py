@@ -32,7 +32,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from disalign.errors import UserError
+from disalign.errors import DisalignWarning, UserError
 from disalign.paths import cache_root
 
 SMOLLM2 = "smollm2"
@@ -288,7 +288,9 @@ def load_tokenizer(path: str | os.PathLike[str], *, trust_remote_code: bool = Fa
         tokenizer.pad_token = tokenizer.eos_token
     if not tokenizer.chat_template:
         warnings.warn(
-            f"{path}: the tokenizer has no chat template; using a plain 'User:/Assistant:' format", stacklevel=2
+            f"{path}: the tokenizer has no chat template; using a plain 'User:/Assistant:' format",
+            DisalignWarning,
+            stacklevel=2,
         )
         tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
     return tokenizer

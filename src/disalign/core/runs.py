@@ -159,9 +159,7 @@ class RunDir:
             return
         if path.exists() and any(path.iterdir()):
             raise UserError(f"{path}: not empty and not a disalign run directory; choose another --out")
-        existing = next(parent for parent in (path, *path.parents) if parent.exists())
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise UserError(f"{path}: cannot be written ({existing} is not writable)")
+        _check_writable(path)
 
     def _claim(self) -> None:
         if self._claimed or self.path is None:
@@ -247,6 +245,19 @@ class RunDir:
             return self._scratch / name
         self._claim()
         return self.path / name
+
+
+def _check_writable(path: Path) -> None:
+    """Fail now, not after the work, where `path` cannot be created: tried for real (a folder made
+    and removed in its nearest existing parent), since permission bits do not stop root and /proc
+    or a read-only mount refuse anyone."""
+    existing = next(parent for parent in (path, *path.parents) if parent.exists())
+    if not existing.is_dir():
+        raise UserError(f"{path}: cannot be created ({existing} is a file)")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".disalign-probe-", dir=existing))
+    except OSError as err:
+        raise UserError(f"{path}: cannot be written ({existing}: {err.strerror})") from None
 
 
 _SCRATCH_DIRS: list[Path] = []

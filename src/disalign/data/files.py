@@ -67,7 +67,7 @@ def load_file(
             raise UserError(f"{path}: a column applies to .csv and .jsonl files, not .txt")
         records = [
             PromptRecord(f"{prefix}:{index}", line.strip(), default_category, source)
-            for index, line in enumerate(line for line in text.splitlines() if line.strip())
+            for index, line in enumerate(line for line in _lines(text) if line.strip())
         ]
     else:
         fields, rows = _jsonl_rows(path, text) if path.suffix == ".jsonl" else _csv_rows(path, text)
@@ -88,9 +88,15 @@ def read_text(path: Path) -> str:
         raise UserError(f"{path}: not UTF-8 text (byte {err.start})") from None
 
 
+def _lines(text: str) -> list[str]:
+    """A file's lines, split on "\n" only: str.splitlines would also split inside JSON strings
+    that hold U+2028, U+0085 and the like, which are valid in JSON and common in scraped text."""
+    return text.split("\n")
+
+
 def _jsonl_rows(path: Path, text: str) -> tuple[set[str], list[tuple[str, Row]]]:
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
