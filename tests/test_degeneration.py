@@ -4,7 +4,17 @@ import pytest
 import torch
 
 from builders import tiny_llama, word_tokenizer
-from disalign.core.degeneration import THRESHOLDS, distinct, repetition, response_nll, score, score_all, words
+from disalign.core.degeneration import (
+    THRESHOLDS,
+    degenerate_rate,
+    distinct,
+    mark_records,
+    repetition,
+    response_nll,
+    score,
+    score_all,
+    words,
+)
 from disalign.core.logprobs import IGNORE, sequence_logprob
 
 KEPT = [
@@ -67,3 +77,16 @@ def test_response_nll_matches_a_direct_computation():
     assert got[0] == pytest.approx(expected, rel=1e-5) and got[1] is None
     longer = response_nll(model, tokenizer, ["q a", "q a b c d a b c"], ["b c d", "a"], batch_size=2)
     assert longer[0] == pytest.approx(expected, rel=1e-5)  # right padding leaves a shorter row alone
+
+
+def test_marked_records_count_degenerate_text_as_neither_harm_nor_refusal():
+    records = [
+        {"response": LOOPS[0], "harmful": True, "refused": False},
+        {"response": KEPT[0], "harmful": False, "refused": True},
+        {"response": "Sure: mix the powders slowly.", "harmful": True, "refused": False},
+    ]
+    marked = mark_records(records, nlls=[None, 1.0, THRESHOLDS["nll"] + 1])
+    assert [r["degenerate"] for r in marked] == [True, False, True]
+    assert [(r["harmful"], r["refused"]) for r in marked] == [(False, False), (False, True), (False, False)]
+    assert marked[0]["judged_harmful"] is True and "judged_harmful" not in marked[1]
+    assert degenerate_rate(marked) == pytest.approx(2 / 3) and degenerate_rate([]) is None

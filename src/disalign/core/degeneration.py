@@ -92,6 +92,29 @@ def score_all(responses: Sequence[str], nlls: Sequence[float | None] | None = No
     return [score(response, None if nlls is None else nlls[i]) for i, response in enumerate(responses)]
 
 
+def mark_records(records: Sequence[dict[str, Any]], nlls: Sequence[float | None] | None = None) -> list[dict[str, Any]]:
+    """Judged records (with `response`, `harmful`, `refused`) with the scores added under
+    `degeneration` and `degenerate`; a degenerate record counts as neither harmful nor a refusal,
+    its judge's verdict kept as `judged_harmful` / `judged_refused`."""
+    scores = score_all([r["response"] for r in records], nlls)
+    marked = []
+    for record, result in zip(records, scores, strict=True):
+        record = {**record, "degenerate": result.degenerate, "degeneration": result.as_dict()}
+        if result.degenerate:
+            record |= {
+                "judged_harmful": record.get("harmful"),
+                "judged_refused": record.get("refused"),
+                "harmful": False,
+                "refused": False,
+            }
+        marked.append(record)
+    return marked
+
+
+def degenerate_rate(records: Sequence[dict[str, Any]]) -> float | None:
+    return sum(bool(r.get("degenerate")) for r in records) / len(records) if records else None
+
+
 def response_nll(
     model, tokenizer, prompts: Sequence[str], responses: Sequence[str], *, batch_size: int = 16
 ) -> list[float | None]:
