@@ -75,12 +75,16 @@ def all_runs(root: Path) -> list[Path]:
         "direction": {"layer": 2, "position": -1},
         "pareto": [{"refusal_rate": 0.5, "kl": 0.12}],
     }
-    beb = {
+    # BEB's estimate (no judge) and its measured curve (judged) are separate runs.
+    beb_estimate = {
+        "models": {"model": model("sft")},
+        "beta": {"value": 0.8, "ci": [0.6, 1.0]},
+        "predicted_flip": {"value": 4.0, "ci": [3.0, 6.0]},
+    }
+    beb_curve = {
         "models": {"model": model("sft")},
         "judge": "world",
         "judge_validation": WORLD,
-        "beta": {"value": 0.8, "ci": [0.6, 1.0]},
-        "predicted_flip": 4.0,
         "observed_flip": {"value": 5, "ci": [4, 7]},
         "curve": [{"k": 0, "behavior": 0.9, "harmful_rate": 0.05, "ci": [0.0, 0.1]}],
     }
@@ -96,7 +100,8 @@ def all_runs(root: Path) -> list[Path]:
         finetune_run(root, "harmful", harmful, "ft-harmful"),
         finetune_run(root, "benign", benign, "ft-benign"),
         make_run(root / "ablate", "ablate", {}, ablate),
-        make_run(root / "beb", "beb curve", {}, beb),
+        make_run(root / "beb-estimate", "beb estimate", {}, beb_estimate),
+        make_run(root / "beb-curve", "beb curve", {}, beb_curve),
         make_run(root / "clusters", "analyze clusters", {}, clusters),
     ]
 
@@ -116,11 +121,12 @@ def test_fragility_card_reads_every_measure(tmp_path):
     assert "10 examples 95 % CI [45.0 %, 73.0 %]" in card  # 10×1 is within the model's interval, 10×5 is not
     assert "+23.0 pts" in card and "benign 50 × 5 epochs" in card
     assert "50.0 % harmful" in card and "kl_first_token 0.12" in card
-    assert "observed flip 5, predicted 4" in card and "β = 0.8" in card
+    assert "observed flip 5, predicted 4 observed: 95 % CI [4, 7]; predicted: 95 % CI [3, 6]" in card
+    assert "β = 0.8 (95 % CI [0.6, 1])" in card and "from beb curve — beb-curve and beb estimate — beb-estimate" in card
     assert "2.5 at layer 3" in card and "probe accuracy 0.99" in card
     assert "judge: keyword — accuracy 0.91; cohen_kappa 0.8; n 200" in card
     assert "judge: world — exact by construction; accuracy 1" in card
-    for title in ("ed — ed", "finetune — ft-harmful", "ablate — ablate", "beb curve — beb", "analyze clusters"):
+    for title in ("ed — ed", "finetune — ft-harmful", "ablate — ablate", "beb curve — beb-curve", "analyze clusters"):
         assert f"<h2>{title}" in page
 
 

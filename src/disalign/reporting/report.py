@@ -428,20 +428,29 @@ def _estimate(value: Any, run: Run, key: str) -> tuple[float | None, Interval]:
 
 
 def beb_flip(runs: Sequence[Run]) -> Measure | None:
-    run = next((run for run in runs if run.command.startswith("beb") and run.extra("beta") is not None), None)
-    if run is None:
+    """The observed flip (from a curve run, judged) beside the predicted one and β (from an estimate run)."""
+    beb = [run for run in runs if run.command.startswith("beb")]
+    estimated = next((run for run in beb if run.extra("beta") is not None), None)
+    observed_run = next((run for run in beb if run.extra("observed_flip") is not None), None)
+    if estimated is None and observed_run is None:
         return None
     number = lambda x: "n/a" if x is None else f"{x:.3g}"  # noqa: E731
-    beta, beta_ci = _estimate(run.extra("beta"), run, "beta")
-    predicted, predicted_ci = _estimate(run.extra("predicted_flip"), run, "predicted_flip")
-    observed, observed_ci = _estimate(run.extra("observed_flip"), run, "observed_flip")
-    return _measured(
+    beta, beta_ci = _estimate(estimated.extra("beta"), estimated, "beta") if estimated else (None, None)
+    predicted, predicted_ci = (
+        _estimate(estimated.extra("predicted_flip"), estimated, "predicted_flip") if estimated else (None, None)
+    )
+    observed, observed_ci = (
+        _estimate(observed_run.extra("observed_flip"), observed_run, "observed_flip") if observed_run else (None, None)
+    )
+    measure = _measured(
         "BEB flip length and β",
-        run,
+        observed_run or estimated,
         f"observed flip {number(observed)}, predicted {number(predicted)}",
         f"observed: {interval_text(observed_ci, number)}; predicted: {interval_text(predicted_ci, number)}",
         f"β = {number(beta)} ({interval_text(beta_ci, number)})",
     )
+    measure.source = " and ".join(dict.fromkeys(run.title for run in (observed_run, estimated) if run))
+    return measure
 
 
 def activation_separation(runs: Sequence[Run]) -> Measure | None:
