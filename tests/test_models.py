@@ -10,6 +10,7 @@ from disalign.core.models import (
     load_pair,
     load_tokenizer,
     resolve_model,
+    save_merged,
     uses_plain_template,
 )
 from disalign.errors import UserError
@@ -105,6 +106,15 @@ def test_adapter_directory_loads_over_its_base(tmp_path):
         assert not torch.allclose(model(ids).logits, base(ids).logits)
         with model.disable_adapter():
             assert torch.allclose(model(ids).logits, base(ids).logits)
+
+
+def test_merged_adapter_is_a_full_model_with_the_same_logits(tmp_path):
+    adapter = save_adapter(save_llama(tmp_path / "base"), tmp_path / "adapter")
+    merged = save_merged(adapter, tmp_path / "merged")
+    assert resolve_model(merged).adapter is None
+    ids = torch.tensor([[1, 4, 5, 6]])
+    with torch.no_grad():
+        assert torch.allclose(load_model(merged)[0](ids).logits, load_model(adapter)[0](ids).logits, atol=1e-5)
 
 
 def test_adapter_base_from_adapter_config_or_override(tmp_path):

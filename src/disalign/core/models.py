@@ -236,6 +236,18 @@ def load_pair(base: str | os.PathLike[str], aligned: str | os.PathLike[str], **o
     return load_model(base, **options), (aligned_model, aligned_tokenizer)
 
 
+def save_merged(source: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """An adapter merged into its base, saved as a full model directory (for a verb that trains the
+    model as a whole, such as a fine-tuning attack); a plain model is saved as it is."""
+    model, tokenizer = load_model(source)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    out = Path(out)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def with_adapter(model, adapter: Path):
     """`model` with the PEFT adapter in `adapter` applied (not merged); one line when it does not fit."""
     from peft import PeftModel, get_peft_model_state_dict
