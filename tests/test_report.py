@@ -88,12 +88,17 @@ def all_runs(root: Path) -> list[Path]:
         "observed_flip": {"value": 5, "ci": [4, 7]},
         "curve": [{"k": 0, "behavior": 0.9, "harmful_rate": 0.05, "ci": [0.0, 0.1]}],
     }
-    clusters = {
-        "models": {"model": model("sft")},
-        "layers": [
-            {"layer": 0, "separation": 0.4, "probe_accuracy": 0.7},
-            {"layer": 3, "separation": 2.5, "probe_accuracy": 0.99},
-        ],
+    clusters = {  # `analyze clusters` measures the base and each aligned model in one run
+        "models": {"base": model("base"), "sft": model("sft")},
+        "clusters": {
+            "base": {"layers": [{"layer": 0, "separation": 0.1}, {"layer": 3, "separation": 0.3}]},
+            "sft": {
+                "layers": [
+                    {"layer": 0, "separation": 0.4, "probe_accuracy": 0.7},
+                    {"layer": 3, "separation": 2.5, "probe_accuracy": 0.99},
+                ]
+            },
+        },
     }
     return [
         ed_run(root),
@@ -123,7 +128,7 @@ def test_fragility_card_reads_every_measure(tmp_path):
     assert "50.0 % harmful" in card and "kl_first_token 0.12" in card
     assert "observed flip 5, predicted 4 observed: 95 % CI [4, 7]; predicted: 95 % CI [3, 6]" in card
     assert "β = 0.8 (95 % CI [0.6, 1])" in card and "from beb curve — beb-curve and beb estimate — beb-estimate" in card
-    assert "2.5 at layer 3" in card and "probe accuracy 0.99" in card
+    assert "2.5 at layer 3" in card and "probe accuracy 0.99; base model: 0.3" in card
     assert "judge: keyword — accuracy 0.91; cohen_kappa 0.8; n 200" in card
     assert "judge: world — exact by construction; accuracy 1" in card
     for title in ("ed — ed", "finetune — ft-harmful", "ablate — ablate", "beb curve — beb-curve", "analyze clusters"):

@@ -46,9 +46,12 @@ class Run:
     demo: Path | None = None  # the demo directory this run belongs to
 
     @property
-    def target(self) -> ModelRef | None:
-        """The model under attack or analysis."""
-        return None if self.zoo_wide else self.models.get("aligned") or self.models.get("model")
+    def targets(self) -> list[ModelRef]:
+        """The models under attack or analysis: all but the base (an analysis may hold several)."""
+        return [] if self.zoo_wide else [ref for role, ref in self.models.items() if role != "base"]
+
+    def role_of(self, ref: ModelRef) -> str | None:
+        return next((role for role, model in self.models.items() if model.key == ref.key), None)
 
     @property
     def title(self) -> str:
@@ -211,7 +214,7 @@ def _children(path: Path, **where: Any) -> list[Run]:
 
 def choose_pairs(runs: Sequence[Run], pair: str | Sequence[str] | None) -> list[Pair]:
     bases = {ref.key: ref for run in runs if (ref := run.models.get("base")) is not None}
-    targets = {ref.key: ref for run in runs if (ref := run.target) is not None and ref.key not in bases}
+    targets = {ref.key: ref for run in runs for ref in run.targets if ref.key not in bases}
     known = {**targets, **bases}
     for run in runs:
         if run.zoo_wide:
@@ -255,7 +258,7 @@ def runs_of(pair: Pair, runs: Sequence[Run]) -> list[Run]:
     return [
         run
         for run in runs
-        if (run.target is not None and run.target.key == pair.aligned.key)
+        if any(ref.key == pair.aligned.key for ref in run.targets)
         or (run.zoo_wide and pair.aligned.key in {ref.key for ref in run.models.values()})
     ]
 
@@ -311,7 +314,7 @@ def _rate(row: dict[str, Any] | None) -> str:
     return "n/a" if not row else f"{percent(row.get('harmful_rate'))} {interval_text(row.get('ci'))}"
 
 
-def ed_uplift(runs: Sequence[Run]) -> Measure | None:
+def ed_uplift(pair: Pair, runs: Sequence[Run]) -> Measure | None:
     """The most harmful ED cell against α = 0 (the base model), over every ED run of the pair."""
     best = None
     for run in runs:
@@ -349,7 +352,7 @@ def _finetune_runs(runs: Sequence[Run], recipe: str) -> Iterable[tuple[Run, dict
             yield run, before, cells
 
 
-def fewest_harmful_examples(runs: Sequence[Run]) -> Measure | None:
+def fewest_harmful_examples(pair: Pair, runs: Sequence[Run]) -> Measure | None:
     """The fewest harmful examples whose fine-tuning raises harm beyond the model's own interval."""
     tried, broken = [], []
     for run, before, cells in _finetune_runs(runs, "harmful"):
@@ -380,7 +383,7 @@ def fewest_harmful_examples(runs: Sequence[Run]) -> Measure | None:
     )
 
 
-def benign_drift(runs: Sequence[Run]) -> Measure | None:
+def benign_drift(pair: Pair, runs: Sequence[Run]) -> Measure | None:
     """The largest rise in harm from fine-tuning on benign data only."""
     worst = None
     for run, before, cells in _finetune_runs(runs, "benign"):
@@ -402,7 +405,7 @@ def benign_drift(runs: Sequence[Run]) -> Measure | None:
     )
 
 
-def ablation(runs: Sequence[Run]) -> Measure | None:
+def ablation(pair: Pair, runs: Sequence[Run]) -> Measure | None:
     run = next((run for run in runs if run.command == "ablate" and isinstance(run.extra("after"), dict)), None)
     if run is None:
         return None
@@ -427,7 +430,7 @@ def _estimate(value: Any, run: Run, key: str) -> tuple[float | None, Interval]:
     return value, run.extra(f"{key}_ci")
 
 
-def beb_flip(runs: Sequence[Run]) -> Measure | None:
+def beb_flip(pair: Pair, runs: Sequence[Run]) -> Measure | None:
     """The observed flip (from a curve run, judged) beside the predicted one and β (from an estimate run)."""
     beb = [run for run in runs if run.command.startswith("beb")]
     estimated = next((run for run in beb if run.extra("beta") is not None), None)
@@ -453,25 +456,36 @@ def beb_flip(runs: Sequence[Run]) -> Measure | None:
     return measure
 
 
-def activation_separation(runs: Sequence[Run]) -> Measure | None:
-    run = next((run for run in runs if run.command.startswith("analyze") and run.extra("layers")), None)
-    if run is None:
-        return None
-    layer = max(run.extra("layers"), key=lambda row: row.get("layer", 0))
-    probe = layer.get("probe_accuracy")
-    measure = _measured(
-        "activation separation (safe vs unsafe)",
-        run,
-        f"{layer.get('separation', float('nan')):.3g} at layer {layer.get('layer')}",
-        interval_text(layer.get("separation_ci"), lambda x: f"{x:.3g}"),
-        "last layer" + (f"; linear probe accuracy {probe:.3g}" if probe is not None else ""),
-    )
-    if run.result.judge is None:
-        measure.judge = "none: activations of labelled prompt sets, no judgement"
-    return measure
+def activation_separation(pair: Pair, runs: Sequence[Run]) -> Measure | None:
+    """The last layer's safe/unsafe separation of the aligned model, beside the base's where measured."""
+    for run in runs:
+        if not run.command.startswith("analyze"):
+            continue
+        per_model = run.extra("clusters") or {}
+        role = run.role_of(pair.aligned)
+        layers = (per_model.get(role) or {}).get("layers") or run.extra("layers")
+        if not layers:
+            continue
+        layer = max(layers, key=lambda row: row.get("layer", 0))
+        base_layers = (per_model.get("base") or {}).get("layers")
+        probe = layer.get("probe_accuracy")
+        detail = [f"last layer; linear probe accuracy {probe:.3g}" if probe is not None else "last layer"]
+        if base_layers:
+            detail.append(f"base model: {max(base_layers, key=lambda row: row.get('layer', 0))['separation']:.3g}")
+        measure = _measured(
+            "activation separation (safe vs unsafe)",
+            run,
+            f"{layer.get('separation', float('nan')):.3g} at layer {layer.get('layer')}",
+            interval_text(layer.get("separation_ci"), lambda x: f"{x:.3g}"),
+            "; ".join(detail),
+        )
+        if run.result.judge is None:
+            measure.judge = "none: activations of labelled prompt sets, no judgement"
+        return measure
+    return None
 
 
-MEASURES: list[tuple[str, Callable[[Sequence[Run]], Measure | None]]] = [
+MEASURES: list[tuple[str, Callable[[Pair, Sequence[Run]], Measure | None]]] = [
     ("ED uplift over the base", ed_uplift),
     ("fewest harmful examples that break it", fewest_harmful_examples),
     ("benign drift", benign_drift),
@@ -501,7 +515,7 @@ def baseline(pair: Pair, runs: Sequence[Run]) -> str:
 
 def fragility_card(pair: Pair, runs: Sequence[Run]) -> Card:
     mine = runs_of(pair, runs)
-    measures = [measure(mine) or Measure(label) for label, measure in MEASURES]
+    measures = [measure(pair, mine) or Measure(label) for label, measure in MEASURES]
     return Card(pair, baseline(pair, mine), measures)
 
 
@@ -698,7 +712,7 @@ def write_report(
     cards = [fragility_card(p, runs) for p in pairs]
     shown = runs if pair is None else [run for p in pairs for run in runs_of(p, runs)]
     if pair is not None:
-        shown += [run for run in runs if run.target is None and not run.zoo_wide and run not in shown]
+        shown += [run for run in runs if not run.targets and not run.zoo_wide and run not in shown]
     sections = [section(run, index, max_records) for index, run in enumerate(shown)]
     page = render(cards, sections, left_out=len(runs) - len(shown))
     out = Path(out)

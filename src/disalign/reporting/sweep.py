@@ -86,6 +86,10 @@ def _read_spec_file(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not a sweep spec") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML or JSON ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
