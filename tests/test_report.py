@@ -66,7 +66,7 @@ def all_runs(root: Path) -> list[Path]:
     ]
     benign = [rate(0.03, 0.0, 0.1, shots=10, epochs=5), rate(0.25, 0.14, 0.4, shots=50, epochs=5)]
     ablate = {
-        "models": {"model": model("sft")},
+        "models": {"model": model("sft"), "ablated": {"path": "ablate/model"}},
         "judge": "world",
         "judge_validation": WORLD,
         "before": rate(0.02, 0.0, 0.07),

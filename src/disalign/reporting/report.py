@@ -47,8 +47,12 @@ class Run:
 
     @property
     def targets(self) -> list[ModelRef]:
-        """The models under attack or analysis: all but the base (an analysis may hold several)."""
-        return [] if self.zoo_wide else [ref for role, ref in self.models.items() if role != "base"]
+        """The models under attack or analysis: the attacked one ("aligned" or "model"; an attack's
+        outputs, such as ablate's "ablated", are not), else every model an analysis names but the base."""
+        if self.zoo_wide:
+            return []
+        attacked = [self.models[role] for role in ("aligned", "model") if role in self.models]
+        return attacked or [ref for role, ref in self.models.items() if role != "base"]
 
     def role_of(self, ref: ModelRef) -> str | None:
         return next((role for role, model in self.models.items() if model.key == ref.key), None)
@@ -716,10 +720,13 @@ def write_report(
     sections = [section(run, index, max_records) for index, run in enumerate(shown)]
     page = render(cards, sections, left_out=len(runs) - len(shown))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(out)
+    except OSError as err:
+        raise UserError(f"--out {out}: cannot be written ({err.strerror})") from None
     return runs, cards, out
 
 
