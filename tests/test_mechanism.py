@@ -385,3 +385,45 @@ def test_analysis_bad_input_is_one_line(pair, tmp_path, monkeypatch, capsys, ext
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
     assert exit_.value.code == 2 and len(lines) == 1 and fragment in lines[0], err
+
+
+def test_demo_claims_say_when_a_claim_fails():
+    from disalign.api.analyze import mechanism_claims, mechanism_notes, mechanism_table
+
+    checks = {
+        "base": {"layer": 3, "separation": 2.0, "tau_gap": 1.0},
+        "sft": {
+            "layer": 3,
+            "separation": 1.5,
+            "tau_gap": 2.0,
+            "base_separation": 2.0,
+            "larger_than_base": False,
+            "base_tau_gap": 1.0,
+            "gap_larger_than_base": True,
+            "most_harmful_set": "alias",
+            "its_harmful_rate": 0.7,
+            "its_tau": 0.5,
+            "unsafe_tau": -1.0,
+            "closer_to_safe_than_unsafe": True,
+        },
+    }
+    sets = {"alias": 0.5}
+    models = {
+        "base": {"separation": 2.0, "tau_safe": 1.0, "tau_unsafe": -1.0, "sets": sets},
+        "sft": {
+            "separation": 1.5,
+            "tau_safe": 1.0,
+            "tau_unsafe": -1.0,
+            "sets": sets,
+            "effective_rank_fraction": 0.1,
+            "sin_mean": 0.05,
+            "sin_random": 0.9,
+            "kl_share_first_3": {"own": 1.0, "harmful": 0.4},
+            "prefill": {0: 0.0, 1: 0.5},
+        },
+    }
+    claims = mechanism_claims(models, checks)
+    assert [claim["holds"] for claim in claims] == [False, True, True, False]
+    notes = mechanism_notes({"claims": claims})
+    assert "does NOT hold (Cohen's d 1.50 vs base 2.00" in notes[0] and "40%" in notes[3]
+    assert mechanism_table({"models": models}).row_count == 2
