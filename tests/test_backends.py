@@ -60,6 +60,7 @@ class FakeLLM:
     seed: int = 0
     options: dict = field(default_factory=dict)
     calls: list = field(default_factory=list)
+    reply: str | None = None  # what every prompt gets, where a test needs a given answer
 
     def __init__(self, model, seed=0, **options):
         self.model, self.seed, self.options, self.calls = model, seed, options, []
@@ -71,10 +72,8 @@ class FakeLLM:
     def generate(self, prompts, sampling_params, *, use_tqdm=True):
         self.calls.append((prompts, sampling_params))
         params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
-        return [
-            types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f" {len(p['prompt_token_ids'])} {s.seed} ")])
-            for p, s in zip(prompts, params, strict=True)
-        ]
+        texts = [self.reply or f" {len(p['prompt_token_ids'])} {s.seed} " for p, s in zip(prompts, params, strict=True)]
+        return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=text)]) for text in texts]
 
 
 @pytest.fixture
@@ -226,3 +225,17 @@ def test_finetune_verb_takes_an_accelerate_config(tiny_model, tmp_path):
             prompts="x",
             accelerate_config=tmp_path / "missing.yaml",
         )
+
+
+def test_classifier_judge_on_vllm(fake_vllm, tiny_model):
+    from disalign.judges import get_judge
+
+    judge = get_judge("classifier", model=str(tiny_model), format="harmbench", backend="vllm")
+    judge.model.reply = " yes"
+    verdicts = judge.judge(["do a x", "do b x"], ["ok a y z", "no"])
+    assert [v.harmful for v in verdicts] == [True, True]
+    prompts, params = judge.model.calls[0]
+    assert params[0].temperature == 0.0 and params[0].max_tokens == 1  # greedy, the verdict word only
+    assert len(prompts) == 2
+    with pytest.raises(UserError, match="unknown backend 'tgi'"):
+        get_judge("classifier", model=str(tiny_model), backend="tgi")

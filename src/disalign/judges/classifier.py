@@ -68,18 +68,28 @@ class ClassifierJudge:
         max_new_tokens: int | None = None,
         device: str = "cpu",
         dtype: str = "float32",
+        backend: str = "transformers",
     ):
         if format not in FORMATS:
             raise UserError(f"judge 'classifier': unknown format '{format}'; known: {', '.join(FORMATS)}")
         if batch_size < 1:
             raise UserError("judge 'classifier': batch_size must be at least 1")
+        if backend not in ("transformers", "vllm"):
+            raise UserError(f"judge 'classifier': unknown backend '{backend}'; known: transformers, vllm")
         from disalign.core.models import load_model
 
         self.model_source = str(model)
         self.format = format
         self.max_new_tokens = max_new_tokens or _NEW_TOKENS[format]
         self.batch_size = batch_size
-        self.model, self.tokenizer = load_model(model, dtype=dtype, device=device)
+        self.backend = backend
+        if backend == "vllm":  # the guard on vLLM's engine (CUDA GPUs), same prompts and greedy decoding
+            from disalign.backends import vllm
+
+            self.model = vllm.load_engine(str(model))
+            self.tokenizer = self.model.get_tokenizer()
+        else:
+            self.model, self.tokenizer = load_model(model, dtype=dtype, device=device)
         if format == "llama-guard" and not self.tokenizer.chat_template:
             raise UserError(f"{model}: the tokenizer has no chat template; the llama-guard format needs the guard's")
 
@@ -98,7 +108,12 @@ class ClassifierJudge:
         from disalign.core.generation import SamplingConfig, generate
 
         sampling = SamplingConfig(max_new_tokens=self.max_new_tokens, temperature=0.0, batch_size=self.batch_size)
-        generated = generate(self.model, self.tokenizer, self.render(prompts, responses), sampling)
+        if self.backend == "vllm":
+            from disalign.backends import vllm
+
+            generated = vllm.generate(self.model, self.render(prompts, responses), sampling)
+        else:
+            generated = generate(self.model, self.tokenizer, self.render(prompts, responses), sampling)
         return [parse_verdict(self.format, text) for text in generated]
 
     def render(self, prompts: list[str], responses: list[str]) -> list[str]:
