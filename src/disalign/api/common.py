@@ -73,9 +73,10 @@ class DamageOptions(Options):
     damage_n: int = Field(64, ge=0, description="Harmless prompts the damage measure reads (0: skip it).")
 
 
-def damage_meter(config, tokenizer):
+def damage_meter(config, tokenizer, respond=None):
     """`measure(original, attacked) -> damage dict` on the config's harmless prompts, with the
-    world's safe accuracy where there is a world; None when the measure is switched off."""
+    world's safe accuracy where there is a world; None when the measure is switched off.
+    `respond(model, prompts)` answers for models that `generate` cannot run (see core.damage)."""
     from disalign.core.damage import damage, judged_accuracy
 
     if config.damage_n == 0:
@@ -87,7 +88,7 @@ def damage_meter(config, tokenizer):
         from disalign.judges import get_judge
 
         sampling = config.sampling()
-        accuracy = judged_accuracy(tokenizer, harmless, get_judge("world", world=config.world), sampling)
+        accuracy = judged_accuracy(tokenizer, harmless, get_judge("world", world=config.world), sampling, respond)
 
     def measure(original, attacked) -> dict[str, float | None]:
         return damage(original, attacked, tokenizer, harmless, accuracy=accuracy, batch_size=config.batch_size)

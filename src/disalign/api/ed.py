@@ -51,9 +51,12 @@ def ed(config: EDConfig) -> RunResult:
         EmulatedModel,
         base_format,
         chat_format,
+        contrast_generate,
         grid,
+        method_streams,
         run_ed,
     )
+    from disalign.core.evaluate import chat_responder
     from disalign.core.models import load_model
     from disalign.judges.validate import judge_fields
 
@@ -75,8 +78,20 @@ def ed(config: EDConfig) -> RunResult:
     pair = EDPair(
         base_model, aligned_model, (tokenizer, aligned_tokenizer), base_reads, chat_format(aligned_tokenizer), stops
     )
-    rows = run_ed(run, pair, records, cells, judge, config.sampling(), config.seeds)
-    measure = damage_meter(config, aligned_tokenizer)
+    sampling = config.sampling()
+    rows = run_ed(run, pair, records, cells, judge, sampling, config.seeds)
+
+    def respond(model, prompts) -> list[str]:
+        """The ED decoder at the model's α, or the aligned model alone, on these prompts."""
+        if not isinstance(model, EmulatedModel):
+            return chat_responder(model, aligned_tokenizer, sampling)(list(prompts), sampling.seed)
+        contrast = method_streams(
+            "ed", model.alpha, base_model, aligned_model, pair.tokenizer, [p.prompt for p in prompts],
+            base_format=pair.base_format, aligned_format=pair.aligned_format, stop_strings=pair.stop_strings,
+        )  # fmt: skip
+        return contrast_generate(contrast, sampling)
+
+    measure = damage_meter(config, aligned_tokenizer, respond)
     if measure is not None:
         # What each α costs on harmless prompts, against the aligned model it starts from; both
         # models read the aligned model's chat rendering here, whatever template ED gives the base.

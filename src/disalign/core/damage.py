@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from disalign.core.evaluate import messages_of
-from disalign.core.generation import SamplingConfig, generate, render_chat
+from disalign.core.generation import SamplingConfig, check_context, generate, render_chat
 from disalign.core.logprobs import kl_per_position
 from disalign.data import PromptRecord
 from disalign.errors import UserError
@@ -26,6 +26,7 @@ from disalign.errors import UserError
 KL_TOKENS = 32
 
 Accuracy = Callable[[Any], float | None]  # model -> task accuracy (None: undecided)
+Respond = Callable[[Any, Sequence[PromptRecord]], list[str]]  # (model, prompts) -> responses
 
 
 def damage(
@@ -71,11 +72,18 @@ def damage(
     }
 
 
-def judged_accuracy(tokenizer, prompts: Sequence[PromptRecord], judge, sampling: SamplingConfig) -> Accuracy:
-    """model -> share of `prompts` whose responses `judge` calls `correct` (the world judge's safe accuracy)."""
+def judged_accuracy(
+    tokenizer, prompts: Sequence[PromptRecord], judge, sampling: SamplingConfig, respond: Respond | None = None
+) -> Accuracy:
+    """model -> share of `prompts` whose responses `judge` calls `correct` (the world judge's safe
+    accuracy). `respond(model, prompts)` answers them; by default the model's chat template and
+    `generate`, for models that are not plain causal LMs (an emulated one) the caller's own."""
+
+    def chat(model, records: Sequence[PromptRecord]) -> list[str]:
+        return generate(model, tokenizer, render_chat(tokenizer, [messages_of(p) for p in records]), sampling)
 
     def accuracy(model) -> float | None:
-        responses = generate(model, tokenizer, render_chat(tokenizer, [messages_of(p) for p in prompts]), sampling)
+        responses = (respond or chat)(model, prompts)
         verdicts = judge.judge([p.prompt for p in prompts], responses)
         decided = [v.correct for v in verdicts if v.correct is not None]
         return sum(decided) / len(decided) if decided else None
@@ -99,6 +107,7 @@ def _greedy_continuations(model, tokenizer, prompts: list[str], tokens: int) -> 
     """(prompt ids, greedy response ids up to and including the first end token) per prompt."""
     tokenizer.padding_side = "left"
     encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    check_context(model, encoded["attention_mask"].sum(-1).tolist(), tokens, prompts)
     device = _device(model)
     output = model.generate(
         input_ids=encoded["input_ids"].to(device),
