@@ -233,18 +233,28 @@ POWER_LAW = ("C", "a", "K")
 A_MAX = 10.0
 
 
-def _fit_power_law(n: np.ndarray, y: np.ndarray) -> np.ndarray:
-    from scipy.optimize import OptimizeWarning, curve_fit
+def _linear_part(n: np.ndarray, y: np.ndarray, a: float) -> tuple[float, float, float]:
+    """(C, K, squared error): for a fixed exponent the model is linear in C and K."""
+    design = np.stack([np.power(n, -a), np.ones_like(n)], axis=1)
+    (c, k), *_ = np.linalg.lstsq(design, y, rcond=None)
+    return float(c), float(k), float(np.sum((design @ [c, k] - y) ** 2))
 
-    start = (max(y[0] - y[-1], 1e-3), 0.5, max(y[-1], 0.0))
+
+def _fit_power_law(n: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares by variable projection (a bounded search over a, C and K linear), then
+    curve_fit from there; a curve too flat to pin a down keeps the projected solution."""
+    from scipy.optimize import OptimizeWarning, curve_fit, minimize_scalar
+
+    a = minimize_scalar(lambda a: _linear_part(n, y, a)[2], bounds=(0.0, A_MAX), method="bounded").x
+    c, k, _ = _linear_part(n, y, a)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OptimizeWarning)
             params, _ = curve_fit(
-                power_law, n, y, p0=start, bounds=([-np.inf, 0.0, -np.inf], [np.inf, A_MAX, np.inf]), maxfev=20000
+                power_law, n, y, p0=(c, a, k), bounds=([-np.inf, 0.0, -np.inf], [np.inf, A_MAX, np.inf]), max_nfev=200
             )
-    except RuntimeError:  # no convergence on a pathological resample
-        return np.full(3, np.nan)
+    except RuntimeError:
+        return np.array([c, a, k])
     return params
 
 
