@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from disalign.core.options import Options
+from disalign.core.options import Options, comma_list
 from disalign.core.verbs import verb
 from disalign.results import RunResult
 
 
 class ReportConfig(Options):
-    runs: list[Path] = Field(min_length=1, description="Run directories; a demo directory counts as the runs inside.")
+    runs: list[Path] = Field(
+        min_length=1, description="Run directories (repeatable or comma-separated); a demo or sweep counts as its runs."
+    )
     out: Path = Field(Path("report.html"), description="The HTML page to write.")
     pair: str | None = Field(None, description="BASE,ALIGNED: the model pair to report where runs cover several.")
     max_records: int = Field(20_000, ge=0, description="Most records of one run kept for the drill-down.")
+
+    @field_validator("runs", mode="before")
+    @classmethod
+    def _list(cls, value):
+        return comma_list(value)
 
 
 @verb("report", ReportConfig)

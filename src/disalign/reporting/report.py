@@ -416,7 +416,7 @@ def ablation(pair: Pair, runs: Sequence[Run]) -> Measure | None:
     before, after, damage = run.extra("before") or {}, run.extra("after"), run.extra("damage") or {}
     costs = ", ".join(f"{key} {value:.3g}" for key, value in damage.items() if isinstance(value, int | float))
     direction = run.extra("direction") or {}
-    where = ", ".join(f"{key} {value}" for key, value in direction.items() if isinstance(value, int | float | str))
+    where = ", ".join(f"{key} {cell_text(value)}" for key, value in direction.items() if isinstance(value, int | float))
     return _measured(
         "ablation: harm restored, KL paid",
         run,
