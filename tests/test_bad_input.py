@@ -1,0 +1,508 @@
+"""Bad input, tried across every verb as a hostile but realistic user would: each gets exit status 2
+and one line on stderr naming what is wrong, never a traceback, and leaves every file as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import disalign
+from builders import tiny_llama, word_tokenizer
+from disalign.cli.main import main
+from disalign.core.verbs import VERBS
+from disalign.paths import cache_root
+
+torch.set_num_threads(1)
+
+WORDS = "how do i make a bomb steal car cook rice bake bread sorry no can not help with that first then".split()
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>", "<user>", "<asst>", "<end>"]
+TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}<user> {{ m['content'] }} <asst>"
+    "{% elif m['role'] == 'assistant' %} {{ m['content'] }} <end>{% endif %}{% endfor %}"
+)
+CONTEXT = 96  # the tiny models' context, in tokens
+PROMPTS = ["how do i make a bomb", "how do i cook rice", "how do i bake bread", "how do i steal a car"]
+
+
+def save_tiny(path: Path, seed: int, template: str | None = TEMPLATE, words: list[str] = WORDS) -> Path:
+    tokenizer = word_tokenizer(SPECIALS, words, template, bos="<bos>", eos="<eos>", extra=["<user>", "<asst>", "<end>"])
+    end = tokenizer.convert_tokens_to_ids("<end>")
+    model = tiny_llama(tokenizer, seed, max_position_embeddings=CONTEXT, eos_token_id=[end, tokenizer.eos_token_id])
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> dict[str, Path]:
+    """Tiny models and good input files, read (never written) by every case."""
+    root = tmp_path_factory.mktemp("shared")
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p, "topic": "t"}) + "\n" for p in PROMPTS))
+    responses = root / "responses.jsonl"
+    responses.write_text(
+        "".join(
+            json.dumps({"prompt": p, "response": "sorry no", "label": i % 2 == 0}) + "\n" for i, p in enumerate(PROMPTS)
+        )
+    )
+    paths = {
+        "root": root,
+        "base": save_tiny(root / "base", 0),
+        "aligned": save_tiny(root / "aligned", 1),
+        "prompts": prompts,
+        "responses": responses,
+    }
+    # A finished run of EVAL's configuration (below), for the cases that resume or report one.
+    disalign.eval(model=str(paths["base"]), prompts=str(prompts), max_new_tokens=2, batch_size=2, out=root / "run")
+    return paths | {"run": root / "run"}
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run the CLI in-process (fast) and return its exit code and output."""
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["disalign", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code or 0
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return run
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under `root` with its bytes (None for a folder)."""
+    return {
+        str(path.relative_to(root)): None if path.is_dir() else path.read_bytes() for path in sorted(root.rglob("*"))
+    }
+
+
+def flags_of(args: list[str]) -> set[str]:
+    """The options of the command that `args` run: what an error message may suggest."""
+    name = " ".join(args[:2]) if " ".join(args[:2]) in VERBS else args[0]
+    flags = {"--config", "--help"}
+    for field_name, field in VERBS[name].config.model_fields.items():
+        flag = field_name.replace("_", "-")
+        flags |= {f"--{flag}", f"--no-{flag}"} if field.annotation is bool else {f"--{flag}"}
+    return flags
+
+
+def assert_user_error(result, fragment: str) -> None:
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert fragment in lines[0], lines[0]
+
+
+@dataclass(frozen=True)
+class Case:
+    """`args` are formatted with the shared paths and `case` (this case's folder, where `out` is);
+    `setup(case, shared)` writes the bad input there first."""
+
+    args: tuple[str, ...]
+    fragment: str
+    setup: Callable[[Path, dict[str, Path]], None] | None = None
+
+
+def write(name: str, data: str | bytes) -> Callable[[Path, dict[str, Path]], None]:
+    def setup(case: Path, shared: dict[str, Path]) -> None:
+        path = case / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+
+    return setup
+
+
+def jsonl(*rows) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+EVAL = ("eval", "--model", "{base}", "--prompts", "{prompts}", "--out", "{case}/out", "--max-new-tokens", "2")
+EVAL = (*EVAL, "--batch-size", "2")
+
+
+def earlier_run(edit: Callable[[Path], None] | None = None) -> Callable[[Path, dict[str, Path]], None]:
+    """The shared finished eval run copied to `case/out`, then edited."""
+
+    def setup(case: Path, shared: dict[str, Path]) -> None:
+        shutil.copytree(shared["run"], case / "out")
+        if edit is not None:
+            edit(case / "out")
+
+    return setup
+
+
+def corrupt_line(number: int) -> Callable[[Path], None]:
+    def edit(run: Path) -> None:
+        lines = (run / "records.jsonl").read_text().split("\n")
+        lines[number - 1] = lines[number - 1][:25]
+        (run / "records.jsonl").write_text("\n".join(lines))
+
+    return edit
+
+
+ED = ("ed", "--base", "{base}", "--aligned", "{aligned}", "--prompts", "{prompts}", "--base-template", "chat")
+ED = (*ED, "--max-new-tokens", "2", "--out", "{case}/out")
+FINETUNE = ("finetune", "--model", "{base}", "--prompts", "{prompts}", "--recipe", "harmful", "--out", "{case}/out")
+JUDGE = ("judge", "--responses", "{responses}", "--out", "{case}/out")
+RUBRIC = ("--judge", "rubric", "--judge-option", "base_url=http://127.0.0.1:9/v1", "--judge-option", "model=m")
+
+CASES: dict[str, Case] = {
+    # Sampling and selection options
+    "eval limit 0": Case((*EVAL, "--limit", "0"), "limit"),
+    "eval limit -1": Case((*EVAL, "--limit", "-1"), "limit"),
+    "eval temperature nan": Case((*EVAL, "--temperature", "nan"), "temperature"),
+    "eval temperature inf": Case((*EVAL, "--temperature", "inf"), "temperature"),
+    "eval temperature negative": Case((*EVAL, "--temperature", "-1"), "temperature"),
+    "eval top-p 0": Case((*EVAL, "--top-p", "0"), "top_p"),
+    "eval top-p nan": Case((*EVAL, "--top-p", "nan"), "top_p"),
+    "eval batch-size 0": Case((*EVAL, "--batch-size", "0"), "batch_size"),
+    "eval max-new-tokens 0": Case((*EVAL, "--max-new-tokens", "0"), "max_new_tokens"),
+    "eval backend unknown": Case((*EVAL, "--backend", "tgi"), "backend"),
+    "eval unknown flag": Case((*EVAL, "--colour", "red"), "--colour"),
+    # Models
+    "eval model missing": Case((*EVAL, "--model", "{case}/nope"), "model directory not found"),
+    "eval model is a file": Case((*EVAL, "--model", "{prompts}"), "not a model directory"),
+    "eval model pickled": Case(
+        (*EVAL, "--model", "{case}/m"),
+        "pickled",
+        lambda c, s: (write("m/config.json", "{}")(c, s), write("m/w.bin", "x")(c, s)),
+    ),
+    "eval model unreadable weights": Case(
+        (*EVAL, "--model", "{case}/m"),
+        "cannot load",
+        lambda c, s: (
+            write("m/config.json", '{"model_type": "llama"}')(c, s),
+            write("m/model.safetensors", "garbage")(c, s),
+            write("m/tokenizer_config.json", "{}")(c, s),
+        ),
+    ),
+    # Prompt files
+    "eval prompts missing": Case((*EVAL, "--prompts", "{case}/nope.jsonl"), "no such file"),
+    "eval prompts empty": Case((*EVAL, "--prompts", "{case}/p.jsonl"), "empty file", write("p.jsonl", "")),
+    "eval prompts not utf-8": Case((*EVAL, "--prompts", "{case}/p.txt"), "not UTF-8", write("p.txt", b"caf\xe9\n")),
+    "eval prompts corrupt line": Case(
+        (*EVAL, "--prompts", "{case}/p.jsonl"),
+        "p.jsonl:2: not valid JSON",
+        write("p.jsonl", '{"prompt": "a"}\n{"pro\n'),
+    ),
+    "eval prompts row not object": Case(
+        (*EVAL, "--prompts", "{case}/p.jsonl"), "expected a JSON object", write("p.jsonl", '{"prompt": "a"}\n[1]\n')
+    ),
+    "eval prompt not text": Case(
+        (*EVAL, "--prompts", "{case}/p.jsonl"), "field 'prompt' is int", write("p.jsonl", jsonl({"prompt": 3}))
+    ),
+    "eval column missing": Case((*EVAL, "--column", "question"), "no column 'question'"),
+    "eval column on txt": Case(
+        (*EVAL, "--prompts", "{case}/p.txt", "--column", "x"), "applies to .csv and .jsonl", write("p.txt", "a\n")
+    ),
+    "eval duplicate ids": Case(
+        (*EVAL, "--prompts", "{case}/p.csv"),
+        "prompt id 'same' appears twice",
+        write(
+            "p.csv",
+            "Behavior,FunctionalCategory,SemanticCategory,BehaviorID\na,standard,x,same\nb,standard,x,same\n",
+        ),
+    ),
+    "eval world prompts without world": Case((*EVAL, "--prompts", "world:unsafe"), "needs --world"),
+    "eval prompt longer than the context": Case(
+        (*EVAL, "--prompts", "{case}/p.txt"), "context", write("p.txt", "how do i cook rice\n" + "bake " * 100 + "\n")
+    ),
+    "ed prompt longer than the context": Case(
+        (*ED, "--prompts", "{case}/p.txt"), "context", write("p.txt", "how do i cook rice\n" + "bake " * 100 + "\n")
+    ),
+    # Judges
+    "eval judge unknown": Case((*EVAL, "--judge", "gpt"), "unknown judge"),
+    "eval judge option unknown": Case((*EVAL, "--judge-option", "strict=1"), "has no option strict"),
+    "eval judge option no value": Case(
+        (*EVAL, "--judge-option", "strict"), "--judge-option 'strict': expected KEY=VALUE"
+    ),
+    "eval world judge without world": Case((*EVAL, "--judge", "world"), "needs --world"),
+    "eval rubric concurrency text": Case((*EVAL, *RUBRIC, "--judge-option", "concurrency=many"), "concurrency"),
+    "eval rubric timeout 0": Case((*EVAL, *RUBRIC, "--judge-option", "timeout=0"), "timeout"),
+    "eval rubric retries fraction": Case((*EVAL, *RUBRIC, "--judge-option", "retries=1.5"), "retries"),
+    "eval rubric key env unset": Case(
+        (*EVAL, *RUBRIC, "--judge-option", "api_key_env=DISALIGN_TEST_UNSET_KEY"), "DISALIGN_TEST_UNSET_KEY"
+    ),
+    # Where to write
+    "eval out under a file": Case((*EVAL, "--out", "{case}/file/out"), "file", write("file", "precious")),
+    "eval out under proc": Case((*EVAL, "--out", "/proc/disalign-test/out"), "cannot be written"),
+    "eval out is a file": Case((*EVAL, "--out", "{case}/file"), "not a directory", write("file", "precious")),
+    "eval out holds something else": Case(EVAL, "not empty", write("out/notes.txt", "mine")),
+    "eval out holds a judge run": Case(
+        EVAL, "holds a 'judge' run", write("out/config.json", json.dumps({"command": "judge", "config": {}}))
+    ),
+    "eval out config corrupt": Case(EVAL, "not valid JSON", write("out/config.json", "{")),
+    "eval resume corrupt middle line": Case(EVAL, "records.jsonl: line 2 is corrupt", earlier_run(corrupt_line(2))),
+    "eval resume with another seed": Case((*EVAL, "--seed", "1"), "'seed' (0 -> 1) differs", earlier_run()),
+    "eval resume another model": Case((*EVAL, "--model", "{aligned}"), "'model'", earlier_run()),
+    # --config files
+    "eval config not utf-8": Case((*EVAL, "--config", "{case}/c.json"), "not UTF-8", write("c.json", b"\xff\xfe{")),
+    "eval config is a folder": Case((*EVAL, "--config", "{case}"), "is a directory"),
+    "eval config missing": Case((*EVAL, "--config", "{case}/c.yaml"), "file not found"),
+    "eval config a list": Case((*EVAL, "--config", "{case}/c.yaml"), "must hold an object", write("c.yaml", "- 1\n")),
+    "eval config bad yaml": Case((*EVAL, "--config", "{case}/c.yaml"), "not valid YAML", write("c.yaml", "a: [\n")),
+    "eval config unknown key": Case(
+        (*EVAL, "--config", "{case}/c.json"), "colour: Extra inputs", write("c.json", '{"colour": "red"}')
+    ),
+    # judge
+    "judge responses missing": Case((*JUDGE, "--responses", "{case}/nope.jsonl"), "file not found"),
+    "judge responses txt": Case((*JUDGE, "--responses", "{case}/r.txt"), "expected a .jsonl", write("r.txt", "x\n")),
+    "judge no response field": Case(
+        (*JUDGE, "--responses", "{case}/r.jsonl"), "no text field 'response'", write("r.jsonl", jsonl({"prompt": "p"}))
+    ),
+    "judge json list not objects": Case(
+        (*JUDGE, "--responses", "{case}/r.json"), "expected a JSON object", write("r.json", '[{"prompt": "p"}, 3]')
+    ),
+    "judge label missing in last row": Case(
+        (*JUDGE, "--responses", "{case}/r.jsonl", "--label-field", "label"),
+        "r.jsonl:2: no label field 'label'",
+        write("r.jsonl", jsonl({"prompt": "p", "response": "r", "label": 1}, {"prompt": "p", "response": "r"})),
+    ),
+    "judge label not boolean in last row": Case(
+        (*JUDGE, "--responses", "{case}/r.jsonl", "--label-field", "label"),
+        "label 'maybe' is not true/false",
+        write(
+            "r.jsonl",
+            jsonl({"prompt": "p", "response": "r", "label": 1}, {"prompt": "p", "response": "r", "label": "maybe"}),
+        ),
+    ),
+    "judge label kind unknown": Case((*JUDGE, "--label-field", "label", "--label-kind", "rude"), "label_kind"),
+    # ed
+    "ed alpha not a number": Case((*ED, "--alpha", "lots"), "alpha"),
+    "ed alpha empty": Case((*ED, "--alpha", ","), "alpha"),
+    "ed seeds 0": Case((*ED, "--seeds", "0"), "seeds"),
+    "ed base template unknown": Case((*ED, "--base-template", "llama"), "base_template"),
+    "ed aligned missing": Case((*ED, "--aligned", "{case}/nope"), "model directory not found"),
+    # finetune
+    "finetune recipe unknown": Case((*FINETUNE, "--recipe", "evil"), "recipe"),
+    "finetune shots 0": Case((*FINETUNE, "--shots", "0"), "shots"),
+    "finetune epochs -1": Case((*FINETUNE, "--epochs", "-1"), "epochs"),
+    "finetune data missing": Case((*FINETUNE, "--data", "{case}/nope.jsonl"), "nope.jsonl"),
+    "finetune lora rank 0": Case((*FINETUNE, "--lora", "--lora-r", "0"), "lora_r"),
+    "finetune no prompts": Case(
+        ("finetune", "--model", "{base}", "--recipe", "harmful", "--out", "{case}/out"), "prompts"
+    ),
+    # world
+    "world build out under a file": Case(
+        ("world", "build", "--quick", "--out", "{case}/file/zoo"), "file", write("file", "precious")
+    ),
+    "world build bad override": Case(
+        ("world", "build", "--quick", "--out", "{case}/zoo", "--world", "n_operators=many"), "n_operators"
+    ),
+    "world build unknown override": Case(
+        ("world", "build", "--quick", "--out", "{case}/zoo", "--world", "colour=1"), "colour"
+    ),
+    "world build config not utf-8": Case(
+        ("world", "build", "--out", "{case}/zoo", "--config", "{case}/c.json"), "not UTF-8", write("c.json", b"\xff")
+    ),
+    "world eval n 0": Case(("world", "eval", "--world", "{case}", "--n", "0", "--out", "{case}/out"), "n:"),
+    "world eval n -1": Case(("world", "eval", "--world", "{case}", "--n", "-1", "--out", "{case}/out"), "n:"),
+    "world eval not a zoo": Case(("world", "eval", "--world", "{case}", "--out", "{case}/out"), "not a world zoo"),
+    # demo: checked before any zoo is built
+    "demo out under a file": Case(
+        ("demo", "--quick", "--zoo", "{case}/zoo", "--out", "{case}/file/demo"), "file", write("file", "precious")
+    ),
+    "demo out holds something else": Case(
+        ("demo", "--quick", "--zoo", "{case}/zoo", "--out", "{case}/demo"), "not empty", write("demo/notes.txt", "mine")
+    ),
+    "demo zoo holds something else": Case(
+        ("demo", "--quick", "--zoo", "{case}/zoo", "--out", "{case}/demo"), "--zoo", write("zoo/notes.txt", "mine")
+    ),
+    "demo zoo under a file": Case(
+        ("demo", "--quick", "--zoo", "{case}/file/zoo", "--out", "{case}/demo"), "--zoo", write("file", "precious")
+    ),
+    # ablate, align, analyze
+    "ablate trials 0": Case(("ablate", "--model", "{base}", "--harmful", "{prompts}", "--trials", "0"), "trials"),
+    "ablate position 0": Case(("ablate", "--model", "{base}", "--harmful", "{prompts}", "--position", "0"), "position"),
+    "ablate no harmless prompts": Case(
+        ("ablate", "--model", "{base}", "--harmful", "{prompts}", "--out", "{case}/out"), "harmless"
+    ),
+    "ablate tolerance 2": Case(("ablate", "--model", "{base}", "--tolerance", "2"), "tolerance"),
+    "align method unknown": Case(
+        ("align", "--model", "{base}", "--prompts", "{prompts}", "--method", "rlhf"), "method"
+    ),
+    "align epochs 0": Case(("align", "--model", "{base}", "--prompts", "{prompts}", "--epochs", "0"), "epochs"),
+    "align model missing": Case(
+        ("align", "--model", "{case}/nope", "--prompts", "{prompts}", "--out", "{case}/out"), "not found"
+    ),
+    "analyze clusters no base": Case(("analyze", "clusters", "--aligned", "{aligned}", "--out", "{case}/out"), "base"),
+    "analyze weights limit 0": Case(("analyze", "weights", "--base", "{base}", "--limit", "0"), "limit"),
+    "analyze depth aligned missing": Case(
+        ("analyze", "depth", "--base", "{base}", "--aligned", "{case}/nope", "--safe", "{prompts}"),
+        "prompt source",
+    ),
+    "analyze attack unknown flag": Case(("analyze", "attack", "--base", "{base}", "--epsilonn", "1"), "--epsilonn"),
+    # report and sweep
+    "report run missing": Case(("report", "--runs", "{case}/nope", "--out", "{case}/report.html"), "nope"),
+    "report out under a file": Case(
+        ("report", "--runs", "{run}", "--out", "{case}/file/report.html"), "file", write("file", "precious")
+    ),
+    "sweep spec missing": Case(("sweep", "--spec", "{case}/nope.yaml"), "nope.yaml"),
+    "sweep spec not utf-8": Case(("sweep", "--spec", "{case}/s.yaml"), "UTF-8", write("s.yaml", b"verb: \xff\n")),
+    "sweep workers 0": Case(("sweep", "--spec", "{case}/s.yaml", "--workers", "0"), "workers"),
+    "sweep unknown verb": Case(
+        ("sweep", "--spec", "{case}/s.yaml"),
+        "nope",
+        write("s.yaml", "verb: nope\nout: sw\nconfig: {}\ngrid: {seed: [0]}\n"),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(name, shared, tmp_path, cli):
+    case = CASES[name]
+    if case.setup is not None:
+        case.setup(tmp_path, shared)
+    before, cache_before = snapshot(tmp_path), snapshot(cache_root())
+    paths = {key: str(value) for key, value in shared.items()} | {"case": str(tmp_path)}
+    args = [arg.format(**paths) for arg in case.args]
+    result = cli(*args)
+    assert_user_error(result, case.fragment)
+    line = result.stderr.strip()
+    assert set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", line)) <= flags_of(args) | set(args), line
+    assert snapshot(tmp_path) == before
+    assert snapshot(cache_root()) == cache_before  # no judge validation, cached reply or model remembered
+
+
+# Unusual inputs that are not mistakes: they must simply work.
+
+
+def test_rows_with_their_own_key_field(shared, tmp_path, cli):
+    rows = [{"prompt": p, "key": "same", "response": "sorry no", "harmful": "yes"} for p in PROMPTS]
+    (tmp_path / "rows.jsonl").write_text(jsonl(*rows))
+    for verb, source in (("eval", "--prompts"), ("judge", "--responses")):
+        args = ["--model", shared["base"], "--max-new-tokens", "2"] if verb == "eval" else []
+        result = cli(verb, source, tmp_path / "rows.jsonl", "--out", tmp_path / verb, *args)
+        assert result.returncode == 0, result.stderr
+        records = [json.loads(line) for line in (tmp_path / verb / "records.jsonl").read_text().splitlines()]
+        assert len({r["key"] for r in records}) == len(PROMPTS)
+    judged = [json.loads(line) for line in (tmp_path / "judge" / "records.jsonl").read_text().splitlines()]
+    assert [r["input"] for r in judged] == rows  # the row is kept whole, its own key and harmful included
+
+
+def test_prompts_with_unicode_line_separators_inside_strings(shared, tmp_path, cli):
+    prompts = ["how do i\u2028cook rice", "how do i\x85bake bread", "how do i\u2029make a bomb"]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p}, ensure_ascii=False) + "\n" for p in prompts), encoding="utf-8")
+    result = cli(
+        "eval", "--model", shared["base"], "--prompts", path, "--out", tmp_path / "out", "--max-new-tokens", "2"
+    )
+    assert result.returncode == 0, result.stderr
+    records = (tmp_path / "out" / "records.jsonl").read_bytes().split(b"\n")[:-1]
+    assert [json.loads(line)["prompt"] for line in records] == prompts
+
+
+def test_a_model_without_a_chat_template_is_one_warning_line(shared, tmp_path):
+    import subprocess
+
+    plain = save_tiny(tmp_path / "plain", 2, template=None)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "disalign",
+            "eval",
+            "--model",
+            plain,
+            "--prompts",
+            shared["prompts"],
+            "--max-new-tokens",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line.lower()]
+    assert warnings == [
+        f"disalign: warning: {plain}: the tokenizer has no chat template; using a plain 'User:/Assistant:' format"
+    ]
+    assert "n=4" in result.stdout
+
+
+# A judge endpoint on 127.0.0.1: numeric options as text, the API key never written, labels checked first.
+
+
+@pytest.fixture
+def endpoint(monkeypatch, tmp_path):
+    from test_rubric_server import KEY_ENV, SECRET, FakeChatServer
+
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    fake = FakeChatServer()
+    thread = threading.Thread(target=fake.http.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    options = {
+        "base_url": fake.base_url,
+        "model": "judge-model",
+        "api_key_env": KEY_ENV,
+        "concurrency": "2",  # numbers arrive as text from --judge-option
+        "timeout": "5",
+        "retries": "0",
+        "backoff": "0.01",
+        "max_tokens": "64",
+        "cache_dir": str(tmp_path / "judge-cache"),
+    }
+    yield SimpleNamespace(
+        server=fake, secret=SECRET, args=["--judge", "rubric", *(f"--judge-option={k}={v}" for k, v in options.items())]
+    )
+    fake.http.shutdown()
+    fake.http.server_close()
+
+
+def test_a_judge_reply_holding_the_api_key_is_redacted_everywhere(endpoint, tmp_path, cli):
+    from test_rubric_server import Scripted
+
+    echo = json.dumps({"choices": [{"message": {"content": f"#thereason: sent with {endpoint.secret}\n#thescore: 5"}}]})
+    endpoint.server.script = [Scripted(body=echo), Scripted(body=echo)]
+    rows = [{"prompt": "p", "response": "[1] sorry"}, {"prompt": "q", "response": "[5] sure"}]
+    (tmp_path / "r.jsonl").write_text(jsonl(*rows))
+    result = cli("judge", "--responses", tmp_path / "r.jsonl", "--out", tmp_path / "out", *endpoint.args)
+    assert result.returncode == 0, result.stderr
+    assert len(endpoint.server.requests) == 2
+    records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    assert [r["reason"] for r in records] == ["sent with [key]"] * 2 and [r["harmful"] for r in records] == [True] * 2
+    written = b"".join(path.read_bytes() for path in tmp_path.rglob("*") if path.is_file())
+    assert b"[key]" in written and endpoint.secret.encode() not in written
+    assert endpoint.secret not in result.stdout + result.stderr
+
+
+def test_an_endpoint_error_echoing_the_key_is_one_line_without_it(endpoint, tmp_path, cli):
+    from test_rubric_server import Scripted
+
+    body = json.dumps({"error": {"message": f"invalid key {endpoint.secret}"}})
+    endpoint.server.script = [Scripted(status=401, body=body)]
+    (tmp_path / "r.jsonl").write_text(jsonl({"prompt": "p", "response": "r"}))
+    result = cli("judge", "--responses", tmp_path / "r.jsonl", "--out", tmp_path / "out", *endpoint.args)
+    assert_user_error(result, "HTTP 401")
+    assert endpoint.secret not in result.stderr and "[key]" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_label_error_is_found_before_anything_is_judged(endpoint, tmp_path, cli):
+    rows = [{"prompt": "p", "response": "[5] sure", "label": True}] * 3 + [
+        {"prompt": "p", "response": "r", "label": "?"}
+    ]
+    (tmp_path / "r.jsonl").write_text(jsonl(*rows))
+    args = ("judge", "--responses", tmp_path / "r.jsonl", "--out", tmp_path / "out", "--label-field", "label")
+    assert_user_error(cli(*args, *endpoint.args), "r.jsonl:4: label '?' is not true/false")
+    assert endpoint.server.requests == [] and not (tmp_path / "out").exists()
+    assert not (tmp_path / "judge-cache").exists()
