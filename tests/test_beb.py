@@ -73,7 +73,7 @@ class Mixture(torch.nn.Module):
 class TokenSetting:
     """Sentences of one token: the chains' own states."""
 
-    name, context, max_sentence_tokens, exact, judge = "chains", None, 1, {}, ("none", {})
+    name, context, trained_context, max_sentence_tokens, exact, judge = "chains", None, None, 1, {}, ("none", {})
     stop_ids = frozenset(range(STATES))
 
     def start(self):

@@ -241,21 +241,25 @@ def _item_sentences(setting: Setting, component, n_items: int, n: int, seed: int
 MOST_SENTENCES = 64  # how far `longest_fitting` looks when the model's context is unknown
 
 
-def longest_fitting(setting: Setting, *, n_items: int, seed: int = 0, aligning: int = 0) -> int:
+def longest_fitting(
+    setting: Setting, *, n_items: int, seed: int = 0, aligning: int = 0, context: int | None = None
+) -> int:
     """The largest k whose prompts (`aligning` P₊ sentences, k P₋ ones, a target and its answer)
-    all fit the context; MOST_SENTENCES when the context is unknown. A UserError if none does."""
+    all fit `context` (default: the setting's); MOST_SENTENCES when it is unknown. A UserError if
+    none does."""
+    context = context or setting.context
+    if context is None:
+        return MOST_SENTENCES
     targets = setting.targets(n_items, seed)
     shots = _item_sentences(setting, "negative", n_items, MOST_SENTENCES, seed + 1)
     prefix = _item_sentences(setting, "positive", n_items, aligning, seed + 2)
-    if setting.context is None:
-        return MOST_SENTENCES
     for k in range(MOST_SENTENCES + 1):
         longest = max(
             len(setting.prompt_ids([*prefix[i], *shots[i][:k]], t)) + len(t.answer) + 1 for i, t in enumerate(targets)
         )
-        if longest > setting.context:
+        if longest > context:
             if k == 0:
-                raise UserError(f"no prompt with {aligning} aligning sentences fits the context of {setting.context}")
+                raise UserError(f"no prompt with {aligning} aligning sentences fits a context of {context} tokens")
             return k - 1
     return MOST_SENTENCES
 

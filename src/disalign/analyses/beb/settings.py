@@ -46,6 +46,7 @@ class Target:
 class Setting(Protocol):
     name: str
     context: int | None  # the most tokens a prompt may hold (None: no limit known)
+    trained_context: int | None  # the most the model was trained on, when shorter (the world's pretraining rows)
     stop_ids: frozenset[int]  # ids that end a sampled sentence or answer (kept in it)
     max_sentence_tokens: int
     exact: dict[str, float]  # quantities the setting knows exactly (the world: alpha, log_inv_alpha, beta)

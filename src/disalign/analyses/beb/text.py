@@ -57,6 +57,7 @@ class TextSetting:
         self.tokenizer = tokenizer
         self.judge = judge
         self.context = context
+        self.trained_context: int | None = None
         self.max_sentence_tokens = max_sentence_tokens
         self.exact: dict[str, float] = {}
         self.requests = list(requests)
