@@ -365,6 +365,12 @@ CASES: dict[str, Case] = {
 }
 
 
+def test_every_verb_is_tried_with_bad_input():
+    """A verb added later gets its bad inputs here too."""
+    tried = {next(name for name in sorted(VERBS, key=len, reverse=True) if case.startswith(name)) for case in CASES}
+    assert tried == set(VERBS), f"no bad input tried for {sorted(set(VERBS) - tried)}"
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(name, shared, tmp_path, cli):
     case = CASES[name]
@@ -407,6 +413,22 @@ def test_prompts_with_unicode_line_separators_inside_strings(shared, tmp_path, c
     assert result.returncode == 0, result.stderr
     records = (tmp_path / "out" / "records.jsonl").read_bytes().split(b"\n")[:-1]
     assert [json.loads(line)["prompt"] for line in records] == prompts
+
+
+def test_every_prompt_file_kind_splits_lines_on_newlines_only(tmp_path):
+    from disalign.data import load_prompts
+
+    prompts = ["a\u2028b", "c\x85d", "e\u2029f\x1cg"]
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / "one.jsonl").write_text(jsonl(*({"prompt": p} for p in prompts)))  # escaped: \\u2028
+    (folder / "two.jsonl").write_text("".join(json.dumps({"prompt": p}, ensure_ascii=False) + "\n" for p in prompts))
+    (folder / "three.txt").write_text("".join(p + "\r\n" for p in prompts))
+    (folder / "four.csv").write_text("prompt\n" + "".join(f'"{p}"\n' for p in prompts))
+    by_file = {}
+    for record in load_prompts(str(folder)):
+        by_file.setdefault(record.category, []).append(record.prompt)
+    assert by_file["one"] == by_file["two"] == by_file["three"] == by_file["four"] == prompts
 
 
 def test_a_model_without_a_chat_template_is_one_warning_line(shared, tmp_path):
