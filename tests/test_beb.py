@@ -244,7 +244,7 @@ def test_sentence_needs_one_flag_per_id():
 
 def test_curve_rows_and_flip_summarise_a_behaviour_curve():
     from disalign.analyses.beb.measure import BehaviourCurve
-    from disalign.analyses.beb.report import curve_rows, flip_summary, manyshot_summary
+    from disalign.analyses.beb.report import curve_rows, flip_summary, harm_rise, manyshot_summary
 
     harmful = np.array([[0, 0, 1], [0, 1, 1], [0, 1, 1], [1, 0, np.nan]], dtype=float)
     refused = np.array([[1, 0, 0], [1, 0, 0], [0, 0, 0], [0, 1, np.nan]], dtype=float)
@@ -259,6 +259,8 @@ def test_curve_rows_and_flip_summarise_a_behaviour_curve():
     assert rows[1]["ci"][0] < 0.5 < rows[1]["ci"][1]
     flip = flip_summary(curve)
     assert flip["value"] == 1 and flip["searched_up_to"] == 2
+    rise = harm_rise(curve)  # k=0 → k=2: three requests turned harmful, none stopped; one undecided
+    assert (rise["gained"], rise["lost"]) == (3, 0) and rise["p_value"] == pytest.approx(0.125)
     shots = [0, 1, 2, 3, 4, 6]
     n = np.array([1, 1, 2, 3, 4, 6.0])
     nll = power_law(n, 2.0, 1.0, 0.5) + np.random.default_rng(0).normal(0, 0.05, (50, 6))

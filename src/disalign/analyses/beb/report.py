@@ -49,6 +49,20 @@ def curve_rows(curve: BehaviourCurve, *, aligning: int = 0, seed: int = 0) -> li
     return rows
 
 
+def harm_rise(curve: BehaviourCurve) -> dict[str, Any]:
+    """Is the harmful rate after the most harmful sentences higher than after none? Every request
+    is asked at every k, so the test is paired: an exact one-sided sign test on the requests whose
+    verdict changed between the first and the last k."""
+    from scipy.stats import binomtest
+
+    first, last = curve.harmful[:, 0], curve.harmful[:, -1]
+    decided = ~np.isnan(first) & ~np.isnan(last)
+    gained = int(((last == 1) & (first == 0) & decided).sum())
+    lost = int(((last == 0) & (first == 1) & decided).sum())
+    p_value = binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue if gained + lost else 1.0
+    return {"from_k": int(curve.ks[0]), "to_k": int(curve.ks[-1]), "gained": gained, "lost": lost, "p_value": p_value}
+
+
 def flip_summary(curve: BehaviourCurve, *, seed: int = 0) -> dict[str, Any]:
     flip = observed_flip(curve.ks, curve.behaviour, seed=seed)
     return {**flip.as_dict(), "searched_up_to": int(curve.ks[-1])}
