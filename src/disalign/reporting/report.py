@@ -18,7 +18,7 @@ import io
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,6 @@ class Section:
     records: list[dict[str, Any]]
     records_total: int
     config: str
-    notes: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- loading runs
@@ -235,8 +234,7 @@ def choose_pairs(runs: Sequence[Run], pair: str | Sequence[str] | None) -> list[
     if len(targets) > 1 and not _one_demo(runs):
         listed = ", ".join(sorted(ref.name for ref in targets.values()))
         raise UserError(f"report: runs of different models ({listed}); choose one with --pair BASE,ALIGNED")
-    if base is None and (zoo_base := _zoo_base(runs)) is not None:
-        base = zoo_base
+    base = base or _zoo_base(runs)
     return [Pair(base, ref) for ref in sorted(targets.values(), key=lambda ref: ref.name)]
 
 
