@@ -16,6 +16,11 @@ from typing import Any
 from pydantic import Field
 from rich.table import Table
 
+from disalign.api.ablate import ablation_notes, ablation_table
+from disalign.api.ablate import demo_section as ablation_section
+from disalign.api.analyze import demo_mechanism, mechanism_notes, mechanism_table
+from disalign.api.beb import beb_notes, beb_table
+from disalign.api.beb import demo_section as beb_section
 from disalign.api.ed import ed
 from disalign.api.finetune import finetune
 from disalign.core.generation import SamplingConfig
@@ -221,6 +226,9 @@ SECTIONS: list[DemoSection] = [
     DemoSection("models", _evaluate_models, models_table),
     DemoSection("ed", _emulated_disalignment, ed_table),
     DemoSection("finetune", _finetuning, finetune_table, finetune_notes),
+    DemoSection("ablate", ablation_section, ablation_table, ablation_notes),
+    DemoSection("mechanism", demo_mechanism, mechanism_table, mechanism_notes),
+    DemoSection("beb", beb_section, beb_table, beb_notes),
 ]
 
 
@@ -276,5 +284,7 @@ def demo(config: DemoConfig) -> RunResult:
     )
     run.write_summary(result.to_json())
     if run.persistent:
-        console.print(f"wrote {run.file('summary.json')} ({seconds} s)")
+        from disalign.reporting.report import demo_report
+
+        console.print(f"wrote {run.file('summary.json')} and {demo_report(run.path)} ({seconds} s)")
     return result
