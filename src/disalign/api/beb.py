@@ -76,8 +76,8 @@ class BebOptions(RunOptions):
 
     def inputs(self) -> dict[str, str]:
         """Fingerprints of everything read, so a resumed run never mixes two experiments."""
-        paths = {"world": self.world and self.world / "world.json", "negative": self.negative}
-        paths["positive"] = self.positive
+        world = self.world / "world.json" if self.world is not None else None
+        paths = {"world": world, "negative": self.negative, "positive": self.positive}
         found = {name: fingerprint_path(path) for name, path in paths.items() if path is not None}
         return {**found, "model": model_info(self.model)["fingerprint"]}
 
@@ -130,10 +130,11 @@ class CurveOptions(BebOptions, JudgeOptions):
 
 
 def _check_grid(values: list[int]) -> None:
-    if not values:
-        raise ValueError("the grid is empty")
-    if any(b <= a for a, b in zip(values, values[1:], strict=False)) or values[0] < 0:
-        raise ValueError(f"must be non-negative and strictly increasing, got {values}")
+    from disalign.analyses.beb.estimators import grid_problem
+
+    problem = grid_problem(values)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 class EstimateConfig(ComponentOptions):
@@ -150,7 +151,8 @@ class BoundsConfig(ComponentOptions, CurveOptions):
 
 class ManyshotConfig(CurveOptions):
     shots: list[int] | None = Field(
-        None, description="Numbers of harmful shots, increasing, comma-separated (default: 0 up to --max-episodes)."
+        None,
+        description="Numbers of harmful shots, increasing, comma-separated (default: 0 to --max-episodes).",
     )
 
     @field_validator("shots", mode="before")

@@ -40,16 +40,25 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def check_lengths(lengths: Sequence[int], what: str = "lengths") -> np.ndarray:
-    """A length grid: non-empty, non-negative integers, strictly increasing; else a UserError."""
+def grid_problem(lengths: Sequence[int]) -> str | None:
+    """What is wrong with a length grid (it must be non-empty, non-negative integers, strictly
+    increasing), or None."""
     grid = np.asarray(list(lengths))
     if grid.size == 0:
-        raise UserError(f"{what}: the grid is empty")
+        return "the grid is empty"
     if not np.issubdtype(grid.dtype, np.integer) or (grid < 0).any():
-        raise UserError(f"{what}: must be non-negative integers, got {list(lengths)}")
+        return f"must be non-negative integers, got {list(lengths)}"
     if (np.diff(grid) <= 0).any():
-        raise UserError(f"{what}: must be strictly increasing, got {list(lengths)}")
-    return grid
+        return f"must be strictly increasing, got {list(lengths)}"
+    return None
+
+
+def check_lengths(lengths: Sequence[int], what: str = "lengths") -> np.ndarray:
+    """The grid as an array; a UserError naming `what` when `grid_problem` finds one."""
+    problem = grid_problem(lengths)
+    if problem is not None:
+        raise UserError(f"{what}: {problem}")
+    return np.asarray(list(lengths))
 
 
 def bootstrap(
