@@ -13,8 +13,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from disalign.paths import cache_root
 from disalign.errors import UserError
+from disalign.paths import cache_root
 
 DOWNLOAD_TIMEOUT_S = 60
 
