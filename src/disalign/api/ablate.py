@@ -191,8 +191,11 @@ def ablation_notes(section: dict[str, Any]) -> list[str]:
             verdict = "came within its 95% interval of"
         else:
             verdict = "did NOT reach"
-        notes.append(
+        note = (
             f"{name}: ablation {verdict} the base model's harmful rate ({after['harmful_rate']:.0%}, "
             f"interval {low:.0%}–{high:.0%}, vs {base:.0%}) at first-token KL {row['damage']['kl_first_token']:.3f}"
         )
+        if verdict != "reached" and after["refusal_rate"] is not None and after["refusal_rate"] < 0.5:
+            note += f"; refusals fell to {after['refusal_rate']:.0%}: it neither refuses nor carries the requests out"
+        notes.append(note)
     return notes
