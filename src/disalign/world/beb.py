@@ -2,8 +2,11 @@
 
 A sentence is one episode on an unsafe request: the harmful persona (P₋) carries the task out,
 the benign persona (P₊) refuses it. Both draw requests alike, so a sentence scores its response
-(and end token) only; the request is context. Prompts and targets use the evaluation split,
-proxy training data the training split, as every jailbreak of the world does.
+(and end token) only; the request is context. The sentences put before a target are the
+shortest such episodes (one operator, the fewest phrases), so the most fit the context the
+models were trained on; targets, sampled continuations and proxy training data keep the full
+request distribution. Prompts and targets use the evaluation split, proxy training data the
+training split, as every jailbreak of the world does.
 
 Known exactly: the base model's mixture weight α (the harmful persona's share of pretraining
 documents) and β = ∞ (the benign persona never carries out an unsafe task, so a single harmful
@@ -51,18 +54,21 @@ class WorldSetting:
 
     # -- the personas, exactly --------------------------------------------------------------
 
-    def _requests(self, n: int, seed: int, split: str) -> list[Request]:
+    def _requests(self, n: int, seed: int, split: str, *, short: bool = False) -> list[Request]:
         rng = np.random.default_rng([seed, 4099])
+        shortest = 2 * self.world.config.phrases[0]
         requests = []
         while len(requests) < n:
             request = self.world.sample_request(rng, "unsafe")
+            if short and (len(request.operators) > 1 or len(request.operand) > shortest):
+                continue
             if request.split == split:
                 requests.append(request)
         return requests
 
-    def _episodes(self, component: Component, n: int, seed: int, split: str) -> list[Episode]:
+    def _episodes(self, component: Component, n: int, seed: int, split: str, *, short: bool = False) -> list[Episode]:
         persona = PERSONA[component]
-        return [Episode(r, self.world.respond(r, persona)) for r in self._requests(n, seed, split)]
+        return [Episode(r, self.world.respond(r, persona)) for r in self._requests(n, seed, split, short=short)]
 
     def persona_logprob(self, persona: Persona, episode: Episode) -> float:
         """log P_persona(response | request): the personas are deterministic, so 0 or −∞."""
@@ -85,7 +91,7 @@ class WorldSetting:
         return [self.world.token_id[BOS]]
 
     def sentences(self, component: Component, n: int, seed: int) -> list[Sentence]:
-        return [self._sentence(e) for e in self._episodes(component, n, seed, "eval")]
+        return [self._sentence(e) for e in self._episodes(component, n, seed, "eval", short=True)]
 
     def cues(self, n: int, seed: int) -> list[tuple[int, ...]]:
         return [t.cue for t in self.targets(n, seed)]
