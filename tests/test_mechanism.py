@@ -356,6 +356,7 @@ def test_analysis_verbs_write_their_runs(pair, tmp_path):
     assert moved[(1, "down_proj")].effective_rank > 0 and moved[(0, "down_proj")].effective_rank == 0
     groups = {"safe", "unsafe", "safe_before", "unsafe_before"}
     assert groups <= set(weights.weights["aligned"]["projections"][0])
+    assert groups <= set(weights.weights["aligned"]["null_space"])
 
     depth = disalign.analyze.depth(**common, prefill=[0, 1], out=tmp_path / "depth")
     assert {row.prefix for row in depth.rows(model="aligned") if getattr(row, "prefix", None)} >= {"own"}
@@ -418,12 +419,14 @@ def test_demo_claims_say_when_a_claim_fails():
             "effective_rank_fraction": 0.1,
             "sin_mean": 0.05,
             "sin_random": 0.9,
+            "null_space": {"layer": 3, "safe_before": 0.4, "safe": 0.4, "unsafe_before": 0.4, "unsafe": 0.3},
             "kl_share_first_3": {"own": 1.0, "harmful": 0.4},
             "prefill": {0: 0.0, 1: 0.5},
         },
     }
     claims = mechanism_claims(models, checks)
-    assert [claim["holds"] for claim in claims] == [False, True, True, False]
+    assert [claim["holds"] for claim in claims] == [False, True, True, True, False]
     notes = mechanism_notes({"claims": claims})
-    assert "does NOT hold (Cohen's d 1.50 vs base 2.00" in notes[0] and "40%" in notes[3]
+    assert "does NOT hold (Cohen's d 1.50 vs base 2.00" in notes[0] and "unsafe -25%, safe +0%" in notes[3]
+    assert "40%" in notes[4]
     assert mechanism_table({"models": models}).row_count == 2

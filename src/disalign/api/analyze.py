@@ -329,6 +329,7 @@ def weights(config: WeightsConfig) -> RunResult:
             "effective_rank_fraction_mean": sum(fractions) / len(fractions) if fractions else None,
             "sin_mean": sum(row["sin_mean"] for row in matrices) / len(matrices),
             "sin_random_mean": sum(row["sin_random"] for row in matrices) / len(matrices),
+            "null_space": null_space(projected),
         }
         rows += [{"model": name, **row} for row in matrices]
     plot = spectrum(run.file("weight_spectrum.png"), {m: s["matrices"] for m, s in summary.items()}, share=config.share)
@@ -336,6 +337,18 @@ def weights(config: WeightsConfig) -> RunResult:
         command="analyze weights", models=infos, results=rows, weights=summary, plots={"spectrum": str(plot)}
     )
     return finish(run, result)
+
+
+def null_space(projected: list[dict]) -> dict[str, float] | None:
+    """At the last layer, the mean over its MLP matrices of |σ_j·cos(a, v_j)| onto W_base's top
+    directions, for safe and unsafe activations before (base model) and after (aligned model)
+    alignment: the null-space claim is that unsafe ones shrink while safe ones stay."""
+    rows = [row for row in projected if row["which"] == "base"]
+    if not rows:
+        return None
+    last = [row for row in rows if row["layer"] == max(r["layer"] for r in rows)]
+    groups = ("safe_before", "safe", "unsafe_before", "unsafe")
+    return {"layer": last[0]["layer"], **{group: sum(row[group] for row in last) / len(last) for group in groups}}
 
 
 class DepthConfig(JudgedOptions):
@@ -537,6 +550,7 @@ def demo_mechanism(ctx) -> dict:
                 effective_rank_fraction=moved["effective_rank_fraction_max"],
                 sin_mean=moved["sin_mean"],
                 sin_random=moved["sin_random_mean"],
+                null_space=moved["null_space"],
             )
         if name in deep.depth:
             profiles = deep.depth[name]
@@ -581,6 +595,19 @@ def mechanism_claims(models: dict[str, dict], checks: dict[str, dict]) -> list[d
                     "holds": model["effective_rank_fraction"] <= 0.25,
                     "evidence": f"largest fraction over MLP matrices {model['effective_rank_fraction']:.0%}; "
                     f"column-space sine {model['sin_mean']:.3f} (random {model['sin_random']:.3f})",
+                }
+            )
+        projected = model.get("null_space")
+        if projected is not None:
+            unsafe_change = projected["unsafe"] / projected["unsafe_before"] - 1
+            safe_change = projected["safe"] / projected["safe_before"] - 1
+            claims.append(
+                {
+                    "model": name,
+                    "claim": "alignment moves unsafe activations towards W_base's null space, safe ones less",
+                    "holds": unsafe_change < 0 and unsafe_change < safe_change,
+                    "evidence": f"projection onto W_base's top directions at layer {projected['layer']}: "
+                    f"unsafe {unsafe_change:+.0%}, safe {safe_change:+.0%}",
                 }
             )
         share = model.get("kl_share_first_3", {}).get("harmful")
