@@ -187,6 +187,7 @@ def test_weight_changes_find_the_changed_matrix(tokenizer):
     assert changed["singular_values"][:2] == pytest.approx([0.5, 0.1], abs=1e-5)
     assert changed["effective_rank"] == 1 and changed["full_rank"] == 32
     assert changed["top_share"] == pytest.approx(0.25 / 0.26, abs=1e-5)
+    assert changed["cumulative_share"][:2] == pytest.approx([0.25 / 0.26, 1.0], abs=1e-5)
     assert changed["sin_mean"] < changed["sin_random"]
     assert rows[(0, "up_proj")]["effective_rank"] == 0 and rows[(0, "up_proj")]["relative_change"] == 0
 

@@ -55,9 +55,7 @@ def spectrum(path: Path, rows_by_model: Mapping[str, Sequence[dict]], *, share: 
     )
     for panel, (model, rows) in zip(axes[0], rows_by_model.items(), strict=True):
         for row in rows:
-            energy = [s * s for s in row["singular_values"]]
-            total = sum(energy) or 1.0
-            cumulative = [sum(energy[: k + 1]) / total for k in range(len(energy))]
+            cumulative = row["cumulative_share"]
             panel.plot(range(1, len(cumulative) + 1), cumulative, linewidth=1, label=f"L{row['layer']} {row['matrix']}")
         panel.axhline(share, color="grey", linestyle="--", linewidth=0.8)
         panel.set(title=f"ΔW {model}", xlabel="k (top singular values)", xscale="log")

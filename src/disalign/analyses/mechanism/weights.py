@@ -88,7 +88,7 @@ def projections(matrix: torch.Tensor, acts: torch.Tensor, top: int = 15) -> torc
 
 def weight_changes(base, aligned, *, mlp_pattern: str | None = None, share: float = 0.9, keep: int = 64) -> list[dict]:
     """One row per (layer, MLP matrix): how much it moved, ΔW's spectrum (top `keep` singular
-    values) and effective rank, and the column-space test."""
+    values and the share of Σσ² they hold, cumulatively) and effective rank, and the column-space test."""
     check_pair(base, aligned)
     rows = []
     for layer, (mlp_base, mlp_aligned) in enumerate(
@@ -99,6 +99,7 @@ def weight_changes(base, aligned, *, mlp_pattern: str | None = None, share: floa
             w_aligned = matrices_aligned[name]
             delta = (w_aligned.double() - w_base.double()).cpu()
             sigma = torch.linalg.svdvals(delta)
+            total = float((sigma**2).sum())
             k = effective_rank(sigma, share)
             sines, random_sine = column_space_sines(w_aligned.cpu(), w_base.cpu(), share)
             full_rank = min(delta.shape)
@@ -111,8 +112,9 @@ def weight_changes(base, aligned, *, mlp_pattern: str | None = None, share: floa
                     "relative_change": float(delta.norm() / w_base.double().norm().clamp(min=1e-12)),
                     "effective_rank": k,
                     "effective_rank_fraction": k / full_rank,
-                    "top_share": float(sigma[0] ** 2 / (sigma**2).sum()) if sigma.sum() > 0 else None,
+                    "top_share": float(sigma[0] ** 2) / total if total else None,
                     "singular_values": [float(s) for s in sigma[:keep]],
+                    "cumulative_share": [float(c) for c in (torch.cumsum(sigma**2, 0) / total)[:keep]] if total else [],
                     "sin_mean": float(sines.mean()),
                     "sin_max": float(sines.max()),
                     "sin_random": random_sine,
