@@ -354,6 +354,15 @@ CASES: dict[str, Case] = {
     "report out under a file": Case(
         ("report", "--runs", "{run}", "--out", "{case}/file/report.html"), "file", write("file", "precious")
     ),
+    # beb
+    "beb estimate statements too short": Case(
+        ("beb", "estimate", "--model", "{base}", "--negative", "{case}/neg.txt", "--positive", "{case}/neg.txt"),
+        "at least 20",
+        write("neg.txt", "one statement\n"),
+    ),
+    "beb bounds decreasing lengths": Case(("beb", "bounds", "--model", "{base}", "--lengths", "8,4"), "increasing"),
+    "beb curve negative episodes": Case(("beb", "curve", "--model", "{base}", "--max-episodes", "-1"), "max_episodes"),
+    "beb manyshot decreasing shots": Case(("beb", "manyshot", "--model", "{base}", "--shots", "4,2,1"), "increasing"),
     "sweep spec missing": Case(("sweep", "--spec", "{case}/nope.yaml"), "nope.yaml"),
     "sweep spec not utf-8": Case(("sweep", "--spec", "{case}/s.yaml"), "UTF-8", write("s.yaml", b"verb: \xff\n")),
     "sweep workers 0": Case(("sweep", "--spec", "{case}/s.yaml", "--workers", "0"), "workers"),
