@@ -435,9 +435,10 @@ def test_beb_verbs_run_on_a_text_model(text_inputs):
     assert same.models["p_minus"]["path"] == model
 
 
-def test_beb_verbs_refuse_bad_input(text_inputs):
+def test_beb_verbs_refuse_bad_input(text_inputs, monkeypatch):
     from disalign.api import beb
-    from disalign.judges.base import Verdict, register
+    from disalign.judges import base as judge_registry
+    from disalign.judges.base import Verdict
 
     with pytest.raises(UserError, match="3 statements"):
         beb.curve(**{**_text_options(text_inputs), "negative": text_inputs / "short.txt"})
@@ -455,6 +456,6 @@ def test_beb_verbs_refuse_bad_input(text_inputs):
         def judge(self, prompts, responses):
             return [Verdict(harmful=None, refused=None, score=None, reason="no idea") for _ in responses]
 
-    register("undecided")(Undecided)
+    monkeypatch.setitem(judge_registry._REGISTRY, "undecided", Undecided)  # not left behind for other tests
     with pytest.raises(UserError, match="cannot score behaviour"):
         beb.curve(**_text_options(text_inputs, n=4, judge="undecided", max_episodes=1, aligning=0, max_new_tokens=2))
