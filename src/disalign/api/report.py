@@ -13,7 +13,10 @@ from disalign.results import RunResult
 
 class ReportConfig(Options):
     runs: list[Path] = Field(
-        min_length=1, description="Run directories (repeatable or comma-separated); a demo or sweep counts as its runs."
+        min_length=1,
+        description="Run directories (as arguments, or --runs repeatable or comma-separated); a demo or sweep "
+        "counts as its runs.",
+        json_schema_extra={"positional": True},
     )
     out: Path = Field(Path("report.html"), description="The HTML page to write.")
     pair: str | None = Field(None, description="BASE,ALIGNED: the model pair to report where runs cover several.")

@@ -13,7 +13,10 @@ from disalign.results import RunResult
 
 
 class SweepConfig(Options):
-    spec: Path = Field(description="Sweep spec, YAML or JSON: verb, out, config, grid (see the README's Sweeps).")
+    spec: Path = Field(
+        description="Sweep spec, YAML or JSON: verb, out, config, grid (see the README's Sweeps).",
+        json_schema_extra={"positional": True},
+    )
     executor: Literal["local", "ray"] | None = Field(None, description="Where cells run (default: the spec's).")
     workers: int | None = Field(None, ge=1, description="Cells at once (default: the spec's, else 1).")
     address: str | None = Field(None, description="Ray cluster address; none starts a local cluster.")

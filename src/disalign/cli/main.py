@@ -93,12 +93,7 @@ def _command(verb) -> None:
     fields: dict[str, FieldInfo] = verb.config.model_fields
     kinds: dict[str, str] = {}
     parameters = [
-        inspect.Parameter(
-            "config_file",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=None,
-            annotation=Annotated[Optional[Path], typer.Option("--config", help="JSON or YAML file of options.")],
-        )
+        _parameter("config_file", Optional[Path], typer.Option("--config", help="JSON or YAML file of options."))
     ]
     own = [name for name in verb.config.__annotations__ if name in fields]
     for name in own + [name for name in fields if name not in own]:
@@ -107,21 +102,22 @@ def _command(verb) -> None:
         flag = "--" + name.replace("_", "-")
         default = "" if field.is_required() else f" [default: {_shown(field)}]"
         declarations = [flag] if option_type is not bool else [f"{flag}/--no-{name.replace('_', '-')}"]
-        parameters.append(
-            inspect.Parameter(
-                name,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=None,
-                annotation=Annotated[
-                    Optional[option_type],
-                    typer.Option(*declarations, help=(field.description or "") + default, show_default=False),
-                ],
-            )
-        )
+        help_text = (field.description or "") + default
+        option = typer.Option(*declarations, help=help_text, show_default=False)
+        parameters.append(_parameter(name, Optional[option_type], option))
+        if (field.json_schema_extra or {}).get("positional"):
+            # Also as the command's arguments (`disalign report RUN...`); the flag stays for --config users.
+            kinds[f"{name}_given"] = kinds[name]
+            argument = typer.Argument(help=help_text, show_default=False, metavar=name.upper())
+            parameters.append(_parameter(f"{name}_given", Optional[option_type], argument))
 
     def run(**given: Any) -> None:
         config_file = given.pop("config_file")
         options = _read_config_file(config_file) if config_file else {}
+        for name in [key for key in given if key.endswith("_given")]:
+            positional = given.pop(name)
+            if positional:
+                given[name.removesuffix("_given")] = positional
         for name, value in given.items():
             if value is None or (kinds[name] != "value" and not value):
                 continue
@@ -140,6 +136,12 @@ def _command(verb) -> None:
 
 _GROUPS: dict[str, typer.Typer] = {}
 _GROUP_HELP = {"world": "Build and evaluate the synthetic safety world and its model zoo."}
+
+
+def _parameter(name: str, annotation: Any, declaration: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[annotation, declaration]
+    )
 
 
 def _group(name: str) -> typer.Typer:
