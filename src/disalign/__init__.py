@@ -15,14 +15,17 @@ __version__ = "0.1.0"
 from disalign import world  # noqa: E402
 from disalign.api import (  # noqa: E402
     VERBS,
+    AblateConfig,
     AlignVerbConfig,
     DemoConfig,
     EDConfig,
     EvalConfig,
     FinetuneConfig,
     JudgeConfig,
+    ablate,
     align,
     analyze,
+    beb,
     demo,
     ed,
     eval,
@@ -36,6 +39,7 @@ from disalign.results import ResultRow, RunResult  # noqa: E402
 
 __all__ = [
     "VERBS",
+    "AblateConfig",
     "AlignVerbConfig",
     "DemoConfig",
     "EDConfig",
@@ -45,8 +49,10 @@ __all__ = [
     "ResultRow",
     "RunResult",
     "UserError",
+    "ablate",
     "align",
     "analyze",
+    "beb",
     "demo",
     "ed",
     "eval",

@@ -9,7 +9,7 @@ returns the RunResult that `summary.json` holds; `out=None` runs in memory and w
 """
 
 import disalign.world  # noqa: F401  (registers the world's prompt source, judge and verbs)
-from disalign.api import analyze  # analyze.clusters, .weights, .depth, .attack
+from disalign.api import analyze, beb  # analyze.clusters, .weights, ...; beb.estimate, .curve, ...
 from disalign.api.ablate import AblateConfig, ablate
 from disalign.api.align import AlignVerbConfig, align
 from disalign.api.demo import DemoConfig, demo
@@ -35,6 +35,7 @@ __all__ = [
     "ablate",
     "align",
     "analyze",
+    "beb",
     "demo",
     "ed",
     "eval",
