@@ -492,7 +492,7 @@ def manyshot(config: ManyshotConfig) -> RunResult:
     rows = [
         {
             "shots": k,
-            **{key: r[key] for key in ("nll", "nll_ci")},
+            **{key: r[key] for key in ("nll", "nll_ci", "answer_probability", "answer_probability_ci")},
             **{key: c[key] for key in ("harmful_rate", "ci", "n", "behavior", "refusal_rate", "prompt_tokens")},
         }
         for k, r, c in zip(grid, fields["manyshot"]["nll"], fields["curve"], strict=True)

@@ -69,10 +69,17 @@ def flip_summary(curve: BehaviourCurve, *, seed: int = 0) -> dict[str, Any]:
 
 
 def manyshot_summary(ks: list[int], nll: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
-    """Mean NLL of the harmful answer per number of shots with intervals, the power-law fit over
-    n ≥ 1 and the line through the first points (log 1/α and its x-intercept, when P₋ is exact)."""
+    """Mean NLL of the harmful answer per number of shots and the mean probability of that answer
+    (in the world, where a judge calls exactly that answer harmful, the expected harmful rate
+    without sampling noise), with intervals; the power-law fit over n ≥ 1."""
     table = [
-        {"shots": int(k), "nll": float(nll[:, j].mean()), "nll_ci": list(bootstrap_ci(nll[:, j], seed=seed))}
+        {
+            "shots": int(k),
+            "nll": float(nll[:, j].mean()),
+            "nll_ci": list(bootstrap_ci(nll[:, j], seed=seed)),
+            "answer_probability": float(np.exp(-nll[:, j]).mean()),
+            "answer_probability_ci": list(bootstrap_ci(np.exp(-nll[:, j]), seed=seed)),
+        }
         for j, k in enumerate(ks)
     ]
     summary: dict[str, Any] = {"nll": table}
