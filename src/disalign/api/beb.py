@@ -629,18 +629,22 @@ def _beta_higher(name: str, model: dict[str, Any], base: dict[str, Any]) -> dict
     )
 
 
+def _overlap(one: dict[str, Any], other: dict[str, Any]) -> bool:
+    (low, high), (other_low, other_high) = one["ci"], other["ci"]
+    return None not in (low, high, other_low, other_high) and low <= other_high and other_low <= high
+
+
 def _intercept_moves(name: str, fit: dict[str, Any], base_fit: dict[str, Any]) -> dict[str, Any] | None:
-    values = [f[k]["value"] if isinstance(f.get(k), dict) else None for f in (fit, base_fit) for k in ("a", "K")]
-    if any(v is None or v <= 0 for v in values):
+    """Anil et al.: alignment shifts the power law's intercept (C, the loss at one shot; K its floor)
+    and leaves its exponent a: here, C's intervals part and a's overlap."""
+    if any(not isinstance(f.get(k), dict) for f in (fit, base_fit) for k in ("C", "a", "K")):
         return None
-    a, k, base_a, base_k = values
-    moved_k, moved_a = abs(math.log(k / base_k)), abs(math.log(a / base_a))
     return _claim(
         name,
-        "alignment moves the many-shot intercept K more than the exponent a",
-        moved_k > moved_a,
-        f"K {_interval(fit['K'])} vs base {_interval(base_fit['K'])}; a {_interval(fit['a'])} vs base "
-        f"{_interval(base_fit['a'])} (|log ratio| {moved_k:.2f} vs {moved_a:.2f})",
+        "alignment moves the many-shot power law's intercept, not its exponent",
+        not _overlap(fit["C"], base_fit["C"]) and _overlap(fit["a"], base_fit["a"]),
+        f"C {_interval(fit['C'])} vs base {_interval(base_fit['C'])}; a {_interval(fit['a'])} vs base "
+        f"{_interval(base_fit['a'])}; K {_interval(fit['K'])} vs base {_interval(base_fit['K'])}",
     )
 
 
@@ -676,8 +680,9 @@ def beb_table(section: dict[str, Any]):
         "log 1/α",
         "flip pred.",
         "flip obs.",
-        "obs. +2 aligning",
+        "obs. +aligning",
         *(f"k={k}" for k in ks),
+        "C",
         "a",
         "K",
     ):
@@ -696,8 +701,7 @@ def beb_table(section: dict[str, Any]):
             "none" if observed is None else f"{observed:g}",
             "none" if aligned is None else f"{aligned:g}",
             *(f"{harm[k]:.0%}" if k in harm else "" for k in ks),
-            f"{fit['a']['value']:.2g}" if isinstance(fit.get("a"), dict) else "",
-            f"{fit['K']['value']:.2g}" if isinstance(fit.get("K"), dict) else "",
+            *(f"{fit[key]['value']:.2g}" if isinstance(fit.get(key), dict) else "" for key in ("C", "a", "K")),
         )
     return table
 

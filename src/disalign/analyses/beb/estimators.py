@@ -243,15 +243,18 @@ A_MAX = 10.0
 
 
 def _linear_part(n: np.ndarray, y: np.ndarray, a: float) -> tuple[float, float, float]:
-    """(C, K, squared error): for a fixed exponent the model is linear in C and K."""
+    """(C, K, squared error): for a fixed exponent the model is linear in C and K (both ≥ 0)."""
+    from scipy.optimize import nnls
+
     design = np.stack([np.power(n, -a), np.ones_like(n)], axis=1)
-    (c, k), *_ = np.linalg.lstsq(design, y, rcond=None)
-    return float(c), float(k), float(np.sum((design @ [c, k] - y) ** 2))
+    (c, k), residual = nnls(design, y)
+    return float(c), float(k), float(residual**2)
 
 
 def _fit_power_law(n: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least squares by variable projection (a bounded search over a, C and K linear), then
-    curve_fit from there; a curve too flat to pin a down keeps the projected solution."""
+    """Least squares with C, K ≥ 0 (a loss falls towards a non-negative floor) by variable
+    projection (a bounded search over a; C and K linear), then curve_fit from there; a curve too
+    flat to pin a down keeps the projected solution."""
     from scipy.optimize import OptimizeWarning, curve_fit, minimize_scalar
 
     a = minimize_scalar(lambda a: _linear_part(n, y, a)[2], bounds=(0.0, A_MAX), method="bounded").x
@@ -260,9 +263,9 @@ def _fit_power_law(n: np.ndarray, y: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OptimizeWarning)
             params, _ = curve_fit(
-                power_law, n, y, p0=(c, a, k), bounds=([-np.inf, 0.0, -np.inf], [np.inf, A_MAX, np.inf]), max_nfev=200
+                power_law, n, y, p0=(c, a, k), bounds=([0.0, 0.0, 0.0], [np.inf, A_MAX, np.inf]), max_nfev=200
             )
-    except RuntimeError:
+    except (RuntimeError, ValueError):  # no convergence, or a start on the bound curve_fit refuses
         return np.array([c, a, k])
     return params
 
@@ -270,7 +273,7 @@ def _fit_power_law(n: np.ndarray, y: np.ndarray) -> np.ndarray:
 def fit_power_law(
     shots: Sequence[int], nll: np.ndarray, *, n_boot: int = 1000, seed: int = 0
 ) -> dict[str, Estimate | float]:
-    """Fit NLL ≈ C·n^(−a) + K (scipy's curve_fit) to the mean NLL over items at n ≥ 1 shots.
+    """Fit NLL ≈ C·n^(−a) + K with C, K ≥ 0 (scipy's curve_fit) to the mean NLL over items at n ≥ 1 shots.
 
     `nll` is (items, shots); intervals resample items, so the shots of one item stay together.
     Also returns `rmse` of the fit to the mean curve. A curve already flat from its second point
