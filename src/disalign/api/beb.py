@@ -199,7 +199,7 @@ def _components(config: ComponentOptions, run: RunDir, lm, setting) -> dict[str,
     import torch
 
     from disalign.analyses.beb import BoundSettings
-    from disalign.analyses.beb.measure import component_curves
+    from disalign.analyses.beb.measure import ComponentCurves, component_curves
     from disalign.analyses.beb.proxies import PAPER_TRAINING, WORLD_TRAINING, proxy_accuracy, train_proxy
     from disalign.analyses.beb.report import estimate_summary
     from disalign.core.models import load_model
@@ -232,12 +232,13 @@ def _components(config: ComponentOptions, run: RunDir, lm, setting) -> dict[str,
                 seed=config.seed,
                 batch_size=config.batch_size,
             )
-        bounds = BoundSettings(epsilon=config.epsilon, delta=config.delta, aligning=config.aligning)
-        summary = estimate_summary(curves, bounds, seed=config.seed)
-        summary["proxy_accuracy"] = proxy_accuracy(setting, components["negative"], components["positive"])
-        return summary
+        accuracy = proxy_accuracy(setting, components["negative"], components["positive"])
+        return {"curves": curves.to_json(), "proxy_accuracy": accuracy}
 
-    summary = _stage(run, "estimates", measure)
+    measured = _stage(run, "components", measure)
+    bounds = BoundSettings(epsilon=config.epsilon, delta=config.delta, aligning=config.aligning)
+    summary = estimate_summary(ComponentCurves.from_json(measured["curves"]), bounds, seed=config.seed)
+    summary["proxy_accuracy"] = measured["proxy_accuracy"]
     return {"summary": summary, "origins": origins}
 
 
@@ -286,11 +287,13 @@ def _curve(config: CurveOptions, run: RunDir, lm, setting, judge, ks: list[int],
     """The judged curve over ks with `aligning` P₊ sentences first (and the many-shot NLL)."""
     import numpy as np
 
-    from disalign.analyses.beb.measure import behaviour_curve, conversations, manyshot_nll
+    from disalign.analyses.beb.measure import BehaviourCurve, behaviour_curve, conversations, manyshot_nll
     from disalign.analyses.beb.report import curve_rows, flip_summary, harm_rise, manyshot_summary
 
     def measure() -> dict[str, Any]:
         convs = conversations(setting, ks, n_items=config.n, seed=config.seed, aligning=aligning)
+        if nll and any(not t.answer for t in convs.targets):
+            raise UserError("prompts: many-shot NLL needs each request's harmful answer (a 'target' column)")
         text_default = None if config.world else 32
         curve = behaviour_curve(
             setting,
@@ -302,20 +305,22 @@ def _curve(config: CurveOptions, run: RunDir, lm, setting, judge, ks: list[int],
             max_new_tokens=config.max_new_tokens or text_default,
             batch_size=config.batch_size,
         )
-        tokens = [float(np.mean([len(p[j]) for p in convs.prompts])) for j in range(len(ks))]
-        rows = curve_rows(curve, aligning=aligning)
-        for row, count in zip(rows, tokens, strict=True):
-            row["prompt_tokens"] = count
-        value = {"curve": rows, "observed_flip": flip_summary(curve, seed=config.seed), "harm_rise": harm_rise(curve)}
-        if nll:
-            if any(not t.answer for t in convs.targets):
-                raise UserError("prompts: many-shot NLL needs each request's harmful answer (a 'target' column)")
-            matrix = manyshot_nll(lm, convs, batch_size=config.batch_size)
-            value["manyshot"] = manyshot_summary(ks, matrix)
-            value["nll_matrix"] = matrix.tolist()
-        return value
+        return {
+            "curve": curve.to_json(),
+            "prompt_tokens": [float(np.mean([len(p[j]) for p in convs.prompts])) for j in range(len(ks))],
+            "nll": manyshot_nll(lm, convs, batch_size=config.batch_size).tolist() if nll else None,
+        }
 
-    return _stage(run, f"curve:aligning={aligning}:nll={nll}", measure)
+    measured = _stage(run, f"curve:aligning={aligning}:nll={nll}", measure)
+    curve = BehaviourCurve.from_json(measured["curve"])
+    rows = curve_rows(curve, aligning=aligning)
+    for row, count in zip(rows, measured["prompt_tokens"], strict=True):
+        row["prompt_tokens"] = count
+    value = {"curve": rows, "observed_flip": flip_summary(curve, seed=config.seed), "harm_rise": harm_rise(curve)}
+    if nll:
+        matrix = np.array(measured["nll"])
+        value.update(manyshot=manyshot_summary(ks, matrix, seed=config.seed), nll_matrix=matrix)
+    return value
 
 
 def _curves(config: CurveOptions, run: RunDir, lm, setting, judge, *, ks=None, nll=False) -> dict[str, Any]:

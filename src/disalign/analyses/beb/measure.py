@@ -158,7 +158,18 @@ class ComponentCurves:
     model_kl: np.ndarray
     prompt_tokens: np.ndarray
 
+    def to_json(self) -> dict[str, list]:
+        """Every measured array, as a run's records keep them (NaN as null)."""
+        arrays = ("step_log_ratio", "cumulative_log_ratio", "model_kl", "prompt_tokens")
+        return {"lengths": list(self.lengths), **{name: _json_matrix(getattr(self, name)) for name in arrays}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, list]) -> ComponentCurves:
+        arrays = ("step_log_ratio", "cumulative_log_ratio", "model_kl", "prompt_tokens")
+        return cls(list(data["lengths"]), *(np.array(data[name], dtype=float) for name in arrays))
+
     def as_dict(self) -> dict[str, list]:
+        """The mean curves over prompts, for a summary and its plot."""
         return {
             "lengths": list(self.lengths),
             "step_log_ratio": self.step_log_ratio.mean(axis=0).tolist(),
@@ -319,6 +330,23 @@ class BehaviourCurve:
     harmful: np.ndarray
     refused: np.ndarray
     responses: list[list[str]]
+
+    def to_json(self) -> dict[str, list]:
+        arrays = ("behaviour", "harmful", "refused")
+        return {
+            "ks": list(self.ks),
+            **{name: _json_matrix(getattr(self, name)) for name in arrays},
+            "responses": self.responses,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, list]) -> BehaviourCurve:
+        arrays = (np.array(data[name], dtype=float) for name in ("behaviour", "harmful", "refused"))
+        return cls(list(data["ks"]), *arrays, data["responses"])
+
+
+def _json_matrix(array: np.ndarray) -> list:
+    return [[None if np.isnan(v) else float(v) for v in row] for row in np.asarray(array, dtype=float)]
 
 
 def behaviour_curve(
