@@ -23,7 +23,7 @@ def test_quick_demo_writes_every_section(quick_zoo, tmp_path):
         assert set(row["unsafe"]) == {"harmful_rate", "refusal_rate", "n"}
         assert set(row["jailbreaks"]) == set(JAILBREAK_FAMILIES)
     assert summary["judge"] == "world" and summary["judge_validation"]["accuracy"] == 1.0
-    assert set(summary["section_seconds"]) == {"zoo", "models", "ed", "finetune"}
+    assert set(summary["section_seconds"]) == {"zoo", "models", "ed", "finetune", "ablate", "mechanism", "beb"}
 
     for name in ALIGNMENT_METHODS:
         ed = summary["ed"][name]
