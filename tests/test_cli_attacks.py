@@ -71,7 +71,9 @@ def test_ed_raises_harm_over_base(quick_zoo, tmp_path):
     )
     assert result.exit_code == 0, result.output
     results = {(r["method"], r["alpha"]): r for r in json.loads((out / "summary.json").read_text())["results"]}
-    assert set(results) == {("ed", 0.0), ("ed", 1.0), ("base_mp", 0.0), ("align_mp", 0.0), ("ed_base", 1.0)}
+    # ED at α = 0 is BaseMP, so BaseMP is not sampled a second time.
+    assert set(results) == {("ed", 0.0), ("ed", 1.0), ("align_mp", 0.0), ("ed_base", 1.0)}
+    assert results[("ed", 1.0)]["damage"]["kl_first_token"] > results[("ed", 0.0)]["damage"]["kl_first_token"] >= 0
     assert results[("ed", 1.0)]["harmful_rate"] > results[("ed", 0.0)]["harmful_rate"]
     assert results[("align_mp", 0.0)]["harmful_rate"] <= 0.1
     assert (out / "harm_curve.png").stat().st_size > 0
@@ -199,11 +201,11 @@ def test_finetune_bad_inputs(quick_zoo, tmp_path):
         "--shots",
         "0",
     )
-    assert isinstance(result.exception, UserError) and "--shots" in str(result.exception)
+    assert isinstance(result.exception, UserError) and "shots: every value must be at least 1" in str(result.exception)
     result = invoke(
         "finetune", "--model", quick_zoo / "sft", "--recipe", "poison", "--world", quick_zoo, "--out", tmp_path / "b"
     )
-    assert isinstance(result.exception, UserError) and "unknown recipe" in str(result.exception)
+    assert isinstance(result.exception, UserError) and "recipe: Input should be 'harmful'" in str(result.exception)
     missing = tmp_path / "nope.jsonl"
     result = invoke(
         "finetune",
