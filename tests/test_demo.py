@@ -4,8 +4,8 @@ import json
 
 from typer.testing import CliRunner
 
-from disalign.cli.main import app
 from disalign.api.demo import ED_ALPHAS, FT_GRIDS
+from disalign.cli.main import app
 from disalign.world import JAILBREAK_FAMILIES, ZOO_MODELS
 from disalign.world.train import ALIGNMENT_METHODS
 
