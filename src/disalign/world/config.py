@@ -6,7 +6,7 @@ Unknown keys and impossible values are refused, so a typo never silently runs th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -81,6 +81,9 @@ class TrainConfig(_Strict):
     pretrain_batch: int = Field(32, ge=1)
     pretrain_length: int = Field(128, ge=32, description="tokens per packed pretraining row")
     pretrain_lr: float = Field(3e-3, gt=0)
+    pretrain_packing: Literal["stream", "documents"] = Field(
+        "stream", description="rows cut from one document stream, or whole documents with padding after them"
+    )
     align_steps: int = Field(150, ge=1)
     align_batch: int = Field(32, ge=1)
     align_lr: float = Field(2e-4, gt=0)

@@ -15,8 +15,10 @@ Alignment losses count response tokens only (the assistant turn and its end toke
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,7 +78,21 @@ def _optimizer(model, lr: float) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=1e-4)
 
 
-def _packed_batch(world: World, rng: np.random.Generator, rows: int, length: int) -> torch.Tensor:
+def _document_stream(world: World, rng: np.random.Generator) -> Iterator[int]:
+    """Pretraining documents back to back, each closed by the end-of-text token."""
+    eos = world.token_id[EOS]
+    while True:
+        _, episodes = world.pretraining_document(rng)
+        yield from encode_episodes(world, episodes)
+        yield eos
+
+
+def _stream_batch(stream: Iterator[int], rows: int, length: int) -> torch.Tensor:
+    """Rows cut from the document stream: no padding, so every position trains."""
+    return torch.tensor(list(itertools.islice(stream, rows * length)), dtype=torch.long).view(rows, length)
+
+
+def _padded_batch(world: World, rng: np.random.Generator, rows: int, length: int) -> torch.Tensor:
     """Whole documents packed greedily into rows; the remainder of a row is padding."""
     pad, eos = world.token_id[PAD], world.token_id[EOS]
     batch = torch.full((rows, length), pad, dtype=torch.long)
@@ -94,6 +110,7 @@ def _packed_batch(world: World, rng: np.random.Generator, rows: int, length: int
 
 def pretrain(model, world: World, config: TrainConfig, seed: int) -> TrainStats:
     rng = np.random.default_rng([seed, 1])
+    stream = _document_stream(world, rng)
     pad = world.token_id[PAD]
     optimizer = _optimizer(model, config.pretrain_lr)
     model.train()
@@ -101,7 +118,10 @@ def pretrain(model, world: World, config: TrainConfig, seed: int) -> TrainStats:
     start = time.perf_counter()
     with progress_bar("pretrain base", config.pretrain_steps) as advance:
         for step in range(config.pretrain_steps):
-            batch = _packed_batch(world, rng, config.pretrain_batch, config.pretrain_length)
+            if config.pretrain_packing == "stream":
+                batch = _stream_batch(stream, config.pretrain_batch, config.pretrain_length)
+            else:
+                batch = _padded_batch(world, rng, config.pretrain_batch, config.pretrain_length)
             labels = batch.masked_fill(batch == pad, IGNORE)
             loss = model(input_ids=batch, labels=labels).loss
             _step(optimizer, model, loss, _lr(step, config.pretrain_steps, config.pretrain_lr))
@@ -167,21 +187,19 @@ def align(model, world: World, method: str, config: TrainConfig, seed: int, refe
     with progress_bar(f"align {method}", config.align_steps) as advance:
         for step in range(config.align_steps):
             rows = _preference_pairs(world, rng, config.align_batch)
-            chosen_ids, chosen_labels = _response_batch(world, [(p, c) for p, c, _ in rows])
             if method == "sft":
-                loss = model(input_ids=chosen_ids, labels=chosen_labels).loss
-                tokens += chosen_ids.numel()
+                ids, labels = _response_batch(world, [(p, c) for p, c, _ in rows])
+                loss = model(input_ids=ids, labels=labels).loss
+                tokens += ids.numel()
             else:
-                rejected_ids, rejected_labels = _response_batch(world, [(p, r) for p, _, r in rows])
-                chosen = sequence_logprob(model, chosen_ids, chosen_labels)
-                rejected = sequence_logprob(model, rejected_ids, rejected_labels)
-                tokens += chosen_ids.numel() + rejected_ids.numel()
-                n_chosen = (chosen_labels != IGNORE).sum(-1)
-                n_rejected = (rejected_labels != IGNORE).sum(-1)
+                # Preferred and dispreferred responses in one batch: one forward pass instead of two.
+                ids, labels = _response_batch(world, [(p, c) for p, c, _ in rows] + [(p, r) for p, _, r in rows])
+                chosen, rejected = sequence_logprob(model, ids, labels).chunk(2)
+                n_chosen, n_rejected = (labels != IGNORE).sum(-1).chunk(2)
+                tokens += ids.numel()
                 if method == "dpo":
                     with torch.no_grad():
-                        ref_chosen = sequence_logprob(reference, chosen_ids, chosen_labels)
-                        ref_rejected = sequence_logprob(reference, rejected_ids, rejected_labels)
+                        ref_chosen, ref_rejected = sequence_logprob(reference, ids, labels).chunk(2)
                     margin = (chosen - ref_chosen) - (rejected - ref_rejected)
                     anchor = (-chosen / n_chosen).mean()
                     loss = -F.logsigmoid(config.dpo_beta * margin).mean() + config.dpo_nll_weight * anchor

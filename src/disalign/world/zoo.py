@@ -119,15 +119,24 @@ def _stale(out: Path, config: dict[str, Any], identity: dict[str, str]) -> str:
     return f"disalign {built_by}, not {DISALIGN_VERSION}"
 
 
+_ABSENT = object()
+
+
+def _shown(value: Any) -> str:
+    return "(absent)" if value is _ABSENT else json.dumps(value)
+
+
 def _config_changes(stored: Any, current: Any, prefix: str = "", limit: int = 3) -> list[str]:
     """Up to `limit` differences as 'section.key old -> new'."""
     if stored == current:
         return []
     if not (isinstance(stored, dict) and isinstance(current, dict)):
-        return [f"{prefix or 'config'} {json.dumps(stored)} -> {json.dumps(current)}"]
+        return [f"{prefix or 'config'} {_shown(stored)} -> {_shown(current)}"]
     changes: list[str] = []
     for key in sorted(set(stored) | set(current)):
-        changes += _config_changes(stored.get(key), current.get(key), f"{prefix}.{key}" if prefix else key)
+        changes += _config_changes(
+            stored.get(key, _ABSENT), current.get(key, _ABSENT), f"{prefix}.{key}" if prefix else key
+        )
     return changes[:limit]
 
 
