@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -131,25 +132,35 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--repeats", type=int, default=3, help="median of this many interleaved runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     records = load_prompts("benign-control")[: args.prompts]
     queries = [r.prompt for r in records]
     sampling = SamplingConfig(max_new_tokens=args.new_tokens, temperature=1.0, batch_size=args.prompts, seed=0)
-    report: dict = {"prompts": len(queries), "new_tokens": args.new_tokens, "threads": args.threads}
+    report: dict = {
+        "prompts": len(queries),
+        "new_tokens": args.new_tokens,
+        "threads": args.threads,
+        "repeats": args.repeats,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         adapter = random_adapter(Path(tmp) / "adapter")
         for dtype in args.dtypes.split(","):
             model, tokenizer = load_model(SMOLLM2, dtype=dtype)
             prompts = render_chat(tokenizer, [[{"role": "user", "content": q}] for q in queries])
             time_plain(model, tokenizer, prompts[:2], SamplingConfig(max_new_tokens=4, batch_size=2))  # warm-up
-            plain_s, plain_tokens, plain_texts = time_plain(model, tokenizer, prompts, sampling)
-            eval_s, eval_texts = time_eval(model, tokenizer, records, sampling)
-            same = sum(a == b for a, b in zip(plain_texts, eval_texts, strict=True))
             (base, _), (aligned, pair_tokenizer) = load_pair(SMOLLM2, adapter, dtype=dtype)
-            ed_s, ed_tokens = time_ed(base, aligned, pair_tokenizer, queries, sampling)
-            plain_rate, ed_rate = plain_tokens / plain_s, ed_tokens / ed_s
-            eval_rate = plain_tokens / eval_s  # the eval path produced the same texts, so the same tokens
+            rates: dict[str, list[float]] = {"plain": [], "eval": [], "ed": []}
+            for _ in range(args.repeats):  # interleaved, so load from other processes hits all three alike
+                plain_s, plain_tokens, plain_texts = time_plain(model, tokenizer, prompts, sampling)
+                eval_s, eval_texts = time_eval(model, tokenizer, records, sampling)
+                ed_s, ed_tokens = time_ed(base, aligned, pair_tokenizer, queries, sampling)
+                rates["plain"].append(plain_tokens / plain_s)
+                rates["eval"].append(plain_tokens / eval_s)  # same texts as plain, so the same tokens
+                rates["ed"].append(ed_tokens / ed_s)
+            same = sum(a == b for a, b in zip(plain_texts, eval_texts, strict=True))
+            plain_rate, eval_rate, ed_rate = (statistics.median(rates[k]) for k in ("plain", "eval", "ed"))
             row = {
                 "plain_tokens_per_s": round(plain_rate, 1),
                 "eval_tokens_per_s": round(eval_rate, 1),
