@@ -198,7 +198,6 @@ def _align(config: TextDemoConfig, run: RunDir, files: dict[str, Path]) -> dict[
         model=config.model,
         prompts=str(files["harmful_train"]),
         benign=str(files["benign_train"]),
-        judge=config.judge,
         out=run.file("align"),
     )
     adapter = result.models["aligned"]["path"]

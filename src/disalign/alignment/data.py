@@ -38,14 +38,16 @@ def alignment_pairs(
     judge=None,
 ) -> tuple[list[Pair], dict[str, Any]]:
     """(pairs, counts): the training pairs, and how many prompts of each role were used or dropped.
-    `judge` tells which of the model's own answers refuse (default: the `refusal` judge)."""
+    `judge` tells which of the model's own answers refuse (default: the `keyword` judge, whose refusal
+    phrases are what must not be learnt; the `refusal` judge also counts short or off-topic answers
+    as evasions, and dropped a quarter of SmolLM2's sound answers to everyday instructions)."""
     from disalign.judges import get_judge
 
     if not harmful:
         raise UserError("align needs harmful prompts (the model learns to refuse them)")
     refusals = read_refusals(config.refusals) if config.refusals else REFUSALS
     rng = np.random.default_rng([config.seed, 7])
-    judge = judge or get_judge("refusal")
+    judge = judge or get_judge("keyword")
     wants_rejected = config.method != "sft"
 
     harmful_answers = self_answers(model, tokenizer, harmful, config, batch_size) if wants_rejected else None

@@ -30,7 +30,7 @@ def align(
     """Align `model_path` on `harmful` and `benign` prompts; the aligned model (full) or adapter (LoRA)
     goes to OUT_DIR/model, loadable by `disalign.core.models.load_model`, the training pairs to
     OUT_DIR/pairs.jsonl and the result to OUT_DIR/result.json. `judge` finds refusals among the model's
-    own answers (default: the `refusal` judge)."""
+    own answers (default: the `keyword` judge)."""
     from disalign.core.models import load_model
 
     out_dir = Path(out_dir)

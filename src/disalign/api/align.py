@@ -42,7 +42,7 @@ class AlignVerbConfig(PromptOptions, RunOptions):
     nll_weight: float = Field(1.0, ge=0, description="DPO: weight of the NLL term on the chosen response.")
     unlearn_weight: float = Field(0.1, ge=0, description="Unlearn: weight of the ascent on harmful answers.")
     unlearn_ceiling: float = Field(5.0, gt=0, description="Unlearn: NLL per token beyond which ascent stops.")
-    judge: str = Field("refusal", description="Judge that finds refusals among the model's own answers.")
+    judge: str = Field("keyword", description="Judge that finds refusals among the model's own answers.")
     train_seed: int = Field(42, description="Training seed (also picks the refusal template per prompt).")
 
     @field_validator("lora_target", mode="before")
