@@ -1,7 +1,7 @@
 """The pairs that safety tuning trains on, built from harmful and benign prompts.
 
 harmful prompt -> chosen: a refusal (a template, chosen by seed); rejected: the model's own greedy
-                  answer, unless the refusal judge says that answer already refuses
+                  answer, unless the judge says that answer already refuses
 benign prompt  -> chosen: the record's `response` field when the file has one, else the model's own
                   greedy answer, so tuning keeps what the model already does well; rejected: a
                   refusal (DPO only: over-refusal is what it must not learn)
