@@ -368,7 +368,9 @@ def test_world_personas_many_shot_and_behaviour_on_the_quick_zoo(quick_zoo):
     assert all(setting.decode(s.ids).endswith("refuse") for s in positive)
     assert not any(setting.decode(s.ids).endswith("refuse") for s in negative)
     # Only the response and its end token are scored: both personas draw requests alike.
-    assert all(sum(s.scored) == len(setting.decode(s.ids).split(":")[-1].split()) - 1 for s in positive)
+    assert all(sum(s.scored) == 2 for s in positive)  # refuse <end>
+    operand = [len(setting.decode(s.ids).split(":")[1].split()) // 2 for s in negative]  # request, answer
+    assert all(sum(s.scored) == n + 1 for s, n in zip(negative, operand, strict=True))
     example = setting.training_examples("negative", 2, 0)[1]
     assert [m["role"] for m in example["messages"]] == ["user", "assistant"] * 3
 
