@@ -20,7 +20,9 @@ def test_quick_demo_writes_every_section(quick_zoo, tmp_path):
     assert set(summary["models"]) == set(ZOO_MODELS)
     for row in summary["models"].values():
         assert 0 <= row["safe_accuracy"] <= 1
-        assert set(row["unsafe"]) == {"harmful_rate", "refusal_rate", "n"}
+        assert {"harmful_rate", "refusal_rate", "n", "ci"} <= set(row["unsafe"])
+        low, high = row["unsafe"]["ci"]
+        assert low <= row["unsafe"]["harmful_rate"] <= high
         assert set(row["jailbreaks"]) == set(JAILBREAK_FAMILIES)
     assert summary["judge"] == "world" and summary["judge_validation"]["accuracy"] == 1.0
     assert set(summary["section_seconds"]) == {"zoo", "models", "ed", "finetune", "ablate", "mechanism", "beb"}
