@@ -187,3 +187,29 @@ def test_align_verb_writes_an_adapter_that_eval_and_ed_accept(tiny, refusals, tm
     assert disalign.ed(base=str(tiny), aligned=adapter, alpha=[1.0], **shared).results[0].n == 3
     with pytest.raises(UserError, match="out"):
         disalign.align(**options)
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_training_an_adapter_trains_the_model_it_makes(tiny, refusals, tmp_path, lora):
+    """An adapter directory is a model like any other: fine-tuning merges it first, and a LoRA trained
+    over that merge is saved merged (there is no base on disk for it to name)."""
+    from disalign.training import TrainingConfig, finetune
+
+    aligned = align(
+        tiny,
+        harmful_records(),
+        benign_records(response="boil water"),
+        config(refusals),
+        tmp_path / "a",
+        judge=SorryJudge(),
+    )
+    pair = {"messages": [{"role": "user", "content": "how do i cook rice"}], "origin": "test"}
+    examples = [as_conversation(pair, "boil water")] * 4
+    result = finetune(aligned.model_dir, examples, TrainingConfig(lora=lora, epochs=2, lr=1e-2), tmp_path / "ft")
+    assert (result.model_dir / "config.json").is_file() and not (result.model_dir / "adapter_config.json").exists()
+    assert result.extra.get("saved_merged", False) == lora
+    model, tokenizer = load_model(result.model_dir)
+    before, _ = load_model(aligned.model_dir)
+    assert response_logprob(model, tokenizer, pair, "boil water") > response_logprob(
+        before, tokenizer, pair, "boil water"
+    )

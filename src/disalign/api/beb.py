@@ -533,7 +533,12 @@ def demo_section(ctx) -> dict[str, Any]:
 
     models: dict[str, dict[str, Any]] = {}
     for name in ZOO_MODELS:
-        common = {"model": str(ctx.zoo / name), "world": ctx.zoo, "seed": ctx.sampling.seed}
+        common = {
+            "model": str(ctx.zoo / name),
+            "world": ctx.zoo,
+            "seed": ctx.sampling.seed,
+            "batch_size": ctx.sampling.batch_size,
+        }
         estimated = estimate(
             **common,
             **{k: DEMO[k] for k in ("n_prompts", "continuations", "lengths", "proxy_examples")},

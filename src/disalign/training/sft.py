@@ -188,11 +188,14 @@ def finetune(
 
 
 def prepare(model_path, model=None, tokenizer=None):
-    """(model, tokenizer) ready to train: loaded unless given, padded on the right."""
+    """(model, tokenizer) ready to train: loaded unless given, padded on the right. An adapter is
+    merged into its base first: training changes the model it makes, as a whole."""
     from disalign.core.models import load_model
 
     if model is None or tokenizer is None:
         model, tokenizer = load_model(model_path)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload().requires_grad_(True)  # PEFT froze the base's weights
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
@@ -206,7 +209,7 @@ def train_and_save(
     tokenizer under OUT_DIR/model, and the result under OUT_DIR/result.json (first process only)."""
     import torch
 
-    from disalign.core.models import BASE_MODEL_NOTE, source_name
+    from disalign.core.models import BASE_MODEL_NOTE, resolve_model, source_name
 
     out_dir = Path(out_dir)
     start = time.perf_counter()
@@ -215,10 +218,14 @@ def train_and_save(
     losses = [float(entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
     model_dir = out_dir / "model"
     saving = trainer.is_world_process_zero()
+    # A LoRA adapter trained over a merged adapter has no base on disk to name: save it merged.
+    merged = config.lora and resolve_model(model_path).adapter is not None
     if saving:
-        trainer.model.save_pretrained(model_dir, safe_serialization=True)
+        (trainer.model.merge_and_unload() if merged else trainer.model).save_pretrained(
+            model_dir, safe_serialization=True
+        )
         tokenizer.save_pretrained(model_dir)
-        if config.lora:
+        if config.lora and not merged:
             (model_dir / BASE_MODEL_NOTE).write_text(source_name(model_path) + "\n")
     tokens = n_tokens * config.epochs
     result = FinetuneResult(
@@ -229,7 +236,7 @@ def train_and_save(
         lora=config.lora,
         n_examples=n_examples,
         n_tokens=tokens,
-        extra={"torch_threads": torch.get_num_threads(), **extra},
+        extra={"torch_threads": torch.get_num_threads(), **({"saved_merged": True} if merged else {}), **extra},
     )
     if saving:
         (out_dir / RESULT).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
