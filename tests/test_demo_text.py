@@ -59,7 +59,7 @@ def test_text_demo_end_to_end(tiny, harmful, tmp_path):
     for name in ("base", "aligned"):
         for role, n in (("harmful", 6), ("benign", 40 + 42)):
             entry = summary["models"][name][role]
-            assert entry["n"] == n and {"refusal_rate", "ci", "degenerate_rate"} <= entry.keys()
+            assert entry["n"] == n and {"refusal_rate", "ci", "degenerate_rate", "keyword_refusal_rate"} <= entry.keys()
     assert [row["alpha"] for row in summary["ed"]] == [0.0, 1.0]
     assert all({"harmful_rate", "refusal_rate", "degenerate_rate"} <= row.keys() for row in summary["ed"])
     cells = {(row["tier"], row["cell"].split("-")[0]) for row in summary["finetune"]}
