@@ -49,8 +49,9 @@ class TextDemoConfig(RunOptions):
     train: int = Field(100, ge=1, description="Harmful prompts the alignment trains on.")
     heldout: int = Field(100, ge=1, description="Held-out harmful prompts every section evaluates.")
     align_epochs: int = Field(3, ge=1, description="Epochs of the LoRA safety fine-tuning.")
-    # Measured on the README's sets: align's own default, 2e-4, left SmolLM2 refusing 67 % of the
-    # held-out harmful prompts; 1e-3 refused all of them but also 11 of 82 benign ones outright.
+    # Measured on the README's sets (one run each): align's own default, 2e-4, left SmolLM2 refusing
+    # 67 % of the held-out harmful prompts; 5e-4 refuses 97 %, 1e-3 all, both at the cost of explicit
+    # refusals of benign prompts (19 and 11 of 82; README, the text lab).
     align_lr: float = Field(5e-4, gt=0, description="Learning rate of the LoRA safety fine-tuning.")
     judge: str = Field("refusal", description="Judge of refusals (every rate here is a refusal rate).")
     benign_eval: str = Field("benign-control", description="Benign prompts for over-refusal (beside 40 built-in).")
