@@ -288,8 +288,10 @@ def ablate_options(root, **extra):
         harmless=str(root / "harmless.txt"),
         judge="keyword",
         temperature=0,
-        max_new_tokens=2,
-        search_tokens=2,
+        # The planted model decides in its first token; after that every logit ties at zero, so
+        # a second token is whichever rounding favours, and can be `Sorry`.
+        max_new_tokens=1,
+        search_tokens=1,
         **extra,
     )
 

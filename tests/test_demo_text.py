@@ -61,7 +61,10 @@ def test_text_demo_end_to_end(tiny, harmful, tmp_path):
             entry = summary["models"][name][role]
             assert entry["n"] == n and {"refusal_rate", "ci", "degenerate_rate", "keyword_refusal_rate"} <= entry.keys()
     assert [row["alpha"] for row in summary["ed"]] == [0.0, 1.0]
-    assert all({"harmful_rate", "refusal_rate", "degenerate_rate"} <= row.keys() for row in summary["ed"])
+    for row in summary["ed"]:
+        assert {"harmful_rate", "refusal_rate", "degenerate_rate"} <= row.keys()
+        assert row["ci"][0] <= row["harmful_rate"] <= row["ci"][1]
+        assert row["ci"] == row["harmful_ci"] and row["refusal_ci"][0] <= row["refusal_rate"] <= row["refusal_ci"][1]
     cells = {(row["tier"], row["cell"].split("-")[0]) for row in summary["finetune"]}
     assert cells == {(tier, cell) for tier in ("tier1", "tier2", "tier3") for cell in ("before", "s4")}
     assert result.models["aligned"]["path"].endswith("model")

@@ -255,10 +255,12 @@ def _ed(config, run, files, aligned, scorer) -> list[dict[str, Any]]:
         out=out,
     )
     records = _records(out)
-    return [
-        {"method": "ed", "alpha": alpha, **scorer.rates([r for r in records if r["alpha"] == alpha])}
-        for alpha in alphas
-    ]
+    rows = []
+    for alpha in alphas:
+        rates = scorer.rates([r for r in records if r["alpha"] == alpha])
+        # Result rows put a rate's interval under `ci` beside `harmful_rate`: here that of harm.
+        rows.append({"method": "ed", "alpha": alpha, **rates, "ci": rates["harmful_ci"], "refusal_ci": rates["ci"]})
+    return rows
 
 
 def _finetune(config, run, files, aligned, scorer) -> list[dict[str, Any]]:
