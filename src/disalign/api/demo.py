@@ -242,7 +242,7 @@ class DemoConfig(WorldSettings):
     )
     harmful: list[str] = Field(
         default_factory=list,
-        description="With --text: harmful prompt sources (repeatable; e.g. AdvBench, HarmBench files), pooled and split.",
+        description="With --text: harmful prompt sources (repeatable; AdvBench, HarmBench files), pooled and split.",
     )
 
     @field_validator("harmful", mode="before")
