@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from builders import tiny_llama, word_tokenizer
-from disalign.demo_text import TextDemoConfig, text_demo
+from disalign.api.demo_text import TextDemoConfig, text_demo
 from disalign.errors import UserError
 
 torch.set_num_threads(1)
@@ -91,7 +91,7 @@ def test_without_smollm2_one_line_says_how_to_install(monkeypatch, tmp_path):
 def test_the_demo_verb_passes_harmful_sources_to_the_text_demo(harmful, tmp_path, monkeypatch, capsys):
     import sys
 
-    import disalign.demo_text
+    import disalign.api.demo_text as text_demo_module
     from disalign.cli.main import main
 
     def cli(*args):
@@ -106,7 +106,7 @@ def test_the_demo_verb_passes_harmful_sources_to_the_text_demo(harmful, tmp_path
         seen.append(config)
         raise UserError("stopped before any work")
 
-    monkeypatch.setattr(disalign.demo_text, "text_demo", stop)
+    monkeypatch.setattr(text_demo_module, "text_demo", stop)
     out = tmp_path / "d"
     assert cli("--text", "--harmful", harmful, "--out", out) == (2, "disalign: error: stopped before any work\n")
     assert [(config.harmful, config.out) for config in seen] == [([str(harmful)], out)]

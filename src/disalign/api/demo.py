@@ -255,7 +255,7 @@ class DemoConfig(WorldSettings):
 def demo(config: DemoConfig) -> RunResult:
     """Build the zoo (or reuse it), evaluate every model and attack, print the tables."""
     if config.text:
-        from disalign.demo_text import TextDemoConfig, text_demo
+        from disalign.api.demo_text import TextDemoConfig, text_demo
 
         chosen = config.model_fields_set & {"out", "harmful"}
         return text_demo(TextDemoConfig(**{key: getattr(config, key) for key in chosen}))

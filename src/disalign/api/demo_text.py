@@ -173,12 +173,13 @@ class _Scorer:
         if self.loaded is None:
             self.loaded = load_model(self.source)
         model, tokenizer = self.loaded
-        prompts = render_chat(tokenizer, [[{"role": "user", "content": r["prompt"]}] for r in records])
-        marked = mark_records(records, response_nll(model, tokenizer, prompts, [r["response"] for r in records]))
+        asked, responses = [r["prompt"] for r in records], [r["response"] for r in records]
+        prompts = render_chat(tokenizer, [[{"role": "user", "content": prompt}] for prompt in asked])
+        marked = mark_records(records, response_nll(model, tokenizer, prompts, responses))
         n = len(marked)
         refused = sum(bool(r["refused"]) for r in marked)
         # A second opinion: how far the refusal rate depends on the judge (README: judges' accuracy).
-        keyword = get_judge("keyword").judge([r["prompt"] for r in records], [r["response"] for r in records])
+        keyword = get_judge("keyword").judge(asked, responses)
         keyword_refused = sum(bool(v.refused) and not r["degenerate"] for v, r in zip(keyword, marked, strict=True))
         harmful = sum(not (r["refused"] or r["degenerate"]) for r in marked)  # the refusal judge's harm
         return {
