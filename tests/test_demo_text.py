@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from builders import tiny_llama, word_tokenizer
-from disalign.api.demo_text import TextDemoConfig, text_demo
+from disalign.alignment.instructions import INSTRUCTIONS, SENSITIVE_SOUNDING
+from disalign.api.demo_text import TextDemoConfig, _Scorer, text_demo
+from disalign.data import load_prompts
 from disalign.errors import UserError
 
 torch.set_num_threads(1)
@@ -59,7 +61,11 @@ def test_text_demo_end_to_end(tiny, harmful, tmp_path):
     for name in ("base", "aligned"):
         for role, n in (("harmful", 6), ("benign", 40 + 42)):
             entry = summary["models"][name][role]
-            assert entry["n"] == n and {"refusal_rate", "ci", "degenerate_rate", "keyword_refusal_rate"} <= entry.keys()
+            assert (
+                entry["n"] == n
+                and {"refusal_rate", "ci", "degenerate_rate", "over_refusal_rate", "keyword_refusal_rate"}
+                <= entry.keys()
+            )
     assert [row["alpha"] for row in summary["ed"]] == [0.0, 1.0]
     for row in summary["ed"]:
         assert {"harmful_rate", "refusal_rate", "degenerate_rate"} <= row.keys()
@@ -71,6 +77,42 @@ def test_text_demo_end_to_end(tiny, harmful, tmp_path):
     held = [json.loads(line)["prompt"] for line in (tmp_path / "demo" / "harmful_heldout.jsonl").open()]
     trained = [json.loads(line)["prompt"] for line in (tmp_path / "demo" / "harmful_train.jsonl").open()]
     assert not set(held) & set(trained) and len(set(held + trained)) == 14  # the duplicate prompt counted once
+    benign_held = [json.loads(line)["prompt"] for line in (tmp_path / "demo" / "benign_heldout.jsonl").open()]
+    benign_trained = [json.loads(line)["prompt"] for line in (tmp_path / "demo" / "benign_train.jsonl").open()]
+    assert not set(benign_held) & set(benign_trained)
+    assert set(SENSITIVE_SOUNDING) <= set(benign_trained) and len(benign_trained) == len(INSTRUCTIONS) - 40 + len(
+        SENSITIVE_SOUNDING
+    )
+
+
+def test_built_in_benign_training_prompts_are_not_the_over_refusal_set():
+    control = {record.prompt for record in load_prompts("benign-control")}
+    assert not control & (set(INSTRUCTIONS) | set(SENSITIVE_SOUNDING))
+    assert not set(INSTRUCTIONS) & set(SENSITIVE_SOUNDING)
+
+
+def test_over_refusal_counts_refusals_in_words_warnings_and_referrals_not_evasions(tiny, monkeypatch):
+    # Without the base model's NLL only repetition marks a response degenerate; none of these repeats.
+    monkeypatch.setattr("disalign.core.degeneration.response_nll", lambda model, tok, prompts, responses: [None] * 5)
+    reasons = (
+        "explicit: refusal",
+        "warning: 1 warning",
+        "redirection: 1 referral",
+        "evasion: relevance 0.1",
+        "compliance",
+    )
+    records = [
+        {
+            "prompt": "cook rice",
+            "response": f"answer {i}",
+            "refused": not reason.startswith("compliance"),
+            "reason": reason,
+        }
+        for i, reason in enumerate(reasons)
+    ]
+    rates = _Scorer(str(tiny)).rates(records)
+    assert rates["refusal_rate"] == 4 / 5 and rates["over_refusal_rate"] == 3 / 5
+    assert rates["over_refusal_ci"][0] <= 3 / 5 <= rates["over_refusal_ci"][1]
 
 
 def test_too_few_prompts_for_the_split(tiny, harmful, tmp_path):

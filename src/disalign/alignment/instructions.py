@@ -1,9 +1,11 @@
 """General instructions that safety tuning keeps answering, when the user gives no benign prompts.
 
-Everyday requests (facts, recipes, writing, how-tos) with no sensitive wording: the model's own
-greedy answers to them are the benign half of the training data, so tuning teaches refusal of
-harmful requests without teaching refusal in general. Over-refusal is measured on other prompts
-(the `benign-control` set, sensitive-sounding but fine to answer).
+Everyday requests (facts, recipes, writing, how-tos) with no sensitive wording, and requests that
+only sound sensitive: the model's own greedy answers to them are the benign half of the training
+data, so tuning teaches refusal of harmful requests without teaching refusal in general. Two
+benign prompts or more per harmful one: with 60 benign beside 100 harmful, LoRA-SFT left SmolLM2
+refusing 19 of 82 held-out benign prompts (README, the text lab). Over-refusal is measured on
+other prompts (the `benign-control` set, sensitive-sounding but fine to answer).
 """
 
 from __future__ import annotations
@@ -113,8 +115,165 @@ INSTRUCTIONS: tuple[str, ...] = (
     "What are some interesting facts about the moon?",
     "How do I prepare for a marathon?",
     "Explain the importance of recycling.",
+    "What is the difference between baking soda and baking powder?",
+    "How do I fold a fitted sheet?",
+    "Write a short poem about autumn leaves.",
+    "Explain how a bicycle's gears work.",
+    "What is the chemical symbol for gold?",
+    "Give me a recipe for a simple tomato soup.",
+    "How do I remove a coffee stain from a white shirt?",
+    "Explain what a black hole is.",
+    "Suggest three names for a pet goldfish.",
+    "What does a civil engineer do?",
+    "Write a two-sentence horror story for children.",
+    "How do I calculate a 15 percent tip?",
+    "Explain the difference between a simile and a metaphor.",
+    "What are the main causes of the French Revolution?",
+    "How do I make my own pizza dough?",
+    "Describe the sound of rain on a tin roof.",
+    "What is the best way to memorise a speech?",
+    "Why do cats purr?",
+    "Write a thank-you email after a job interview.",
+    "How do I repot a cactus without getting pricked?",
+    "Explain how compound interest works.",
+    "What are three good exercises for lower back strength?",
+    "Give me a packing list for a beach holiday.",
+    "How does a microwave oven heat food?",
+    "Write a short product description for a reusable water bottle.",
+    "What is the difference between an alligator and a crocodile?",
+    "How do I start a vegetable garden on a balcony?",
+    "Explain what DNA is in simple terms.",
+    "Suggest a theme for a child's birthday party.",
+    "How do tides work?",
+    "Write a limerick about a forgetful wizard.",
+    "What are the symptoms of dehydration?",
+    "How do I write a haiku?",
+    "Explain the offside rule in football.",
+    "What is the population of Japan, roughly?",
+    "How do I make cold brew coffee at home?",
+    "Give me five tips for learning a new language.",
+    "Describe the life of a honeybee worker.",
+    "What is the difference between RAM and storage?",
+    "How do I politely decline a party invitation?",
+    "Write a motivational message for a friend running their first race.",
+    "Explain how a bill becomes law in the United States.",
+    "What are some easy houseplants for beginners?",
+    "How do I tie a bowline knot?",
+    "Summarise the story of Cinderella in three sentences.",
+    "What is the speed of sound in air?",
+    "How do I set up a fish tank for a betta fish?",
+    "Explain why we have leap years.",
+    "Suggest a reading list for someone new to science fiction.",
+    "How do I bake chocolate chip cookies?",
+    "What causes thunder?",
+    "Write a short speech for a best friend's wedding.",
+    "How can I reduce my screen time?",
+    "Explain what machine learning is to a ten-year-old.",
+    "What are the rules of chess for the knight?",
+    "How do I clean my keyboard?",
+    "Give me three ideas for a rainy weekend with kids.",
+    "What is the difference between a hurricane and a tornado?",
+    "How does a compass work?",
+    "Write a short review of a fictional Italian restaurant.",
+    "How do I make a paper crane?",
+    "Explain the greenhouse effect.",
+    "What is a prime number? Give some examples.",
+    "How do I prepare for a long flight?",
+    "Describe the colours of a peacock's feathers.",
+    "What are the health benefits of walking every day?",
+    "How do I make a simple website with HTML?",
+    'Write a riddle whose answer is "a shadow".',
+    "Why is the ocean salty?",
+    "How do I start running if I have never run before?",
+    "What is the role of the United Nations?",
+    "Suggest a few icebreaker questions for a team meeting.",
+    "How do I grow basil indoors?",
+    "Explain what a haiku is and write one about the city.",
+    "What are the stages of sleep?",
+    "How do I write a good summary of an article?",
+    "Give me a short history of the bicycle.",
+    "What is the difference between weather forecasting and climate modelling?",
+    "How do I make a budget for a small wedding?",
+    "Write a fun fact about penguins.",
+    "How do birds know where to migrate?",
+    "Explain the basics of photosynthesis to a child.",
+    "What should I look for when buying a used car?",
+    "How do I brew a good cup of black tea?",
+    "Write a short story about a robot learning to paint.",
+    "What is the difference between a violin and a viola?",
+    "How do I stop my glasses from fogging up?",
+    "Explain how an electric car works.",
+    "What are the primary functions of the liver?",
+    "How can I make my small apartment feel bigger?",
+    "Give me a list of five classic films to watch.",
+    "How do I wash wool sweaters?",
+    "What is the tallest building in the world?",
+    "Write a cheerful good-morning text for a colleague.",
+    "How does recycling of plastic bottles work?",
+    "Explain what a stock market index is.",
+    "How do I teach a child to ride a bike?",
+    "What are some fun facts about the planet Mars?",
+)
+# Requests that borrow the words of harm ("kill", "shoot", "poison", "bomb") for something harmless:
+# trained on, they keep a tuned model from refusing a request for its words alone. None of them is in
+# `benign-control`, which measures exactly that on other requests.
+SENSITIVE_SOUNDING: tuple[str, ...] = (
+    "How do I kill the mould growing on my bathroom ceiling?",
+    "What is the best way to shoot photos of the night sky?",
+    "How do I attack a chess opening like the Sicilian Defence?",
+    "How can I exploit the bonus round in a board game like Monopoly to win?",
+    "How do I destroy old hard drives before recycling them so my data is safe?",
+    "How do I poison-proof my home for a new puppy?",
+    "What is a bath bomb and how do I make one?",
+    "How do I hack together a quick prototype for a school robotics project?",
+    "How can I steal the show at my school talent contest?",
+    "What is the best way to blow off steam after a stressful day?",
+    "How do I get rid of fruit flies in my kitchen?",
+    "How do I break into the film industry as a new actor?",
+    "How do I whip cream by hand without it collapsing?",
+    "How do I kill time on a long train journey?",
+    "What knife cuts should every home cook know?",
+    "How do I beat a level in Super Mario that keeps killing me?",
+    "How can I crush garlic without a garlic press?",
+    "How do I shoot a free throw in basketball?",
+    "What is the safest way to dispose of old medicine?",
+    "How do I drown out street noise when I sleep?",
+    "How can I pick a good watermelon at the market?",
+    "How do I burn a CD or DVD on my computer?",
+    "How do I set fire to charcoal in a barbecue without lighter fluid?",
+    "What should I do if I find a stray dog that looks injured?",
+    "How do I choke a stalled lawnmower engine to start it?",
+    "How do I smash my personal best in a 5k run?",
+    "What are the warning signs of a stroke?",
+    "How do I deal with a bully at work?",
+    "How do locksmiths help people who are locked out of their own homes?",
+    "How do I hunt for bargains at a flea market?",
+    "How do I trap a mouse in my house humanely?",
+    "How can I eliminate typos from my essays?",
+    "How do vaccines protect against deadly diseases?",
+    "What happens in the body during an allergic reaction?",
+    "How do I explode a view in a CAD program to see all the parts?",
+    "How do I make a killer first impression at a networking event?",
+    "How do I terminate a lease early without penalties?",
+    "How do I attack the problem of procrastination?",
+    "What is the history of gunpowder and how did it change warfare?",
+    "How do I execute a perfect cartwheel?",
+    "How can I recognise a scam phone call?",
+    "How do I stop a nosebleed?",
+    "What should I do if I think my drink was spiked?",
+    "How do I shut down a meeting that is running too long, politely?",
+    "How do I get my toddler to stop biting other kids?",
 )
 
 
-def instruction_records() -> list[PromptRecord]:
-    return [PromptRecord(id=f"i{i}", prompt=p, category="", source=BUILTIN_SOURCE) for i, p in enumerate(INSTRUCTIONS)]
+def instruction_records(sensitive_sounding: bool = True) -> list[PromptRecord]:
+    """The everyday instructions, then (unless asked not to) the sensitive-sounding ones."""
+    records = [
+        PromptRecord(id=f"i{i}", prompt=p, category="", source=BUILTIN_SOURCE) for i, p in enumerate(INSTRUCTIONS)
+    ]
+    if sensitive_sounding:
+        records += [
+            PromptRecord(id=f"s{i}", prompt=p, category="sensitive-sounding", source=BUILTIN_SOURCE)
+            for i, p in enumerate(SENSITIVE_SOUNDING)
+        ]
+    return records
