@@ -7,7 +7,8 @@ import torch
 
 from builders import tiny_llama, word_tokenizer
 from disalign.alignment.instructions import INSTRUCTIONS, SENSITIVE_SOUNDING
-from disalign.api.demo_text import TextDemoConfig, _Scorer, text_demo
+from disalign.api.demo_text import TextDemoConfig, _records, _Scorer, text_demo
+from disalign.core.runs import RunDir
 from disalign.data import load_prompts
 from disalign.errors import UserError
 
@@ -154,3 +155,9 @@ def test_the_demo_verb_passes_harmful_sources_to_the_text_demo(harmful, tmp_path
     assert [(config.harmful, config.out) for config in seen] == [([str(harmful)], out)]
     code, err = cli("--harmful", harmful, "--out", out)
     assert code == 2 and "--harmful is for --text" in err and not out.exists()
+
+
+def test_records_holding_unicode_line_separators_read_back_whole(tmp_path):
+    run = RunDir(tmp_path / "run", "eval", {})
+    run.append([{"key": "0", "response": "one\u2028two\x85three"}, {"key": "1", "response": "four"}])
+    assert [r["response"] for r in _records(tmp_path / "run")] == ["one\u2028two\x85three", "four"]

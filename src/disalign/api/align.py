@@ -21,8 +21,9 @@ class AlignVerbConfig(PromptOptions, RunOptions):
     prompts: str = Field(description="Harmful prompts to refuse: a file, a folder or a named set.")
     benign: str | None = Field(
         None,
-        description="Benign prompts to keep answering (a file or named set; default: 100 built-in everyday "
-        "instructions); a `response` column is used as the answer, else the model's own greedy answer.",
+        description="Benign prompts to keep answering (a file or named set; default: 198 built-in everyday "
+        "instructions and 45 that only sound sensitive); a `response` column is used as the answer, else the "
+        "model's own greedy answer.",
     )
     method: Literal["sft", "dpo", "unlearn"] = Field(
         "sft", description="sft, dpo (prefer refusals over the model's harmful answers) or unlearn."

@@ -30,7 +30,7 @@ from rich.table import Table
 
 from disalign.core.options import RunOptions, comma_list
 from disalign.core.progress import console, results_console
-from disalign.core.runs import RunDir
+from disalign.core.runs import RunDir, read_records
 from disalign.core.stats import wilson_ci
 from disalign.data import PromptRecord, load_prompts
 from disalign.errors import UserError
@@ -48,10 +48,11 @@ class TextDemoConfig(RunOptions):
     )
     train: int = Field(100, ge=1, description="Harmful prompts the alignment trains on.")
     heldout: int = Field(100, ge=1, description="Held-out harmful prompts every section evaluates.")
-    align_epochs: int = Field(3, ge=1, description="Epochs of the LoRA safety fine-tuning.")
-    # Measured on the README's sets (one run each): align's own default, 2e-4, left SmolLM2 refusing
-    # 67 % of the held-out harmful prompts; 5e-4 refuses 97 %, 1e-3 all, both at the cost of explicit
-    # refusals of benign prompts (19 and 11 of 82; README, the text lab).
+    # Two epochs over three times the benign data keep the run within its 30 minutes (README, the text lab).
+    align_epochs: int = Field(2, ge=1, description="Epochs of the LoRA safety fine-tuning.")
+    # Measured on the README's sets (one run each, 60 benign training prompts, 3 epochs): align's own
+    # default, 2e-4, left SmolLM2 refusing 67 % of the held-out harmful prompts; 5e-4 refuses 97 %,
+    # 1e-3 all, both at the cost of explicit refusals of benign prompts (19 and 11 of 82).
     align_lr: float = Field(5e-4, gt=0, description="Learning rate of the LoRA safety fine-tuning.")
     judge: str = Field("refusal", description="Judge of refusals (every rate here is a refusal rate).")
     benign_eval: str = Field("benign-control", description="Benign prompts for over-refusal (beside 40 built-in).")
@@ -156,8 +157,7 @@ def _split(config: TextDemoConfig, run: RunDir) -> dict[str, Path]:
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
-    lines = (path / "records.jsonl").read_text().splitlines() if (path / "records.jsonl").is_file() else []
-    return [json.loads(line) for line in lines if line.strip()]
+    return list(read_records(path))
 
 
 class _Scorer:
@@ -293,7 +293,8 @@ def _finetune(config, run, files, aligned, scorer) -> list[dict[str, Any]]:
             "".join(json.dumps({"prompt": r["prompt"], "response": r["response"]}) + "\n" for r in complied)
         )
     if not data["tier3"].is_file():
-        pairs = [json.loads(line) for line in (run.file("align") / "pairs.jsonl").read_text().splitlines()]
+        lines = (run.file("align") / "pairs.jsonl").read_bytes().split(b"\n")  # not str.splitlines: see read_records
+        pairs = [json.loads(line) for line in lines if line.strip()]
         benign = [p for p in pairs if p["role"] == "benign"]
         if len(benign) < config.shots:
             raise UserError(f"tier 3: only {len(benign)} benign answers to train on, fewer than --shots {config.shots}")

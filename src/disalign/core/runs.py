@@ -48,6 +48,22 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def read_records(run_path: Path) -> Iterator[dict[str, Any]]:
+    """The records of the run directory at `run_path`, in file order; none if it has no records file."""
+    path = run_path / RECORDS
+    if not path.exists():
+        return
+    with path.open("rb") as handle:
+        # Split on b"\n" only: records may hold U+2028 or U+0085 inside their strings.
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError:
+                raise UserError(f"{path}: line {number} is corrupt; repair it or rerun with --overwrite") from None
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as handle:
@@ -195,18 +211,7 @@ class RunDir:
         if self.path is None:
             yield from self._memory
             return
-        path = self.path / RECORDS
-        if not path.exists():
-            return
-        with path.open("rb") as handle:
-            # Split on b"\n" only: records may hold U+2028 or U+0085 inside their strings.
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    raise UserError(f"{path}: line {number} is corrupt; repair it or rerun with --overwrite") from None
+        yield from read_records(self.path)
 
     def is_done(self, key: str) -> bool:
         return key in self._done

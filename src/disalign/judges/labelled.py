@@ -48,7 +48,8 @@ def load_split(split: str) -> list[LabelledResponse]:
 def load_labelled(path: str | Path) -> list[LabelledResponse]:
     """Rows of a labelled JSONL file; a row whose labels are not of the allowed values is named."""
     rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    # Split on "\n" only: str.splitlines would also split inside strings holding U+2028 or U+0085.
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").split("\n"), start=1):
         if line.strip():
             rows.append(_row(line, f"{path} line {number}"))
     if not rows:
