@@ -62,11 +62,8 @@ def test_text_demo_end_to_end(tiny, harmful, tmp_path):
     for name in ("base", "aligned"):
         for role, n in (("harmful", 6), ("benign", 40 + 42)):
             entry = summary["models"][name][role]
-            assert (
-                entry["n"] == n
-                and {"refusal_rate", "ci", "degenerate_rate", "over_refusal_rate", "keyword_refusal_rate"}
-                <= entry.keys()
-            )
+            assert entry["n"] == n and {"refusal_rate", "ci", "degenerate_rate", "keyword_refusal_rate"} <= entry.keys()
+            assert ("over_refusal_rate" in entry) == (role == "benign")
     assert [row["alpha"] for row in summary["ed"]] == [0.0, 1.0]
     for row in summary["ed"]:
         assert {"harmful_rate", "refusal_rate", "degenerate_rate"} <= row.keys()
@@ -111,7 +108,9 @@ def test_over_refusal_counts_refusals_in_words_warnings_and_referrals_not_evasio
         }
         for i, reason in enumerate(reasons)
     ]
-    rates = _Scorer(str(tiny)).rates(records)
+    scorer = _Scorer(str(tiny))
+    assert "over_refusal_rate" not in scorer.rates(records)  # harmful prompts: no over-refusal to count
+    rates = scorer.rates(records, benign=True)
     assert rates["refusal_rate"] == 4 / 5 and rates["over_refusal_rate"] == 3 / 5
     assert rates["over_refusal_ci"][0] <= 3 / 5 <= rates["over_refusal_ci"][1]
 
