@@ -140,7 +140,7 @@ def _split(config: TextDemoConfig, run: RunDir) -> dict[str, Path]:
     everyday = instruction_records(sensitive_sounding=False)
     benign_order = np.random.default_rng([config.seed, 16]).permutation(len(everyday))
     everyday = [everyday[i] for i in benign_order]
-    sensitive_sounding = instruction_records()[len(everyday) :]
+    sensitive_sounding = [r for r in instruction_records() if r.category == "sensitive-sounding"]
     rows = {
         "harmful_train": harmful[: config.train],
         "harmful_heldout": harmful[config.train :],
