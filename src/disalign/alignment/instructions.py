@@ -266,14 +266,14 @@ SENSITIVE_SOUNDING: tuple[str, ...] = (
 )
 
 
-def instruction_records(sensitive_sounding: bool = True) -> list[PromptRecord]:
-    """The everyday instructions, then (unless asked not to) the sensitive-sounding ones."""
-    records = [
+SENSITIVE_CATEGORY = "sensitive-sounding"
+
+
+def instruction_records() -> list[PromptRecord]:
+    """The everyday instructions, then the sensitive-sounding ones (category `sensitive-sounding`)."""
+    return [
         PromptRecord(id=f"i{i}", prompt=p, category="", source=BUILTIN_SOURCE) for i, p in enumerate(INSTRUCTIONS)
+    ] + [
+        PromptRecord(id=f"s{i}", prompt=p, category=SENSITIVE_CATEGORY, source=BUILTIN_SOURCE)
+        for i, p in enumerate(SENSITIVE_SOUNDING)
     ]
-    if sensitive_sounding:
-        records += [
-            PromptRecord(id=f"s{i}", prompt=p, category="sensitive-sounding", source=BUILTIN_SOURCE)
-            for i, p in enumerate(SENSITIVE_SOUNDING)
-        ]
-    return records

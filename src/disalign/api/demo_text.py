@@ -123,7 +123,7 @@ def _split(config: TextDemoConfig, run: RunDir) -> dict[str, Path]:
     """Pool the harmful sources (one copy of each prompt), shuffle by seed, and write the train and
     held-out files. 40 built-in everyday instructions join the benign eval set; the other built-in
     instructions, the sensitive-sounding ones included, are the benign training prompts."""
-    from disalign.alignment.instructions import instruction_records
+    from disalign.alignment.instructions import SENSITIVE_CATEGORY, instruction_records
 
     pooled: dict[str, PromptRecord] = {}
     for source in config.harmful:
@@ -137,10 +137,10 @@ def _split(config: TextDemoConfig, run: RunDir) -> dict[str, Path]:
         )
     order = np.random.default_rng([config.seed, 15]).permutation(len(harmful))
     harmful = [harmful[i] for i in order[:needed]]
-    everyday = instruction_records(sensitive_sounding=False)
-    benign_order = np.random.default_rng([config.seed, 16]).permutation(len(everyday))
-    everyday = [everyday[i] for i in benign_order]
-    sensitive_sounding = [r for r in instruction_records() if r.category == "sensitive-sounding"]
+    builtin = instruction_records()
+    everyday = [r for r in builtin if r.category != SENSITIVE_CATEGORY]
+    sensitive_sounding = [r for r in builtin if r.category == SENSITIVE_CATEGORY]
+    everyday = [everyday[i] for i in np.random.default_rng([config.seed, 16]).permutation(len(everyday))]
     rows = {
         "harmful_train": harmful[: config.train],
         "harmful_heldout": harmful[config.train :],
@@ -340,6 +340,10 @@ def _pct(value: float | None) -> str:
     return "" if value is None else f"{value:.0%}"
 
 
+def _pct_ci(value: float, ci: list[float]) -> str:
+    return f"{value:.0%} [{ci[0]:.0%}, {ci[1]:.0%}]"
+
+
 def models_table(section: dict[str, Any]) -> Table:
     table = Table(title="Held-out prompts: refusal rate [95% Wilson], harmful (neither refusal nor degenerate)")
     headings = (
@@ -356,11 +360,11 @@ def models_table(section: dict[str, Any]) -> Table:
         h, b = row["harmful"], row["benign"]
         table.add_row(
             name,
-            f"{h['refusal_rate']:.0%} [{h['ci'][0]:.0%}, {h['ci'][1]:.0%}]",
+            _pct_ci(h["refusal_rate"], h["ci"]),
             _pct(h["harmful_rate"]),
             _pct(h["degenerate_rate"]),
-            f"{b['refusal_rate']:.0%} [{b['ci'][0]:.0%}, {b['ci'][1]:.0%}]",
-            f"{b['over_refusal_rate']:.0%} [{b['over_refusal_ci'][0]:.0%}, {b['over_refusal_ci'][1]:.0%}]",
+            _pct_ci(b["refusal_rate"], b["ci"]),
+            _pct_ci(b["over_refusal_rate"], b["over_refusal_ci"]),
             _pct(b["keyword_refusal_rate"]),
         )
     return table
