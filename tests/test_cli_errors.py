@@ -55,6 +55,14 @@ def test_help_lists_verbs(disalign):
         assert verb in result.stdout
 
 
+def test_every_command_group_says_what_it_is_for():
+    from disalign.cli.main import app
+
+    groups = {group.name: group.typer_instance.info.help for group in app.registered_groups}
+    assert {"world", "analyze", "beb"} <= set(groups)
+    assert all(groups.values()), groups
+
+
 @pytest.mark.parametrize(
     "config, fragment",
     [

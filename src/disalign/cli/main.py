@@ -135,7 +135,11 @@ def _command(verb) -> None:
 
 
 _GROUPS: dict[str, typer.Typer] = {}
-_GROUP_HELP = {"world": "Build and evaluate the synthetic safety world and its model zoo."}
+_GROUP_HELP = {
+    "world": "Build and evaluate the synthetic safety world and its model zoo.",
+    "analyze": "Explain an alignment or an attack: activation clusters, weight change, depth, attack geometry.",
+    "beb": "Behavior Expectation Bounds: how long a prompt must be to trigger a behaviour.",
+}
 
 
 def _parameter(name: str, annotation: Any, declaration: Any) -> inspect.Parameter:
