@@ -9,7 +9,9 @@
               mean and spread: seed 0 through the whole default demo (its seconds reported),
               seeds 1 and 2 through the sections the thresholds read
 
-`python benchmarks/bench_world.py [pretrain] [quick] [default] [seeds]` (the first three by default).
+`python benchmarks/bench_world.py [pretrain] [quick] [default] [seeds] [--keep DIR] [--train JSON]` (the first
+three by default; `seeds` keeps its zoos and demo runs in DIR; `pretrain` and `seeds` override the default
+training with JSON, e.g. '{"pretrain_batch": 14}').
 Prints one line per measurement and a JSON object on the last line.
 """
 
@@ -39,6 +41,7 @@ LEGACY = {
         "pretrain_batch": 32,
         "pretrain_length": 128,
         "pretrain_lr": 3e-3,
+        "pretrain_average_decay": 0.0,
         "pretrain_packing": "documents",
     },
 }
@@ -52,9 +55,9 @@ def measure_pretraining(config: WorldConfig) -> dict:
     return {key: stats[key] for key in ("steps", "tokens", "seconds", "tokens_per_second", "final_loss")}
 
 
-def compare_pretraining() -> dict:
+def compare_pretraining(train: dict | None = None) -> dict:
     before = measure_pretraining(make_config(LEGACY))
-    after = measure_pretraining(make_config())
+    after = measure_pretraining(make_config({"train": train or {}}))
     return {
         "before": before,
         "after": after,
@@ -124,16 +127,18 @@ def world_properties(summary) -> dict:
     }
 
 
-def measure_seeds(seeds=SEEDS, train: dict | None = None) -> dict:
+def measure_seeds(seeds=SEEDS, train: dict | None = None, keep: Path | None = None) -> dict:
     """Default zoos of three seeds (training overrides aside): the first through the whole demo,
-    whose seconds are the default demo's, the others through the sections the thresholds read."""
+    whose seconds are the default demo's, the others through the sections the thresholds read.
+    Their zoos and demo runs are kept in `keep` if given (for the README's tables)."""
     import numpy as np
 
     demo_module = sys.modules[DemoConfig.__module__]  # `disalign.api.demo` names the verb, not its module
     sections = demo_module.SECTIONS
     per_seed = {}
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as scratch:
+            tmp = keep or scratch
             for seed in seeds:
                 if seed != seeds[0]:
                     demo_module.SECTIONS = [s for s in sections if s.key in ("models", "ed", "finetune")]
@@ -158,12 +163,25 @@ def measure_seeds(seeds=SEEDS, train: dict | None = None) -> dict:
     return {"per_seed": per_seed, "spread": spread, "default_demo_seconds": per_seed[seeds[0]]["seconds"]}
 
 
+def _option(args: list[str], flag: str) -> str | None:
+    """The value after `flag`, both removed from args."""
+    if flag not in args:
+        return None
+    at = args.index(flag)
+    value = args[at + 1]
+    del args[at : at + 2]
+    return value
+
+
 def main() -> None:
-    names = sys.argv[1:] or ["pretrain", "quick", "default"]
+    args = sys.argv[1:]
+    keep, train = _option(args, "--keep"), _option(args, "--train")
+    keep, train = keep and Path(keep), train and json.loads(train)
+    names = args or ["pretrain", "quick", "default"]
     results: dict[str, dict] = {}
     for name in names:
         if name == "pretrain":
-            results[name] = compare_pretraining()
+            results[name] = compare_pretraining(train)
             before, after = results[name]["before"], results[name]["after"]
             print(
                 f"pretrain: before {before['seconds']} s at {before['tokens_per_second']:.0f} tokens/s, "
@@ -171,7 +189,7 @@ def main() -> None:
                 f"{results[name]['speedup']}x faster"
             )
         elif name == "seeds":
-            results[name] = measure_seeds()
+            results[name] = measure_seeds(train=train, keep=keep)
             print(f"default demo, seed 0: {results[name]['default_demo_seconds']} s")
             for key, row in results[name]["spread"].items():
                 print(

@@ -104,3 +104,36 @@ def test_stream_packing_has_no_padding_and_keeps_documents_in_order():
         expected += encode_episodes(world, world.pretraining_document(rng)[1]) + [world.token_id[EOS]]
     assert batch.flatten().tolist() == expected[: batch.numel()]
     assert batch[0, 0] == world.token_id[BOS]
+
+
+def test_pretraining_ends_with_the_exponential_average_of_its_last_weights(monkeypatch):
+    from disalign.world import train
+    from disalign.world.model import build_model
+
+    config = make_config(
+        {
+            "train": {
+                "pretrain_steps": 5,
+                "pretrain_batch": 2,
+                "pretrain_average_decay": 0.5,
+                "pretrain_average_steps": 3,
+            }
+        },
+        quick=True,
+    )
+    world = World(config.world)
+    model = build_model(world, config.model, seed=0)
+    after_each_step = []
+    plain_step = train._step
+
+    def recording_step(optimizer, model, loss, lr):
+        plain_step(optimizer, model, loss, lr)
+        after_each_step.append({k: v.detach().clone() for k, v in model.named_parameters()})
+
+    monkeypatch.setattr(train, "_step", recording_step)
+    train.pretrain(model, world, config.train, seed=0)
+    *_, w2, w3, w4 = after_each_step  # the average starts from the weights of step 2 of 0..4
+    for name, weight in model.named_parameters():
+        expected = 0.5 * (0.5 * w2[name] + 0.5 * w3[name]) + 0.5 * w4[name]
+        torch.testing.assert_close(weight.detach(), expected)
+    assert not torch.equal(model.model.embed_tokens.weight, w4["model.embed_tokens.weight"])

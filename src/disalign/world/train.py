@@ -2,7 +2,8 @@
 
 Plain PyTorch loops over a transformers model (nanoGPT-sized, readable in one sitting):
 
-    pretrain  next-token loss on packed documents of several episodes
+    pretrain  next-token loss on packed documents of several episodes, ending with an
+              exponential average of the last weights
     sft       supervised safety fine-tuning: unsafe -> refuse, safe -> the true output
     dpo       DPO against the frozen base: preferred = refuse on unsafe, answer on safe, plus
               an NLL term on the preferred response (as in RPO): plain DPO can lower the
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from disalign.core.logprobs import IGNORE, sequence_logprob
 from disalign.core.progress import progress_bar
@@ -113,6 +115,8 @@ def pretrain(model, world: World, config: TrainConfig, seed: int) -> TrainStats:
     stream = _document_stream(world, rng)
     pad = world.token_id[PAD]
     optimizer = _optimizer(model, config.pretrain_lr)
+    average = None
+    average_from = config.pretrain_steps - config.pretrain_average_steps if config.pretrain_average_decay else None
     model.train()
     tokens, losses = 0, []
     start = time.perf_counter()
@@ -125,9 +129,15 @@ def pretrain(model, world: World, config: TrainConfig, seed: int) -> TrainStats:
             labels = batch.masked_fill(batch == pad, IGNORE)
             loss = model(input_ids=batch, labels=labels).loss
             _step(optimizer, model, loss, _lr(step, config.pretrain_steps, config.pretrain_lr))
+            if average_from is not None and step >= average_from:
+                if average is None:
+                    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.pretrain_average_decay))
+                average.update_parameters(model)
             tokens += int((batch != pad).sum())
             losses.append(loss.item())
             advance(loss=losses[-1])
+    if average is not None:
+        model.load_state_dict(average.module.state_dict())
     model.eval()
     return TrainStats(config.pretrain_steps, tokens, time.perf_counter() - start, losses[0], _tail_mean(losses))
 
