@@ -168,6 +168,8 @@ def _option(args: list[str], flag: str) -> str | None:
     if flag not in args:
         return None
     at = args.index(flag)
+    if at + 1 == len(args):
+        sys.exit(f"{flag} needs a value")
     value = args[at + 1]
     del args[at : at + 2]
     return value
