@@ -178,7 +178,8 @@ def _option(args: list[str], flag: str) -> str | None:
 def main() -> None:
     args = sys.argv[1:]
     keep, train = _option(args, "--keep"), _option(args, "--train")
-    keep, train = keep and Path(keep), train and json.loads(train)
+    keep = Path(keep) if keep else None
+    train = json.loads(train) if train else None
     names = args or ["pretrain", "quick", "default"]
     results: dict[str, dict] = {}
     for name in names:

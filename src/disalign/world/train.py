@@ -115,8 +115,9 @@ def pretrain(model, world: World, config: TrainConfig, seed: int) -> TrainStats:
     stream = _document_stream(world, rng)
     pad = world.token_id[PAD]
     optimizer = _optimizer(model, config.pretrain_lr)
-    average = None
-    average_from = config.pretrain_steps - config.pretrain_average_steps if config.pretrain_average_decay else None
+    decay = config.pretrain_average_decay
+    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay)) if decay else None
+    average_from = config.pretrain_steps - config.pretrain_average_steps
     model.train()
     tokens, losses = 0, []
     start = time.perf_counter()
@@ -129,10 +130,8 @@ def pretrain(model, world: World, config: TrainConfig, seed: int) -> TrainStats:
             labels = batch.masked_fill(batch == pad, IGNORE)
             loss = model(input_ids=batch, labels=labels).loss
             _step(optimizer, model, loss, _lr(step, config.pretrain_steps, config.pretrain_lr))
-            if average_from is not None and step >= average_from:
-                if average is None:
-                    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.pretrain_average_decay))
-                average.update_parameters(model)
+            if average is not None and step >= average_from:
+                average.update_parameters(model)  # the first update copies the weights
             tokens += int((batch != pad).sum())
             losses.append(loss.item())
             advance(loss=losses[-1])
