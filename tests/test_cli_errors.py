@@ -69,6 +69,7 @@ def test_every_command_group_says_what_it_is_for():
         ({"world": {"harmful_share": 2}}, "harmful_share"),
         ({"world": {"n_operators": 0}}, "n_operators"),
         ({"typo": 1}, "typo"),
+        ({"train": {"pretrain_average_decay": 1}}, "pretrain_average_decay"),
     ],
 )
 def test_bad_world_config(disalign, tmp_path, config, fragment):
