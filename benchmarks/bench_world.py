@@ -42,6 +42,7 @@ LEGACY = {
         "pretrain_length": 128,
         "pretrain_lr": 3e-3,
         "pretrain_average_decay": 0.0,
+        "pretrain_precision": "fp32",
         "pretrain_packing": "documents",
     },
 }

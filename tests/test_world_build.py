@@ -1,6 +1,7 @@
 """Zoo builds: deterministic for a seed and thread count, reused only by the config and version that built them."""
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -10,7 +11,7 @@ from safetensors.torch import load_file
 
 from disalign.errors import UserError
 from disalign.world import ZOO_MODELS, World, build_zoo, make_config
-from disalign.world.spec import BOS, EOS, PAD
+from disalign.world.spec import BOS, EOS, PAD, SPECIAL_TOKENS
 from disalign.world.train import _document_stream, _stream_batch, encode_episodes
 
 # A few seconds to build: enough steps for every training path to run, too few to learn anything.
@@ -137,3 +138,49 @@ def test_pretraining_ends_with_the_exponential_average_of_its_last_weights(monke
         expected = 0.5 * (0.5 * w2[name] + 0.5 * w3[name]) + 0.5 * w4[name]
         torch.testing.assert_close(weight.detach(), expected)
     assert not torch.equal(model.model.embed_tokens.weight, w4["model.embed_tokens.weight"])
+
+
+def test_attention_kept_in_fp32_computes_what_sdpa_computes():
+    from disalign.world.model import build_model
+    from disalign.world.train import FP32_ATTENTION
+
+    config = make_config(quick=True)
+    world = World(config.world)
+    model = build_model(world, config.model, seed=0).eval()
+    ids = torch.randint(len(SPECIAL_TOKENS), len(world.vocab), (3, 40))
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        model.set_attn_implementation(FP32_ATTENTION)
+        torch.testing.assert_close(model(input_ids=ids).logits, expected)
+
+
+def test_bf16_pretraining_multiplies_in_bf16_and_gives_back_an_fp32_sdpa_model():
+    from disalign.world import train
+    from disalign.world.model import build_model
+
+    config = make_config(
+        {"train": {"pretrain_steps": 2, "pretrain_batch": 2, "pretrain_precision": "bf16"}}, quick=True
+    )
+    world = World(config.world)
+    model = build_model(world, config.model, seed=0)
+    seen = []
+    layer = model.model.layers[0]
+    layer.mlp.down_proj.register_forward_hook(lambda module, args, out: seen.append(("mlp", out.dtype)))
+    layer.self_attn.o_proj.register_forward_pre_hook(lambda module, args: seen.append(("attention", args[0].dtype)))
+    stats = train.pretrain(model, world, config.train, seed=0)
+    assert seen == [("attention", torch.float32), ("mlp", torch.bfloat16)] * 2
+    assert model.config._attn_implementation == "sdpa"
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert stats.precision == "bf16" and math.isfinite(stats.final_loss)
+
+
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "expected"), [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")]
+)
+def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_it_natively(monkeypatch, amx, avx512_bf16, expected):
+    from disalign.world.train import resolve_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert resolve_precision("auto") == expected
+    assert resolve_precision("fp32") == "fp32"

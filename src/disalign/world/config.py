@@ -78,7 +78,7 @@ class ModelShape(_Strict):
 
 class TrainConfig(_Strict):
     pretrain_steps: int = Field(700, ge=1)
-    pretrain_batch: int = Field(32, ge=1)
+    pretrain_batch: int = Field(20, ge=1)
     pretrain_length: int = Field(128, ge=32, description="tokens per packed pretraining row")
     pretrain_lr: float = Field(3e-3, gt=0)
     # With fewer rows per step the last weights are noisy and an average of them is sharper: it lets
@@ -87,6 +87,11 @@ class TrainConfig(_Strict):
         0.0, ge=0, lt=1, description="decay of the exponential weight average the base model ends with; 0: none"
     )
     pretrain_average_steps: int = Field(200, ge=1, description="last pretraining steps in the weight average")
+    # bf16 matmuls run several times faster than fp32 on CPUs with AMX or AVX512-BF16 units and
+    # many times slower on CPUs without them (README, Benchmarks): "auto" uses them where they run fast.
+    pretrain_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="pretraining matmuls in fp32, or in bf16 under autocast (attention stays fp32)"
+    )
     pretrain_packing: Literal["stream", "documents"] = Field(
         "stream", description="rows cut from one document stream, or whole documents with padding after them"
     )

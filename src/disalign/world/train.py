@@ -16,6 +16,7 @@ Alignment losses count response tokens only (the assistant turn and its end toke
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
@@ -26,6 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from disalign.core.logprobs import IGNORE, sequence_logprob
 from disalign.core.progress import progress_bar
@@ -42,6 +46,7 @@ class TrainStats:
     seconds: float
     first_loss: float
     final_loss: float
+    precision: str = "fp32"
 
     @property
     def tokens_per_second(self) -> float:
@@ -55,6 +60,7 @@ class TrainStats:
             "tokens_per_second": round(self.tokens_per_second, 1),
             "first_loss": round(self.first_loss, 4),
             "final_loss": round(self.final_loss, 4),
+            "precision": self.precision,
         }
 
 
@@ -110,6 +116,42 @@ def _padded_batch(world: World, rng: np.random.Generator, rows: int, length: int
     return batch
 
 
+FP32_ATTENTION = "sdpa_fp32"
+
+
+def _sdpa_in_fp32(module, query, key, value, attention_mask, **kwargs):
+    # On CPU the bf16 flash-attention backward is several times slower than the fp32 one, while
+    # bf16 matmuls are several times faster: under autocast, only attention is kept in fp32.
+    with torch.autocast("cpu", enabled=False):
+        return sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
+
+
+AttentionInterface.register(FP32_ATTENTION, _sdpa_in_fp32)
+AttentionMaskInterface.register(FP32_ATTENTION, sdpa_mask)
+
+
+def resolve_precision(requested: str) -> str:
+    """ "auto" is bf16 where the CPU multiplies bf16 natively (AMX or AVX512-BF16), else fp32."""
+    if requested != "auto":
+        return requested
+    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    return "bf16" if native else "fp32"
+
+
+@contextlib.contextmanager
+def _pretraining_precision(model, precision: str) -> Iterator[contextlib.AbstractContextManager]:
+    """Yields the context each forward pass runs in; the model's attention is restored after."""
+    if precision == "fp32":
+        yield contextlib.nullcontext()
+        return
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(FP32_ATTENTION)
+    try:
+        yield torch.autocast("cpu", dtype=torch.bfloat16)
+    finally:
+        model.set_attn_implementation(previous)
+
+
 def pretrain(model, world: World, config: TrainConfig, seed: int) -> TrainStats:
     rng = np.random.default_rng([seed, 1])
     stream = _document_stream(world, rng)
@@ -121,14 +163,19 @@ def pretrain(model, world: World, config: TrainConfig, seed: int) -> TrainStats:
     model.train()
     tokens, losses = 0, []
     start = time.perf_counter()
-    with progress_bar("pretrain base", config.pretrain_steps) as advance:
+    precision = resolve_precision(config.pretrain_precision)
+    with (
+        progress_bar("pretrain base", config.pretrain_steps) as advance,
+        _pretraining_precision(model, precision) as forward_context,
+    ):
         for step in range(config.pretrain_steps):
             if config.pretrain_packing == "stream":
                 batch = _stream_batch(stream, config.pretrain_batch, config.pretrain_length)
             else:
                 batch = _padded_batch(world, rng, config.pretrain_batch, config.pretrain_length)
             labels = batch.masked_fill(batch == pad, IGNORE)
-            loss = model(input_ids=batch, labels=labels).loss
+            with forward_context:
+                loss = model(input_ids=batch, labels=labels).loss
             _step(optimizer, model, loss, _lr(step, config.pretrain_steps, config.pretrain_lr))
             if average is not None and step >= average_from:
                 average.update_parameters(model)  # the first update copies the weights
@@ -138,7 +185,8 @@ def pretrain(model, world: World, config: TrainConfig, seed: int) -> TrainStats:
     if average is not None:
         model.load_state_dict(average.module.state_dict())
     model.eval()
-    return TrainStats(config.pretrain_steps, tokens, time.perf_counter() - start, losses[0], _tail_mean(losses))
+    seconds = time.perf_counter() - start
+    return TrainStats(config.pretrain_steps, tokens, seconds, losses[0], _tail_mean(losses), precision)
 
 
 def _step(optimizer, model, loss, lr: float) -> None:
