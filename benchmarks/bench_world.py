@@ -1,8 +1,8 @@
 """World pretraining before and after issue 16, and the demo's wall time, on this machine in one run.
 
     pretrain  the base model of the default zoo pretrained twice: with the pinned pre-issue-16
-              settings (LEGACY: whole documents padded into rows, 700 steps) and with today's
-              default; tokens/s counts real (non-padding) tokens. Goal: ratio of seconds >= 2.
+              settings (LEGACY: whole documents padded into 32 rows, fp32, 700 steps) and with
+              today's default; tokens/s counts real (non-padding) tokens. Goal: ratio of seconds >= 2.
     quick     the --quick demo: zoo build (goal <= 60 s) and every section
     default   the default demo (goal <= 600 s on 2 cores)
     seeds     the world's properties (issue 16's thresholds) on default zoos of seeds 0, 1, 2,

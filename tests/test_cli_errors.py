@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -97,3 +98,17 @@ def test_missing_zoo(disalign, tmp_path):
     assert_user_error(
         disalign("world", "eval", "--world", str(tmp_path / "nope"), "--out", str(tmp_path / "o")), "not a world zoo"
     )
+
+
+def test_the_cli_hides_the_deprecation_warning_peft_raises_through_transformers():
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from disalign.cli.main import _silence_library_deprecations
+
+    shape = {"hidden_size": 8, "intermediate_size": 16, "num_attention_heads": 2, "num_key_value_heads": 2}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _silence_library_deprecations()
+        get_peft_model(LlamaForCausalLM(LlamaConfig(vocab_size=16, num_hidden_layers=1, **shape)), LoraConfig(r=2))
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []

@@ -190,6 +190,7 @@ def main() -> None:
 
     hf_logging.disable_progress_bar()
     disable_datasets_progress()
+    _silence_library_deprecations()
     _show_warnings_in_one_line()
     try:
         app(standalone_mode=False)
@@ -204,6 +205,12 @@ def main() -> None:
         _interrupted()
     except KeyboardInterrupt:
         _interrupted()
+
+
+def _silence_library_deprecations() -> None:
+    # peft reads transformers' deprecated `is_gradient_checkpointing` whenever it wraps a model:
+    # a FutureWarning per LoRA adapter (eight in the demo) that the user can do nothing about.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def _show_warnings_in_one_line() -> None:
