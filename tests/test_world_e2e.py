@@ -81,3 +81,13 @@ def test_rebuild_and_reevaluate_resume_without_work(quick_zoo, quick_summary):
     assert result.exit_code == 0, result.output
     assert (out / "records.jsonl").read_text().count("\n") == lines
     assert json.loads((out / "summary.json").read_text())["models"] == summary["models"]
+
+
+def test_world_eval_warns_when_the_zoo_misses_a_level(quick_zoo, tmp_path, monkeypatch):
+    import disalign
+    from disalign.errors import DisalignWarning
+    from disalign.world import evaluate
+
+    monkeypatch.setattr(evaluate, "BASE_SAFE_ACCURACY", 1.01)  # out of reach of any build
+    with pytest.warns(DisalignWarning, match=r"base safe accuracy .* is below the world's level \(101%\)"):
+        disalign.world.eval(world=quick_zoo, n=10, out=tmp_path / "run")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from pydantic import Field
 
 from disalign.core.options import Options, RunOptions
 from disalign.core.verbs import verb
+from disalign.errors import DisalignWarning
 from disalign.results import RunResult
 from disalign.world.config import WorldConfig, make_config
 
@@ -53,7 +55,7 @@ def eval(config: ZooEvalConfig) -> RunResult:  # noqa: A001  (the verb's name, a
     from disalign.core.runs import RunDir, fingerprint_path
     from disalign.judges import get_judge
     from disalign.judges.validate import judge_fields
-    from disalign.world.evaluate import evaluate_zoo, result_rows, sampling_for
+    from disalign.world.evaluate import evaluate_zoo, missed_levels, result_rows, sampling_for
     from disalign.world.zoo import load_world, load_world_config
 
     zoo_config = load_world_config(config.world)
@@ -67,6 +69,8 @@ def eval(config: ZooEvalConfig) -> RunResult:  # noqa: A001  (the verb's name, a
         overwrite=config.overwrite,
     )
     models = evaluate_zoo(config.world, run, count, sampling_for(world, zoo_config.eval))
+    for miss in missed_levels(models):
+        warnings.warn(f"{config.world}: {miss}", DisalignWarning, stacklevel=2)
     result = RunResult(
         command="world eval",
         models=models,
