@@ -131,7 +131,8 @@ AttentionMaskInterface.register(FP32_ATTENTION, sdpa_mask)
 
 
 def resolve_precision(requested: str) -> str:
-    """ "auto" is bf16 where the CPU multiplies bf16 natively (AMX or AVX512-BF16), else fp32."""
+    """The precision pretraining runs in: "auto" is bf16 where the CPU multiplies bf16 natively
+    (AMX or AVX512-BF16), else fp32."""
     if requested != "auto":
         return requested
     native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
