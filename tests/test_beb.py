@@ -24,8 +24,8 @@ from disalign.analyses.beb.estimators import (
     power_law,
     random_prompt_length,
 )
-from disalign.analyses.beb.measure import component_curves
-from disalign.analyses.beb.settings import Sentence
+from disalign.analyses.beb.measure import MOST_SENTENCES, component_curves, longest_fitting
+from disalign.analyses.beb.settings import Sentence, Target
 from disalign.errors import UserError
 
 # Three states and a start token (id 3). Rows are P(next | current); the start row is the initial law.
@@ -461,3 +461,42 @@ def test_beb_verbs_refuse_bad_input(text_inputs, monkeypatch):
     monkeypatch.setitem(judge_registry._REGISTRY, "undecided", Undecided)  # not left behind for other tests
     with pytest.raises(UserError, match="cannot score behaviour"):
         beb.curve(**_text_options(text_inputs, n=4, judge="undecided", max_episodes=1, aligning=0, max_new_tokens=2))
+
+
+class LengthSetting:
+    """Sentences of 1-6 tokens drawn one after another from their seed, as the world draws them, so
+    that an item's first sentences do not depend on how many are asked for."""
+
+    context = None
+
+    def sentences(self, component, n, seed):
+        lengths = np.random.default_rng([seed, component == "positive"]).integers(1, 7, size=n)
+        return [Sentence((1,) * int(size), (True,) * int(size)) for size in lengths]
+
+    def targets(self, n, seed):
+        return [Target((2,) * (1 + i % 3), (3, 3), "") for i in range(n)]
+
+    def prompt_ids(self, sentences, target=None):
+        return [0, *(i for s in sentences for i in s.ids), *(target.cue if target else ())]
+
+
+@pytest.mark.parametrize("context", [12, 40, 90, 400])
+@pytest.mark.parametrize("aligning", [0, 2])
+def test_longest_fitting_drawing_a_few_sentences_agrees_with_drawing_them_all(context, aligning):
+    setting, items = LengthSetting(), 5
+    targets = setting.targets(items, 0)
+    prefix = [setting.sentences("positive", aligning, 2 * 1_000_003 + i) for i in range(items)]
+    shots = [setting.sentences("negative", MOST_SENTENCES, 1 * 1_000_003 + i) for i in range(items)]
+
+    def fits(k):
+        lengths = [
+            len(setting.prompt_ids([*prefix[i], *shots[i][:k]], t)) + len(t.answer) + 1 for i, t in enumerate(targets)
+        ]
+        return max(lengths) <= context
+
+    expected = max((k for k in range(MOST_SENTENCES + 1) if fits(k)), default=None)
+    if expected is None:
+        with pytest.raises(UserError, match="fits a context"):
+            longest_fitting(setting, n_items=items, aligning=aligning, context=context)
+    else:
+        assert longest_fitting(setting, n_items=items, aligning=aligning, context=context) == expected

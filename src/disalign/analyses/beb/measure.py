@@ -250,6 +250,7 @@ def _item_sentences(setting: Setting, component, n_items: int, n: int, seed: int
 
 
 MOST_SENTENCES = 64  # how far `longest_fitting` looks when the model's context is unknown
+FIRST_DRAW = 8
 
 
 def longest_fitting(
@@ -262,17 +263,24 @@ def longest_fitting(
     if context is None:
         return MOST_SENTENCES
     targets = setting.targets(n_items, seed)
-    shots = _item_sentences(setting, "negative", n_items, MOST_SENTENCES, seed + 1)
     prefix = _item_sentences(setting, "positive", n_items, aligning, seed + 2)
-    for k in range(MOST_SENTENCES + 1):
-        longest = max(
-            len(setting.prompt_ids([*prefix[i], *shots[i][:k]], t)) + len(t.answer) + 1 for i, t in enumerate(targets)
-        )
-        if longest > context:
-            if k == 0:
-                raise UserError(f"no prompt with {aligning} aligning sentences fits a context of {context} tokens")
-            return k - 1
-    return MOST_SENTENCES
+    # An item's first sentences do not depend on how many are drawn: draw a few, and more only
+    # while they all fit (drawing all MOST_SENTENCES was most of `beb manyshot`'s time).
+    drawn = FIRST_DRAW
+    while True:
+        shots = _item_sentences(setting, "negative", n_items, drawn, seed + 1)
+        for k in range(drawn + 1):
+            longest = max(
+                len(setting.prompt_ids([*prefix[i], *shots[i][:k]], t)) + len(t.answer) + 1
+                for i, t in enumerate(targets)
+            )
+            if longest > context:
+                if k == 0:
+                    raise UserError(f"no prompt with {aligning} aligning sentences fits a context of {context} tokens")
+                return k - 1
+        if drawn == MOST_SENTENCES:
+            return MOST_SENTENCES
+        drawn = min(2 * drawn, MOST_SENTENCES)
 
 
 @dataclass
