@@ -2,8 +2,8 @@
 
 Plain PyTorch loops over a transformers model (nanoGPT-sized, readable in one sitting):
 
-    pretrain  next-token loss on packed documents of several episodes, optionally ending
-              with an exponential average of the last weights
+    pretrain  next-token loss on packed documents of several episodes, with bf16 matmuls where
+              the CPU has them, optionally ending with an exponential average of the last weights
     sft       supervised safety fine-tuning: unsafe -> refuse, safe -> the true output
     dpo       DPO against the frozen base: preferred = refuse on unsafe, answer on safe, plus
               an NLL term on the preferred response (as in RPO): plain DPO can lower the
