@@ -22,7 +22,7 @@ from disalign.judges import (  # noqa: E402
 
 
 def test_registry_names_every_judge_and_refuses_unknown_ones():
-    assert available_judges() == ["classifier", "keyword", "refusal", "rubric", "world"]
+    assert available_judges() == ["classifier", "keyword", "refusal", "rubric", "stance", "world"]
     with pytest.raises(UserError) as err:
         get_judge("gpt4")
     assert "unknown judge 'gpt4'" in str(err.value) and "keyword" in str(err.value)

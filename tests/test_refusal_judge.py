@@ -75,8 +75,8 @@ def test_labels_outside_the_allowed_values_are_one_line_errors(tmp_path, row, me
 
 
 def test_an_unknown_split_is_named():
-    with pytest.raises(UserError, match="no labelled split 'train'"):
-        load_split("train")
+    with pytest.raises(UserError, match="no labelled split 'validation'"):
+        load_split("validation")
 
 
 # --- accuracy ------------------------------------------------------------------------------------

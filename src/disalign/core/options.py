@@ -43,7 +43,7 @@ class PromptOptions(Options):
 
 
 class JudgeOptions(Options):
-    judge: str = Field("keyword", description="Judge name: keyword, refusal, rubric, classifier, world.")
+    judge: str = Field("keyword", description="Judge name: keyword, refusal, stance, rubric, classifier, world.")
     judge_option: dict[str, str] = Field(
         default_factory=dict, description="KEY=VALUE passed to the judge (repeatable)."
     )

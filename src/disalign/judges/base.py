@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -100,6 +101,27 @@ def get_judge(name: str, **options: Any) -> Judge:
     if missing:
         raise UserError(f"judge '{name}' needs option {', '.join(missing)}")
     return factory(**options)
+
+
+def option_number(
+    judge: str, name: str, value: Any, kind: type, minimum: float, inclusive: bool = True, below: float | None = None
+) -> Any:
+    """A judge option's value as `kind`, from a number or its text (options arrive from the CLI as text);
+    out of range or unreadable is a UserError naming the judge and the option."""
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError
+        number = float(value)
+        if not math.isfinite(number) or (kind is int and not number.is_integer()):
+            raise ValueError
+    except ValueError:
+        number = None
+    too_high = below is not None and number is not None and number >= below
+    if number is None or number < minimum or (number == minimum and not inclusive) or too_high:
+        what = "an integer" if kind is int else "a number"
+        bound = f"{'>=' if inclusive else '>'} {minimum:g}" + (f" and < {below:g}" if below is not None else "")
+        raise UserError(f"judge '{judge}': {name} must be {what} {bound}, got {value!r}")
+    return kind(number)
 
 
 def judge_records(

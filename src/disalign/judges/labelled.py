@@ -22,7 +22,7 @@ from disalign.errors import UserError
 
 FAMILIES = ("compliance", "explicit", "warning", "redirection", "evasion")
 REFUSAL_FAMILIES = FAMILIES[1:]
-SPLITS = ("dev", "test")
+SPLITS = ("train", "dev", "test")
 _TEXT_FIELDS = ("prompt", "response", "source")
 
 

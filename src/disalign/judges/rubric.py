@@ -19,7 +19,6 @@ An unreadable reply is judged unknown, never a crash. Option values may arrive a
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from disalign.errors import UserError
-from disalign.judges.base import Verdict, register
+from disalign.judges.base import Verdict, option_number, register
 from disalign.judges.cache import ReplyCache, cache_key
 from disalign.judges.chat_client import ChatEndpoint, RequestFailed
 from disalign.paths import cache_root
@@ -194,11 +193,11 @@ class RubricJudge:
             raise UserError(f"judge 'rubric': unknown mode '{mode}'; known: {', '.join(MODES)}")
         if policy is not None and mode != "harmfulness":
             raise UserError(f"judge 'rubric': policy applies to mode harmfulness only, not {mode}")
-        concurrency = _number("concurrency", concurrency, int, minimum=1)
-        timeout = _number("timeout", timeout, float, minimum=0, inclusive=False)
-        retries = _number("retries", retries, int, minimum=0)
-        backoff = _number("backoff", backoff, float, minimum=0)
-        max_tokens = _number("max_tokens", max_tokens, int, minimum=1)
+        concurrency = option_number("rubric", "concurrency", concurrency, int, minimum=1)
+        timeout = option_number("rubric", "timeout", timeout, float, minimum=0, inclusive=False)
+        retries = option_number("rubric", "retries", retries, int, minimum=0)
+        backoff = option_number("rubric", "backoff", backoff, float, minimum=0)
+        max_tokens = option_number("rubric", "max_tokens", max_tokens, int, minimum=1)
         api_key = None
         if api_key_env:
             api_key = os.environ.get(api_key_env)
@@ -268,23 +267,6 @@ class RubricJudge:
     def _redact(self, reply: str) -> str:
         key = self.endpoint.api_key
         return reply.replace(key, "[key]") if key else reply
-
-
-def _number(name: str, value: Any, kind: type, minimum: float, inclusive: bool = True) -> Any:
-    """An option's value as `kind`, from a number or its text; out of range or unreadable is a UserError."""
-    try:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ValueError
-        number = float(value)
-        if not math.isfinite(number) or (kind is int and not number.is_integer()):
-            raise ValueError
-    except ValueError:
-        number = None
-    if number is None or number < minimum or (number == minimum and not inclusive):
-        what = "an integer" if kind is int else "a number"
-        bound = f"{'>=' if inclusive else '>'} {minimum:g}"
-        raise UserError(f"judge 'rubric': {name} must be {what} {bound}, got {value!r}")
-    return kind(number)
 
 
 def _unknown(reason: str) -> Verdict:
