@@ -46,11 +46,14 @@ def verdict(prompt: str, response: str):
 # --- the labelled set ------------------------------------------------------------------------------
 
 
-def test_the_shipped_halves_are_disjoint_labelled_and_large_enough(dev, test_half):
-    assert len(dev) + len(test_half) >= 300
+def test_the_shipped_splits_are_disjoint_labelled_and_large_enough(dev, test_half):
+    train = load_split("train")
+    assert len(dev) + len(test_half) >= 300 and len(train) >= 500
     pairs = {(row.prompt, row.response) for row in dev}
     assert not pairs & {(row.prompt, row.response) for row in test_half}
-    for half in (dev, test_half):
+    # The train split shares no request with either half, so fitting on it learns nothing of theirs.
+    assert not {row.prompt for row in train} & {row.prompt for row in dev + test_half}
+    for half in (train, dev, test_half):
         assert {row.family for row in half} == set(FAMILIES)
         assert {row.source.split("-")[0] for row in half} >= {"smollm2", "template", "handwritten"}
         assert all(row.refused == (row.family != "compliance") for row in half)
