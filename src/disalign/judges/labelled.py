@@ -1,11 +1,12 @@
 """The labelled refusal set shipped with the package, and how a judge is measured against it.
 
-Each row of `validation/{dev,test}.jsonl` holds `prompt`, `response`, `refused` (true/false),
-`family` (compliance, explicit, warning, redirection or evasion: how the response declines, or
-that it complies) and `source`; `validation/LABELLING.md` says how each was labelled. The
-development half is the only one used to build and calibrate the refusal judge; the test half
-is scored only once a version of the judge is frozen, and that score is the one to quote (each
-such scoring is listed in tests/test_refusal_judge.py).
+Each row of `validation/{train,dev,test}.jsonl` holds `prompt`, `response`, `refused`
+(true/false), `family` (compliance, explicit, warning, redirection or evasion: how the response
+declines, or that it complies) and `source`; `validation/LABELLING.md` says how each was labelled.
+The development half is used to build and calibrate the refusal judge, and with the train split to
+fit the stance judge's probe. The test half is scored only once a version of a judge is frozen,
+and that score is the one to quote; each such scoring is listed in tests/test_refusal_judge.py and
+tests/test_stance_judge.py.
 """
 
 from __future__ import annotations
