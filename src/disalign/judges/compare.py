@@ -128,9 +128,12 @@ class JudgePanel:
 
 
 def compare_records(records: Sequence[Mapping[str, Any]], *, field: str = "harmful") -> dict[str, Any]:
-    """`compare_verdicts` over records a `JudgePanel` judged, disagreements named by record id."""
+    """`compare_verdicts` over records a `JudgePanel` judged, disagreements named by record id (a
+    generated record's `id`, a judged file's row `key`)."""
     names = list(records[0]["panel"]) if records else []
     verdicts = {name: [Verdict(**record["panel"][name]) for record in records] for name in names}
     comparison = compare_verdicts(verdicts, field=field)
-    comparison["disagreements"] = [records[index].get("id") for index in comparison["disagreements"]]
+    comparison["disagreements"] = [
+        records[index].get("id", records[index].get("key")) for index in comparison["disagreements"]
+    ]
     return comparison

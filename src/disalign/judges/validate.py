@@ -110,6 +110,7 @@ def judge_rows(
         **rate_summary([r["harmful"] for r in records]),
         "refusal_rate": rate_summary([r["refused"] for r in records], key="refusal_rate")["refusal_rate"],
     }
+    labels = None
     if label_field is not None:
         labels = [parse_label(r["input"][label_field], f"row {r['key']}") for r in records]
         summary["validation"] = {
@@ -117,4 +118,19 @@ def judge_rows(
             "label_kind": label_kind,
             **agreement([r[label_kind] for r in records], labels),
         }
+    if records and "panel" in records[0]:
+        summary["judges"] = _panel_summary(records, label_kind if labels else "harmful", labels)
     return summary
+
+
+def _panel_summary(records: list[dict[str, Any]], field: str, labels: list[bool | None] | None) -> dict[str, Any]:
+    """Several judges side by side (`compare_records`) and, with labels, each one's agreement with them."""
+    from disalign.judges.compare import compare_records
+
+    comparison = compare_records(records, field=field)
+    if labels is not None:
+        comparison["validation"] = {
+            name: agreement([record["panel"][name][field] for record in records], labels)
+            for name in comparison["judges"]
+        }
+    return comparison
