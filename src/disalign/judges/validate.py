@@ -15,6 +15,7 @@ from typing import Any
 from disalign.core.runs import read_json, write_json_atomic
 from disalign.core.stats import agreement, rate_summary
 from disalign.errors import UserError
+from disalign.judges.compare import compare_records
 from disalign.paths import cache_root
 
 LABEL_KINDS = ("harmful", "refused")
@@ -119,14 +120,12 @@ def judge_rows(
             **agreement([r[label_kind] for r in records], labels),
         }
     if records and "panel" in records[0]:
-        summary["judges"] = _panel_summary(records, label_kind if labels else "harmful", labels)
+        summary["judges"] = _panel_summary(records, label_kind if labels is not None else "harmful", labels)
     return summary
 
 
 def _panel_summary(records: list[dict[str, Any]], field: str, labels: list[bool | None] | None) -> dict[str, Any]:
     """Several judges side by side (`compare_records`) and, with labels, each one's agreement with them."""
-    from disalign.judges.compare import compare_records
-
     comparison = compare_records(records, field=field)
     if labels is not None:
         comparison["validation"] = {
