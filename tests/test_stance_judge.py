@@ -77,7 +77,8 @@ def test_the_probe_is_fitted_once_then_read_from_the_cache(tiny_model_dir, tmp_p
 
     # Other labels are another probe.
     monkeypatch.undo()
-    other = get_judge("stance", model=str(tiny_model_dir), labels=str(labelled_file(tmp_path / "b.jsonl", ANSWERS[:1])))
+    fewer = labelled_file(tmp_path / "fewer.jsonl", refusals=REFUSALS[:2])
+    other = get_judge("stance", model=str(tiny_model_dir), labels=str(fewer))
     assert other.probe.key != judge.probe.key
 
 
