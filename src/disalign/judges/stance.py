@@ -160,7 +160,7 @@ def fitted_probe(model, tokenizer, model_source: str, labels: Path | None, batch
     )
     probe = fit_probe(states, [row.refused for row in rows], key)
     probe.save(path)
-    (path.with_suffix(".json")).write_text(
+    path.with_suffix(".json").write_text(
         json.dumps({"model": model_source, "labels": str(labels or "shipped train+dev"), "rows": len(rows)}) + "\n"
     )
     return probe

@@ -266,10 +266,10 @@ def longest_fitting(
     prefix = _item_sentences(setting, "positive", n_items, aligning, seed + 2)
     # An item's first sentences do not depend on how many are drawn: draw a few, and more only
     # while they all fit (drawing all MOST_SENTENCES was most of `beb manyshot`'s time).
-    drawn = FIRST_DRAW
+    checked, drawn = 0, FIRST_DRAW
     while True:
         shots = _item_sentences(setting, "negative", n_items, drawn, seed + 1)
-        for k in range(drawn + 1):
+        for k in range(checked, drawn + 1):
             longest = max(
                 len(setting.prompt_ids([*prefix[i], *shots[i][:k]], t)) + len(t.answer) + 1
                 for i, t in enumerate(targets)
@@ -280,7 +280,7 @@ def longest_fitting(
                 return k - 1
         if drawn == MOST_SENTENCES:
             return MOST_SENTENCES
-        drawn = min(2 * drawn, MOST_SENTENCES)
+        checked, drawn = drawn + 1, min(2 * drawn, MOST_SENTENCES)
 
 
 @dataclass
