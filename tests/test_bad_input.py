@@ -270,6 +270,9 @@ CASES: dict[str, Case] = {
     "judge json list not objects": Case(
         (*JUDGE, "--responses", "{case}/r.json"), "expected a JSON object", write("r.json", '[{"prompt": "p"}, 3]')
     ),
+    "judge stance threshold out of range": Case(
+        (*JUDGE, "--judge", "stance", "--judge-option", "threshold=2"), "threshold must be a number > 0 and < 1"
+    ),
     "judge label missing in last row": Case(
         (*JUDGE, "--responses", "{case}/r.jsonl", "--label-field", "label"),
         "r.jsonl:2: no label field 'label'",
