@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,13 +88,10 @@ def sft_config(config: TrainingConfig, out_dir: Path, tokenizer, n_examples: int
         # fp32: TRL's default bf16 is emulated on CPU, several times slower (benchmarks/bench_finetune.py).
         bf16=False,
         fp16=False,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,
     )
     options.update(overrides)
-    with warnings.catch_warnings():
-        # TRL passes transformers' renamed gradient-checkpointing argument; nothing for users to act on.
-        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
-        return SFTConfig(**options)
+    return SFTConfig(**options)
 
 
 def check_lengths(dataset: list[dict[str, Any]], tokenizer, max_length: int, context: int | None = None) -> int:

@@ -75,7 +75,7 @@ def unlearn(
         disable_tqdm=True,
         dataloader_num_workers=0,
         remove_unused_columns=False,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,
     )
     trainer = UnlearnTrainer(
         model=model,
