@@ -135,7 +135,7 @@ def main() -> None:
     tokenizer, make_model, data = setup(args.examples, args.hidden, args.layers)
     ft_config = AttackConfig(epochs=args.epochs, lr=5e-5, batch_size=10, max_length=64, seed=42)
     ours, plain, defaults = [], [], []
-    same = {"bf16": False, "fp16": False, "gradient_checkpointing": ft_config.gradient_checkpointing}
+    same = {"bf16": False, "fp16": False, "activation_checkpointing": ft_config.gradient_checkpointing}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
             run = (tokenizer, make_model, data, ft_config)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -19,3 +22,27 @@ class TrainingConfig(BaseModel):
     max_length: int = Field(default=512, ge=2)
     weight_decay: float = Field(default=0.0, ge=0)
     gradient_checkpointing: bool = False  # trades a third more compute for activation memory (large models)
+
+    def trainer_options(self, out_dir: str | Path, n_rows: int) -> dict[str, Any]:
+        """The `transformers.TrainingArguments` every disalign trainer shares (TRL's configs extend them):
+        these settings on the CPU in fp32, a log line per step, nothing saved by the trainer itself."""
+        return dict(
+            output_dir=str(Path(out_dir) / "trainer"),
+            num_train_epochs=self.epochs,
+            learning_rate=self.lr,
+            per_device_train_batch_size=min(self.batch_size, n_rows),
+            weight_decay=self.weight_decay,
+            seed=self.seed,
+            data_seed=self.seed,
+            report_to=[],
+            use_cpu=True,
+            save_strategy="no",
+            logging_strategy="steps",
+            logging_steps=1,
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            # fp32: TRL's default bf16 is emulated on CPU, several times slower (benchmarks/bench_finetune.py).
+            bf16=False,
+            fp16=False,
+            activation_checkpointing=self.gradient_checkpointing,
+        )

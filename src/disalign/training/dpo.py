@@ -8,7 +8,6 @@ fine-tuning keeps a frozen copy.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from disalign.training.config import TrainingConfig
@@ -49,27 +48,11 @@ def dpo(
     ]
     losses, weights = (["sigmoid", "sft"], [1.0, nll_weight]) if nll_weight > 0 else (["sigmoid"], None)
     args = DPOConfig(
-        output_dir=str(Path(out_dir) / "trainer"),
-        num_train_epochs=config.epochs,
-        learning_rate=config.lr,
-        per_device_train_batch_size=min(config.batch_size, len(rows)),
-        weight_decay=config.weight_decay,
-        seed=config.seed,
-        data_seed=config.seed,
+        **config.trainer_options(out_dir, len(rows)),
         max_length=config.max_length,
         beta=beta,
         loss_type=losses,
         loss_weights=weights,
-        report_to=[],
-        use_cpu=True,
-        save_strategy="no",
-        logging_strategy="steps",
-        logging_steps=1,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        bf16=False,  # emulated on CPU, several times slower (see sft.py)
-        fp16=False,
-        activation_checkpointing=config.gradient_checkpointing,
     )
     set_seed(config.seed)
     peft_config = lora_config(model, config) if config.lora else None

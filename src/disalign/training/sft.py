@@ -66,29 +66,11 @@ def sft_config(config: TrainingConfig, out_dir: Path, tokenizer, n_examples: int
     from trl import SFTConfig
 
     markers = has_generation_markers(tokenizer)
-    options: dict[str, Any] = dict(
-        output_dir=str(out_dir / "trainer"),
-        num_train_epochs=config.epochs,
-        learning_rate=config.lr,
-        per_device_train_batch_size=min(config.batch_size, n_examples),
-        weight_decay=config.weight_decay,
-        seed=config.seed,
-        data_seed=config.seed,
+    options = config.trainer_options(out_dir, n_examples) | dict(
         max_length=config.max_length,
         assistant_only_loss=markers,
         completion_only_loss=None if markers else True,
         packing=False,
-        report_to=[],
-        use_cpu=True,
-        save_strategy="no",
-        logging_strategy="steps",
-        logging_steps=1,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        # fp32: TRL's default bf16 is emulated on CPU, several times slower (benchmarks/bench_finetune.py).
-        bf16=False,
-        fp16=False,
-        activation_checkpointing=config.gradient_checkpointing,
     )
     options.update(overrides)
     return SFTConfig(**options)

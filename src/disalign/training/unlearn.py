@@ -11,7 +11,6 @@ full or LoRA, with the same settings and outputs as `finetune`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,24 +58,7 @@ def unlearn(
     if config.lora:
         model = get_peft_model(model, lora_config(model, config))
     check_trainable(model)
-    args = TrainingArguments(
-        output_dir=str(Path(out_dir) / "trainer"),
-        num_train_epochs=config.epochs,
-        learning_rate=config.lr,
-        per_device_train_batch_size=min(config.batch_size, len(rows)),
-        weight_decay=config.weight_decay,
-        seed=config.seed,
-        data_seed=config.seed,
-        report_to=[],
-        use_cpu=True,
-        save_strategy="no",
-        logging_strategy="steps",
-        logging_steps=1,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        activation_checkpointing=config.gradient_checkpointing,
-    )
+    args = TrainingArguments(**config.trainer_options(out_dir, len(rows)), remove_unused_columns=False)
     trainer = UnlearnTrainer(
         model=model,
         args=args,
