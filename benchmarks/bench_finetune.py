@@ -30,14 +30,14 @@ import torch  # noqa: E402
 
 def setup(n_examples: int, hidden: int, layers: int):
     """The world tokenizer, a maker of identically initialised models, and tier-1 world data."""
-    from disalign.attacks.finetune import world_dataset
     from disalign.world import World, make_config
     from disalign.world.config import ModelShape
     from disalign.world.model import build_model, build_tokenizer
+    from disalign.world.recipes import WorldRecipes
 
     world = World(make_config(quick=True).world)
     shape = ModelShape(d_model=hidden, n_layers=layers, d_mlp=4 * hidden, context=128)
-    data = world_dataset(world, "harmful", n_examples, seed=0)
+    data = WorldRecipes(world).dataset("harmful", n_examples, seed=0)
     return build_tokenizer(world), lambda: build_model(world, shape, seed=0), data
 
 
@@ -80,35 +80,23 @@ def run_plain(tokenizer, make_model, data, ft_config, out, **settings) -> float:
 
 
 def tier1_attack(zoo: Path | None, workdir: Path) -> dict:
-    from disalign.attacks.finetune import preset_config, recipe_dataset, run_finetune
-    from disalign.core.runs import RunDir
-    from disalign.judges import get_judge
-    from disalign.world import build_zoo, load_world, load_world_config, make_config, prompt_records
-    from disalign.world.evaluate import sampling_for
+    """The world's tier-1 attack (10 harmful examples, 5 epochs) on the SFT model, as a user runs it."""
+    import disalign
+    from disalign.world import build_zoo, make_config
 
     if zoo is None:
         zoo = workdir / "zoo"
         build_zoo(zoo, make_config(quick=True))
-    world, eval_config = load_world(zoo), load_world_config(zoo).eval
-    config = preset_config("harmful", world=True)
     start = time.perf_counter()
-    summary = run_finetune(
-        RunDir(workdir / "tier1", "finetune", {}),
-        zoo / "sft",
-        lambda n: recipe_dataset(config, n, world=world),
-        config,
-        prompt_records(zoo, "unsafe", eval_config.n, eval_config.seed),
-        get_judge("world", world=world),
-        sampling_for(world, eval_config),
-        [10],
-        [5],
-    )
+    result = disalign.finetune(
+        model=str(zoo / "sft"), recipe="harmful", shots=[10], epochs=[5], world=zoo, judge="world", damage_n=0
+    ).to_json()
     return {
         "seconds": round(time.perf_counter() - start, 1),
         "zoo": str(zoo),
-        "harmful_before": summary["before"]["harmful_rate"],
-        "harmful_after": summary["cells"][0]["harmful_rate"],
-        "n": summary["before"]["n"],
+        "harmful_before": result["before"]["harmful_rate"],
+        "harmful_after": result["cells"][0]["harmful_rate"],
+        "n": result["before"]["n"],
     }
 
 
