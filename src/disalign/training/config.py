@@ -25,7 +25,8 @@ class TrainingConfig(BaseModel):
 
     def trainer_options(self, out_dir: str | Path, n_rows: int) -> dict[str, Any]:
         """The `transformers.TrainingArguments` every disalign trainer shares (TRL's configs extend them):
-        these settings on the CPU in fp32, a log line per step, nothing saved by the trainer itself."""
+        this config's schedule and seed, on the CPU in fp32, a log line per step, no checkpoints (the
+        caller saves the model)."""
         return dict(
             output_dir=str(Path(out_dir) / "trainer"),
             num_train_epochs=self.epochs,
