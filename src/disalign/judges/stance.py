@@ -65,6 +65,7 @@ class StanceJudge:
         self.labels = None if labels is None else Path(labels)
         self.model, self.tokenizer = load_model(model)
         self.probe = fitted_probe(self.model, self.tokenizer, self.model_source, self.labels, self.batch_size)
+        self.words = RefusalJudge()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -84,7 +85,7 @@ class StanceJudge:
             return []
         states = reply_states(self.model, self.tokenizer, prompts, responses, self.batch_size)
         chances = self.probe.refusal_chance(states)
-        words = RefusalJudge().judge(prompts, responses)
+        words = self.words.judge(prompts, responses)
         return [
             _verdict(bool(chance >= self.threshold), float(chance), said)
             for chance, said in zip(chances, words, strict=True)

@@ -66,14 +66,13 @@ def sft_config(config: TrainingConfig, out_dir: Path, tokenizer, n_examples: int
     from trl import SFTConfig
 
     markers = has_generation_markers(tokenizer)
-    options = config.trainer_options(out_dir, n_examples) | dict(
+    own = dict(
         max_length=config.max_length,
         assistant_only_loss=markers,
         completion_only_loss=None if markers else True,
         packing=False,
     )
-    options.update(overrides)
-    return SFTConfig(**options)
+    return SFTConfig(**(config.trainer_options(out_dir, n_examples) | own | overrides))
 
 
 def check_lengths(dataset: list[dict[str, Any]], tokenizer, max_length: int, context: int | None = None) -> int:
