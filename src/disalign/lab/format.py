@@ -1,0 +1,28 @@
+"""How the lab's tables write numbers: percents, intervals and numbers, one way everywhere."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def _missing(value: float | None) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def pct(value: float | None, digits: int = 0) -> str:
+    """`0.125` -> `"12%"` (or `"12.5%"` with digits=1); blank where there is no value."""
+    return "" if _missing(value) else f"{value:.{digits}%}"
+
+
+def pct_ci(value: float | None, ci: Sequence[float | None] | None, digits: int = 0) -> str:
+    """`"12% [8%, 18%]"`: a rate and its 95 % interval."""
+    if _missing(value):
+        return ""
+    if not ci or _missing(ci[0]) or _missing(ci[1]):
+        return pct(value, digits)
+    return f"{pct(value, digits)} [{pct(ci[0], digits)}, {pct(ci[1], digits)}]"
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    return "" if _missing(value) else f"{value:.{digits}f}"
