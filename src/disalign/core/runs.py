@@ -24,7 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -215,6 +215,16 @@ class RunDir:
 
     def is_done(self, key: str) -> bool:
         return key in self._done
+
+    def stage(self, key: str, compute: Callable[[], Any]) -> Any:
+        """The value a stage of this run recorded under `key`, computed and recorded on first use,
+        so a rerun after an interruption continues from the last finished stage."""
+        for record in self.records():
+            if record.get("key") == key:
+                return record["value"]
+        value = compute()
+        self.append([{"key": key, "value": value}])
+        return value
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         """Write records as one unit: one write and one fsync for the whole batch."""
