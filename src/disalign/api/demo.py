@@ -16,8 +16,6 @@ from typing import Any
 from pydantic import Field, field_validator
 from rich.table import Table
 
-from disalign.api.ablate import ablation_notes, ablation_table
-from disalign.api.ablate import demo_section as ablation_section
 from disalign.api.analyze import demo_mechanism, mechanism_notes, mechanism_table
 from disalign.api.beb import beb_notes, beb_table
 from disalign.api.beb import demo_section as beb_section
@@ -31,6 +29,7 @@ from disalign.core.verbs import verb
 from disalign.errors import UserError
 from disalign.judges import get_judge
 from disalign.judges.validate import judge_fields
+from disalign.lab.demo import ablation
 from disalign.results import RunResult
 from disalign.world import JAILBREAK_FAMILIES, World, WorldConfig, build_zoo
 from disalign.world.evaluate import evaluate_zoo, missed_levels, result_rows, sampling_for
@@ -236,7 +235,7 @@ SECTIONS: list[DemoSection] = [
     DemoSection("models", _evaluate_models, models_table, models_notes),
     DemoSection("ed", _emulated_disalignment, ed_table),
     DemoSection("finetune", _finetuning, finetune_table, finetune_notes),
-    DemoSection("ablate", ablation_section, ablation_table, ablation_notes),
+    ablation.SECTION,
     DemoSection("mechanism", demo_mechanism, mechanism_table, mechanism_notes),
     DemoSection("beb", beb_section, beb_table, beb_notes),
 ]

@@ -10,9 +10,11 @@ def _missing(value: float | None) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def pct(value: float | None, digits: int = 0) -> str:
-    """`0.125` -> `"12%"` (or `"12.5%"` with digits=1); blank where there is no value."""
-    return "" if _missing(value) else f"{value:.{digits}%}"
+def pct(value: float | None, digits: int = 0, *, signed: bool = False) -> str:
+    """`0.125` -> `"12%"` (or `"12.5%"` with digits=1, `"+12%"` signed, for a change); blank where there is no value."""
+    if _missing(value):
+        return ""
+    return f"{value:+.{digits}%}" if signed else f"{value:.{digits}%}"
 
 
 def pct_ci(value: float | None, ci: Sequence[float | None] | None, digits: int = 0) -> str:
