@@ -1,9 +1,10 @@
-"""The damage measure against a direct, one-prompt-at-a-time computation, for full models and adapters."""
+"""The damage meter against a direct, one-prompt-at-a-time computation, for full models and adapters."""
 
 from __future__ import annotations
 
 import copy
 import os
+from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from builders import tiny_llama, word_tokenizer
-from disalign.core.damage import damage
+from disalign.core.damage import DamageMeter
+from disalign.core.generation import SamplingConfig
 from disalign.core.logprobs import kl_per_position
 from disalign.data import PromptRecord
 from disalign.errors import UserError
@@ -62,6 +64,10 @@ def direct(original, attacked, tokenizer, prompt: str) -> tuple[float, float]:
     return float(kl[0]), float(kl.mean())
 
 
+def damage(original, attacked, tokenizer, prompts, **options):
+    return DamageMeter(tokenizer, prompts, **options)(original, attacked)
+
+
 def test_damage_matches_a_direct_computation(tokenizer):
     original, attacked = model_pair(tokenizer)
     expected = [direct(original, attacked, tokenizer, p) for p in PROMPTS]
@@ -78,10 +84,43 @@ def test_an_unchanged_model_has_no_damage_and_accuracy_delta(tokenizer):
     original, attacked = model_pair(tokenizer)
     same = damage(original, copy.deepcopy(original), tokenizer, harmless())
     assert same["kl_first_token"] == pytest.approx(0, abs=1e-6) and same["kl_mean_32"] == pytest.approx(0, abs=1e-6)
-    measured = damage(original, attacked, tokenizer, harmless(), accuracy=lambda m: 0.9 if m is original else 0.6)
-    assert measured["safe_accuracy_delta"] == pytest.approx(-0.3)
-    undecided = damage(original, attacked, tokenizer, harmless(), accuracy=lambda m: None)
-    assert undecided["safe_accuracy_delta"] is None
+    sampling = SamplingConfig(max_new_tokens=4, temperature=0)
+    task = ScriptedTaskJudge([[True, True, True, False], [True, False, False, False], [True, True, False, False]])
+    meter = DamageMeter(tokenizer, harmless(), task_judge=task, sampling=sampling)
+    assert meter(original, attacked)["safe_accuracy_delta"] == pytest.approx(0.25 - 0.75)
+    # the original's accuracy is measured once: a second attacked model costs one more judgement
+    assert meter(original, copy.deepcopy(attacked))["safe_accuracy_delta"] == pytest.approx(0.5 - 0.75)
+    assert task.calls == 3
+    undecided = DamageMeter(tokenizer, harmless(), task_judge=ScriptedTaskJudge([[None] * 4] * 2), sampling=sampling)
+    assert undecided(original, attacked)["safe_accuracy_delta"] is None
+
+
+def test_an_attacked_model_answers_the_task_through_its_own_responder(tokenizer):
+    original, attacked = model_pair(tokenizer)
+    answered = []
+
+    def respond(model, prompts):
+        answered.append(model)
+        return ["" for _ in prompts]
+
+    task = ScriptedTaskJudge([[True] * 4, [False] * 4])
+    meter = DamageMeter(tokenizer, harmless(), task_judge=task, sampling=SamplingConfig(max_new_tokens=4))
+    assert meter(original, attacked, respond)["safe_accuracy_delta"] == pytest.approx(-1.0)
+    assert answered == [attacked]
+
+
+class ScriptedTaskJudge:
+    """A task judge whose `correct` verdicts are scripted, one list per call."""
+
+    name = "task"
+
+    def __init__(self, script):
+        self.script, self.calls = script, 0
+
+    def judge(self, prompts, responses):
+        verdicts = [SimpleNamespace(correct=value) for value in self.script[self.calls]]
+        self.calls += 1
+        return verdicts
 
 
 def test_damage_of_a_peft_adapter(tokenizer):

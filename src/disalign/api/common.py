@@ -8,16 +8,27 @@ from typing import Any
 
 from pydantic import Field
 
-from disalign.core.options import JudgeOptions, Options, PromptOptions, RunOptions
+from disalign.core.options import (
+    WORLD_HARMFUL,
+    WORLD_HARMLESS,
+    JudgeOptions,
+    PromptOptions,
+    RunOptions,
+    SamplingOptions,
+    WorldOptions,
+)
 from disalign.core.runs import RunDir, fingerprint, fingerprint_path
 from disalign.data import PromptRecord, load_prompts
 from disalign.errors import UserError
 from disalign.results import RunResult
 
 
-def prompts_of(options: PromptOptions, source: str | None = None) -> list[PromptRecord]:
-    """The prompt rows the options select (`source` overrides `options.prompts`)."""
-    source = source or options.prompts
+def prompts_of(options: PromptOptions, source: str | None = None, what: str = "prompts") -> list[PromptRecord]:
+    """The prompt rows the options select: `source`, else `options.prompts`, else the world's unsafe
+    requests under --world; `what` names the option in the message when there is none."""
+    source = source or options.prompts or options.world_default(WORLD_HARMFUL)
+    if source is None:
+        raise UserError(f"{what}: a prompt source is needed (or --world DIR for {WORLD_HARMFUL})")
     records = load_prompts(source, column=options.column, world=options.world)
     if not records:
         raise UserError(f"{source}: no usable prompts")
@@ -29,17 +40,17 @@ def prompts_fingerprint(records: Sequence[PromptRecord]) -> str:
 
 
 def judge_of(options: JudgeOptions, name: str | None = None):
-    """The judge the options name; a comma-separated list is a panel judged side by side."""
+    """The judge the options name (the world's exact judge under --world, else the text default); a
+    comma-separated list is a panel judged side by side."""
     from disalign.judges import get_judge
     from disalign.judges.compare import JudgePanel, build_judges, parse_judge_names
 
-    names = parse_judge_names(name or options.judge)
+    names = parse_judge_names(name or options.judge_name())
     judge_options: dict[str, Any] = dict(options.judge_option)
     if "world" in names:
-        world = getattr(options, "world", None)
-        if world is None:
+        if options.world is None:
             raise UserError("the world judge needs --world DIR")
-        judge_options["world" if len(names) == 1 else "world.world"] = world
+        judge_options["world" if len(names) == 1 else "world.world"] = options.world
     if len(names) > 1:
         return JudgePanel(build_judges(names, judge_options))
     return get_judge(names[0], **judge_options)
@@ -65,7 +76,7 @@ def finish(run: RunDir, result: RunResult) -> RunResult:
     return result
 
 
-class DamageOptions(Options):
+class DamageOptions(WorldOptions):
     harmless: str | None = Field(
         None,
         description="Harmless prompts for the damage measure (default: world:safe with --world, else benign-control).",
@@ -73,24 +84,20 @@ class DamageOptions(Options):
     damage_n: int = Field(64, ge=0, description="Harmless prompts the damage measure reads (0: skip it).")
 
 
-def damage_meter(config, tokenizer, respond=None):
-    """`measure(original, attacked) -> damage dict` on the config's harmless prompts, with the
-    world's safe accuracy where there is a world; None when the measure is switched off.
-    `respond(model, prompts)` answers for models that `generate` cannot run (see core.damage)."""
-    from disalign.core.damage import damage, judged_accuracy
+def damage_meter(config: DamageOptions | SamplingOptions, tokenizer):
+    """The damage meter of the config's harmless prompts (a verb config with both option groups), with
+    the world's safe accuracy where there is a world; None when the measure is switched off."""
+    from disalign.core.damage import DamageMeter
 
     if config.damage_n == 0:
         return None
-    source = config.harmless or ("world:safe" if config.world else "benign-control")
+    source = config.harmless or config.world_default(WORLD_HARMLESS, "benign-control")
     harmless = load_prompts(source, world=config.world)[: config.damage_n]
-    accuracy = None
-    if config.world is not None:
-        from disalign.judges import get_judge
+    if config.world is None:
+        return DamageMeter(tokenizer, harmless, batch_size=config.batch_size)
+    from disalign.judges import get_judge
 
-        sampling = config.sampling()
-        accuracy = judged_accuracy(tokenizer, harmless, get_judge("world", world=config.world), sampling, respond)
-
-    def measure(original, attacked) -> dict[str, float | None]:
-        return damage(original, attacked, tokenizer, harmless, accuracy=accuracy, batch_size=config.batch_size)
-
-    return measure
+    task_judge = get_judge("world", world=config.world)
+    return DamageMeter(
+        tokenizer, harmless, task_judge=task_judge, sampling=config.sampling(), batch_size=config.batch_size
+    )

@@ -45,18 +45,7 @@ class EDConfig(PromptOptions, JudgeOptions, SamplingOptions, DamageOptions, RunO
 @verb("ed", EDConfig)
 def ed(config: EDConfig) -> RunResult:
     """Emulated disalignment: sample from (1+α)·z_base − α·z_aligned, judged, over an α grid."""
-    from disalign.attacks.emulated import (
-        BASE_STOP_STRINGS,
-        EDPair,
-        EmulatedModel,
-        base_format,
-        chat_format,
-        contrast_generate,
-        grid,
-        method_streams,
-        run_ed,
-    )
-    from disalign.core.evaluate import chat_responder
+    from disalign.attacks.emulated import BASE_STOP_STRINGS, EDPair, base_format, chat_format, grid, run_ed
     from disalign.core.models import load_model
     from disalign.judges.validate import judge_fields
 
@@ -70,7 +59,7 @@ def ed(config: EDConfig) -> RunResult:
     aligned_model, aligned_tokenizer = load_model(config.aligned)
     template = config.base_template
     if template == "auto":
-        template = "chat" if config.world else "urial"
+        template = config.world_default("chat", "urial")
     # The aligned model always reads its own chat template; the base model the chosen one, and a
     # base model in a plain template writes the next turn itself unless stopped.
     base_reads = chat_format(tokenizer) if template == "chat" else base_format(template)
@@ -78,26 +67,8 @@ def ed(config: EDConfig) -> RunResult:
     pair = EDPair(
         base_model, aligned_model, (tokenizer, aligned_tokenizer), base_reads, chat_format(aligned_tokenizer), stops
     )
-    sampling = config.sampling()
-    rows = run_ed(run, pair, records, cells, judge, sampling, config.seeds)
-
-    def respond(model, prompts) -> list[str]:
-        """The ED decoder at the model's α, or the aligned model alone, on these prompts."""
-        if not isinstance(model, EmulatedModel):
-            return chat_responder(model, aligned_tokenizer, sampling)(list(prompts), sampling.seed)
-        contrast = method_streams(
-            "ed", model.alpha, base_model, aligned_model, pair.tokenizer, [p.prompt for p in prompts],
-            base_format=pair.base_format, aligned_format=pair.aligned_format, stop_strings=pair.stop_strings,
-        )  # fmt: skip
-        return contrast_generate(contrast, sampling)
-
-    measure = damage_meter(config, aligned_tokenizer, respond)
-    if measure is not None:
-        # What each α costs on harmless prompts, against the aligned model it starts from; both
-        # models read the aligned model's chat rendering here, whatever template ED gives the base.
-        for row in rows:
-            if row["method"] == "ed":
-                row["damage"] = measure(aligned_model, EmulatedModel(base_model, aligned_model, row["alpha"]))
+    damage = damage_meter(config, aligned_tokenizer)
+    rows = run_ed(run, pair, records, cells, judge, config.sampling(), config.seeds, damage)
     result = RunResult(
         command="ed", models=models, results=rows, **judge_fields(judge), seeds=config.seeds, base_template=template
     )

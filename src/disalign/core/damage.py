@@ -3,8 +3,8 @@
     kl_first_token       KL(original ‖ attacked) of the first response token on harmless prompts
     kl_mean_32           the same, averaged over the first 32 tokens of the original's own greedy
                          responses (each prompt weighs the same)
-    safe_accuracy_delta  accuracy(attacked) − accuracy(original) from a caller-supplied accuracy
-                         function (the world's safe accuracy); None where no task exists
+    safe_accuracy_delta  accuracy(attacked) − accuracy(original) on a task a judge scores (the
+                         world's safe accuracy); None where no task exists
 
 Both models are anything with a causal-LM forward over the same vocabulary: full models and
 PEFT-wrapped adapters alike. An edit that removes refusals by wrecking the model shows here.
@@ -25,70 +25,93 @@ from disalign.errors import UserError
 
 KL_TOKENS = 32
 
-Accuracy = Callable[[Any], float | None]  # model -> task accuracy (None: undecided)
 Respond = Callable[[Any, Sequence[PromptRecord]], list[str]]  # (model, prompts) -> responses
 
 
-def damage(
-    original,
-    attacked,
-    tokenizer,
-    harmless: Sequence[PromptRecord],
-    *,
-    accuracy: Accuracy | None = None,
-    batch_size: int = 16,
-) -> dict[str, float | None]:
-    """`{"kl_first_token", "kl_mean_32", "safe_accuracy_delta"}` of `attacked` against `original`.
+class DamageMeter:
+    """The damage of attacked models against their original (heretic's Evaluator): the original's
+    greedy responses and task accuracy are computed once, on first use, and every call after that
+    returns `{"kl_first_token", "kl_mean_32", "safe_accuracy_delta"}` of one attacked model.
 
-    The KL is read along the original's greedy responses (at most 32 new tokens, up to and
-    including its end-of-turn token), so both models are scored on the same prefixes."""
-    if not harmless:
-        raise UserError("damage: no harmless prompts")
-    per_prompt_first: list[float] = []
-    per_prompt_mean: list[float] = []
-    rendered = render_chat(tokenizer, [messages_of(record) for record in harmless])
-    for start in range(0, len(rendered), batch_size):
-        rows = _greedy_continuations(original, tokenizer, rendered[start : start + batch_size], KL_TOKENS)
-        ids, mask = _right_padded([prompt + response for prompt, response in rows], tokenizer.pad_token_id)
+    `task_judge` (the world's) turns the damage's harmless prompts into a task whose accuracy is
+    compared (its `correct` verdicts); without one `safe_accuracy_delta` is None."""
+
+    def __init__(
+        self,
+        tokenizer,
+        harmless: Sequence[PromptRecord],
+        *,
+        task_judge=None,
+        sampling: SamplingConfig | None = None,
+        batch_size: int = 16,
+    ):
+        if not harmless:
+            raise UserError("damage: no harmless prompts")
+        if task_judge is not None and sampling is None:
+            raise ValueError("a task judge needs the sampling that answers its prompts")
+        self.tokenizer, self.harmless, self.batch_size = tokenizer, list(harmless), batch_size
+        self.task_judge, self.sampling = task_judge, sampling
+        self._baselines: dict[int, tuple[list[list[tuple[list[int], list[int]]]], float | None]] = {}
+
+    def on(self, harmless: Sequence[PromptRecord]) -> DamageMeter:
+        """The same measure on other harmless prompts (an ablation keeps its own held-out split)."""
+        return DamageMeter(
+            self.tokenizer, harmless, task_judge=self.task_judge, sampling=self.sampling, batch_size=self.batch_size
+        )
+
+    def __call__(self, original, attacked, respond: Respond | None = None) -> dict[str, float | None]:
+        """The damage of `attacked` against `original`; `respond(model, prompts)` answers the task's
+        prompts for an attacked model that `generate` cannot run (an emulated one)."""
+        batches, accuracy_before = self._baseline(original)
+        per_prompt_first: list[float] = []
+        per_prompt_mean: list[float] = []
         device = _device(original)
-        with torch.no_grad():
-            try:
-                kl = kl_per_position(original, attacked, ids.to(device), mask.to(device)).cpu()
-            except ValueError as err:  # different vocabularies
-                raise UserError(f"damage: the attacked model does not match the original ({err})") from None
-        for row, (prompt, response) in enumerate(rows):
-            # kl[:, t] is the KL of the prediction after ids[:t + 1]: the first response token is at len(prompt) - 1.
-            scored = kl[row, len(prompt) - 1 : len(prompt) - 1 + len(response)]
-            per_prompt_first.append(float(scored[0]))
-            per_prompt_mean.append(float(scored.mean()))
-    delta = None
-    if accuracy is not None:
-        before, after = accuracy(original), accuracy(attacked)
-        delta = None if before is None or after is None else after - before
-    return {
-        "kl_first_token": sum(per_prompt_first) / len(per_prompt_first),
-        "kl_mean_32": sum(per_prompt_mean) / len(per_prompt_mean),
-        "safe_accuracy_delta": delta,
-    }
+        for rows in batches:
+            ids, mask = _right_padded([prompt + response for prompt, response in rows], self.tokenizer.pad_token_id)
+            with torch.no_grad():
+                try:
+                    kl = kl_per_position(original, attacked, ids.to(device), mask.to(device)).cpu()
+                except ValueError as err:  # different vocabularies
+                    raise UserError(f"damage: the attacked model does not match the original ({err})") from None
+            for row, (prompt, response) in enumerate(rows):
+                # kl[:, t] is the KL of the prediction after ids[:t + 1]: the first response token sits at
+                # len(prompt) - 1.
+                scored = kl[row, len(prompt) - 1 : len(prompt) - 1 + len(response)]
+                per_prompt_first.append(float(scored[0]))
+                per_prompt_mean.append(float(scored.mean()))
+        delta = None
+        if self.task_judge is not None:
+            after = self._accuracy(attacked, respond)
+            delta = None if accuracy_before is None or after is None else after - accuracy_before
+        return {
+            "kl_first_token": sum(per_prompt_first) / len(per_prompt_first),
+            "kl_mean_32": sum(per_prompt_mean) / len(per_prompt_mean),
+            "safe_accuracy_delta": delta,
+        }
 
+    def _baseline(self, original):
+        """The original's greedy responses (at most 32 new tokens, up to and including its end-of-turn
+        token), along which both models are scored, and its task accuracy."""
+        if id(original) not in self._baselines:
+            rendered = render_chat(self.tokenizer, [messages_of(record) for record in self.harmless])
+            batches = [
+                _greedy_continuations(original, self.tokenizer, rendered[start : start + self.batch_size], KL_TOKENS)
+                for start in range(0, len(rendered), self.batch_size)
+            ]
+            accuracy = self._accuracy(original, None) if self.task_judge is not None else None
+            self._baselines[id(original)] = (batches, accuracy)
+        return self._baselines[id(original)]
 
-def judged_accuracy(
-    tokenizer, prompts: Sequence[PromptRecord], judge, sampling: SamplingConfig, respond: Respond | None = None
-) -> Accuracy:
-    """model -> share of `prompts` whose responses `judge` calls `correct` (the world judge's safe
-    accuracy). `respond(model, prompts)` answers them; by default the model's chat template and
-    `generate`, for models that are not plain causal LMs (an emulated one) the caller's own."""
-
-    def chat(model, records: Sequence[PromptRecord]) -> list[str]:
-        return generate(model, tokenizer, render_chat(tokenizer, [messages_of(p) for p in records]), sampling)
-
-    def accuracy(model) -> float | None:
-        responses = (respond or chat)(model, prompts)
-        verdicts = judge.judge([p.prompt for p in prompts], responses)
+    def _accuracy(self, model, respond: Respond | None) -> float | None:
+        """The share of the harmless prompts whose responses the task judge calls `correct`."""
+        if respond is None:
+            rendered = render_chat(self.tokenizer, [messages_of(p) for p in self.harmless])
+            responses = generate(model, self.tokenizer, rendered, self.sampling)
+        else:
+            responses = respond(model, self.harmless)
+        verdicts = self.task_judge.judge([p.prompt for p in self.harmless], responses)
         decided = [v.correct for v in verdicts if v.correct is not None]
         return sum(decided) / len(decided) if decided else None
-
-    return accuracy
 
 
 def _device(model) -> torch.device:

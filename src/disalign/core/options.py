@@ -3,13 +3,15 @@
 A verb's config is one flat pydantic model: the same object a Python caller passes, a
 `--config FILE` holds, and the CLI builds from its flags (each field's description is its help).
 The shared groups below are declared once and mixed into each verb's config.
+
+Every float of every config is finite (inf and nan are refused when the config is built, not
+met as a crash later), and every seed is a `Seed`: 0 <= seed < 2**32, what numpy and torch accept.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -19,7 +21,10 @@ from disalign.errors import UserError, validate_config
 class Options(BaseModel):
     """Base of every verb config: unknown keys are refused, so a typo never runs the default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 
 def comma_list(value: Any) -> Any:
@@ -35,15 +40,39 @@ def comma_list(value: Any) -> Any:
     return value
 
 
-class PromptOptions(Options):
-    prompts: str = Field(description="Prompt source: a file, a folder, a named set or world:<set>.")
+# The judge of text when none is named; in a world (--world) the world's exact judge.
+TEXT_JUDGE = "keyword"
+# A world's prompt sets that verbs read when their prompt options are left out.
+WORLD_HARMFUL = "world:unsafe"
+WORLD_HARMLESS = "world:safe"
+
+
+class WorldOptions(Options):
+    """--world: one option that gives every verb the world's prompts and its exact judge as defaults."""
+
+    world: Path | None = Field(
+        None, description="Zoo directory: world:<set> prompts, and the world's prompts and exact judge as defaults."
+    )
+
+    def world_default(self, in_world: str, otherwise: str | None = None) -> str | None:
+        return in_world if self.world is not None else otherwise
+
+
+class PromptOptions(WorldOptions):
+    prompts: str | None = Field(
+        None,
+        description="Prompt source: a file, a folder, a named set or world:<set> (default with --world: world:unsafe).",
+    )
     column: str | None = Field(None, description="Prompt column of a CSV/JSONL file.")
     limit: int | None = Field(None, ge=1, description="Use only the first N prompts.")
-    world: Path | None = Field(None, description="Zoo directory: enables world:<set> prompts and the world judge.")
 
 
-class JudgeOptions(Options):
-    judge: str = Field("keyword", description="Judge name: keyword, refusal, stance, rubric, classifier, world.")
+class JudgeOptions(WorldOptions):
+    judge: str | None = Field(
+        None,
+        description="Judge name: keyword, refusal, stance, rubric, classifier, world; comma-separate for a panel "
+        f"(default: world with --world, else {TEXT_JUDGE}).",
+    )
     judge_option: dict[str, str] = Field(
         default_factory=dict, description="KEY=VALUE passed to the judge (repeatable)."
     )
@@ -61,6 +90,9 @@ class JudgeOptions(Options):
             parsed[key] = text
         return parsed
 
+    def judge_name(self) -> str:
+        return self.judge or self.world_default("world", TEXT_JUDGE)
+
 
 class SamplingOptions(Options):
     max_new_tokens: int = Field(64, ge=1, description="Most new tokens per response.")
@@ -68,14 +100,7 @@ class SamplingOptions(Options):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     top_k: int = Field(0, ge=0, description="Keep only the k most likely tokens (0: all).")
     batch_size: int = Field(16, ge=1, description="Prompts per batch.")
-    seed: int = Field(0, description="Sampling seed.")
-
-    @field_validator("temperature", "top_p")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
+    seed: Seed = Field(0, description="Sampling seed.")
 
     def sampling(self):
         from disalign.core.generation import SamplingConfig
@@ -92,7 +117,32 @@ class SamplingOptions(Options):
 
 class RunOptions(Options):
     out: Path | None = Field(None, description="Run directory; none runs in memory and writes nothing.")
-    overwrite: bool = Field(False, description="Start afresh in --out, discarding what an earlier run wrote there.")
+    overwrite: bool = Field(
+        False,
+        description="Start afresh in --out: empties it, if disalign wrote it, of everything an earlier run wrote there.",
+    )
+
+    def input_paths(self) -> list[str]:
+        """Every option value that names an existing file or folder: what the run reads, which its
+        --out must neither be, hold nor lie inside."""
+        values = list(self.model_dump(mode="json", exclude={"out", "overwrite"}).values())
+        found = []
+        while values:
+            value = values.pop()
+            if isinstance(value, dict):
+                values.extend(value.values())
+            elif isinstance(value, list):
+                values.extend(value)
+            elif isinstance(value, str) and value.strip() and _names_a_path(value):
+                found.append(value)
+        return found
+
+
+def _names_a_path(text: str) -> bool:
+    try:
+        return Path(text).expanduser().exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: text, not a path
+        return False
 
 
 def coerce(config_class: type[Options], config: Any, overrides: dict[str, Any], what: str) -> Options:

@@ -39,7 +39,7 @@ def prompt_records(zoo: str | Path, name: str, n: int | None = None, seed: int =
     config = load_world_config(zoo)
     if name not in PROMPT_SETS:
         raise UserError(f"world:{name}: unknown prompt set; known: {', '.join(PROMPT_SETS)}")
-    prompts = World(config.world).prompt_set(name, n or config.eval.n, seed)
+    prompts = load_world(zoo).prompt_set(name, n or config.eval.n, seed)
     return [
         PromptRecord(
             id=p.id,

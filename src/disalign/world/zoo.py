@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,17 +37,29 @@ ZOO_MODELS = ("base", *ALIGNMENT_METHODS)
 
 
 def load_world_config(zoo: str | Path) -> WorldConfig:
-    path = Path(zoo) / WORLD_FILE
-    if not path.is_file():
-        raise UserError(f"{zoo}: not a world zoo (no {WORLD_FILE}); build one with `disalign world build`")
-    data = read_json(path)
-    if not isinstance(data, dict) or "config" not in data:
-        raise UserError(f"{path}: corrupt world file (no 'config')")
-    return make_config(data["config"])
+    return _read_zoo(*_world_file(zoo))[0]
 
 
 def load_world(zoo: str | Path) -> World:
-    return World(load_world_config(zoo).world)
+    """The zoo's world, read and generated once per process for each version of its world file:
+    every verb, prompt source and judge of a run shares the one object."""
+    return _read_zoo(*_world_file(zoo))[1]
+
+
+def _world_file(zoo: str | Path) -> tuple[Path, int]:
+    path = Path(zoo) / WORLD_FILE
+    if not path.is_file():
+        raise UserError(f"{zoo}: not a world zoo (no {WORLD_FILE}); build one with `disalign world build`")
+    return path.resolve(), path.stat().st_mtime_ns
+
+
+@cache
+def _read_zoo(path: Path, mtime_ns: int) -> tuple[WorldConfig, World]:
+    data = read_json(path)
+    if not isinstance(data, dict) or "config" not in data:
+        raise UserError(f"{path}: corrupt world file (no 'config')")
+    config = make_config(data["config"])
+    return config, World(config.world)
 
 
 def build_zoo(out: str | Path, config: WorldConfig, rebuild: bool = False) -> dict:

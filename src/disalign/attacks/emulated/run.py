@@ -11,8 +11,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from disalign.attacks.emulated.decoder import contrast_generate
-from disalign.attacks.emulated.ed import method_streams
+from disalign.attacks.emulated.ed import EmulatedModel, method_streams
 from disalign.attacks.emulated.templates import PromptFormat
+from disalign.core.damage import DamageMeter
 from disalign.core.evaluate import generate_and_judge, summarise
 from disalign.core.generation import SamplingConfig
 from disalign.core.plots import harm_curve
@@ -57,9 +58,11 @@ def run_ed(
     judge,
     sampling: SamplingConfig,
     seeds: int,
+    damage: DamageMeter | None = None,
 ) -> list[dict[str, Any]]:
     """Every (method, α) cell and seed over the prompts, judged and recorded as it goes (a rerun
-    continues); returns one result row per cell and plots them in a persistent run."""
+    continues); returns one result row per cell and plots them in a persistent run. With `damage`,
+    each ED row also says what its α costs on harmless prompts against the aligned model."""
     if not prompts:
         raise UserError("the prompt source has no usable rows")
     results = []
@@ -93,9 +96,28 @@ def run_ed(
                 description=f"{method} α={alpha:g} seed {seed}",
             )
         results.append({"method": method, "alpha": alpha, **summarise(records, cluster_by="id" if seeds > 1 else None)})
+    if damage is not None:
+        for row in results:
+            if row["method"] == "ed":
+                row["damage"] = _damage(damage, pair, row["alpha"], sampling)
     if run.persistent:
         plot_ed(run.file("harm_curve.png"), results)
     return results
+
+
+def _damage(meter: DamageMeter, pair: EDPair, alpha: float, sampling: SamplingConfig) -> dict[str, Any]:
+    """What ED at `alpha` costs against the aligned model it starts from. Both read the aligned model's
+    chat rendering here, whatever template ED gives the base; the task's prompts are answered by the
+    ED decoder."""
+
+    def respond(model: EmulatedModel, prompts: Sequence[PromptRecord]) -> list[str]:
+        contrast = method_streams(
+            "ed", model.alpha, pair.base, pair.aligned, pair.tokenizer, [p.prompt for p in prompts],
+            base_format=pair.base_format, aligned_format=pair.aligned_format, stop_strings=pair.stop_strings,
+        )  # fmt: skip
+        return contrast_generate(contrast, sampling)
+
+    return meter(pair.aligned, EmulatedModel(pair.base, pair.aligned, alpha), respond)
 
 
 def plot_ed(path, results: Sequence[dict[str, Any]]):
