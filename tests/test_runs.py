@@ -80,3 +80,60 @@ def test_records_split_on_newlines_only_and_a_corrupt_middle_line_is_one_error(t
     (tmp_path / "records.jsonl").write_text(first[:10] + "\n" + second + "\n")
     with pytest.raises(UserError, match="line 1 is corrupt"):
         RunDir(tmp_path, "eval", {})
+
+
+def test_overwrite_refuses_a_folder_disalign_did_not_write(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama", "command": "eval", "config": {}}))
+    (model / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(UserError, match="config.json that disalign did not write"):
+        RunDir(model, "eval", {}, overwrite=True)
+    assert sorted(p.name for p in model.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_overwrite_empties_a_disalign_run_of_everything(tmp_path):
+    run = RunDir(tmp_path / "run", "eval", {"seed": 1})
+    run.append([{"key": "a"}])
+    run.file("plots").mkdir()
+    (tmp_path / "run" / "plots" / "a.png").write_bytes(b"png")
+    del run
+    fresh = RunDir(tmp_path / "run", "ed", {"seed": 2}, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"] and list(fresh.records()) == []
+
+
+@pytest.mark.parametrize(("out", "where"), [("m", "is"), ("m/run", "lies inside"), (".", "holds")])
+def test_a_folder_that_is_holds_or_lies_inside_an_input_is_refused(tmp_path, monkeypatch, out, where):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    with pytest.raises(UserError, match=f"{where} the run's input m"):
+        RunDir(tmp_path / out, "eval", {}, input_paths=["m"])
+
+
+def test_a_folder_another_process_runs_in_is_refused_naming_it(tmp_path):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_A_RUN, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(UserError, match=f"another disalign run is writing there \\(process {holder.pid}\\)"):
+            RunDir(tmp_path / "run", "eval", {})
+        with pytest.raises(UserError, match=f"process {holder.pid}"):
+            RunDir(tmp_path / "run", "eval", {}, overwrite=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [r["key"] for r in RunDir(tmp_path / "run", "eval", {}).records()] == ["a"]
+
+
+HOLD_A_RUN = """
+import sys, time
+from disalign.core.runs import RunDir
+run = RunDir(sys.argv[1], "eval", {})
+run.append([{"key": "a"}])
+print("holding", flush=True)
+time.sleep(600)
+"""

@@ -12,7 +12,7 @@ from disalign.core.options import (
     WORLD_HARMFUL,
     WORLD_HARMLESS,
     JudgeOptions,
-    PromptOptions,
+    PromptSourceOptions,
     RunOptions,
     SamplingOptions,
     WorldOptions,
@@ -23,12 +23,14 @@ from disalign.errors import UserError
 from disalign.results import RunResult
 
 
-def prompts_of(options: PromptOptions, source: str | None = None, what: str = "prompts") -> list[PromptRecord]:
-    """The prompt rows the options select: `source`, else `options.prompts`, else the world's unsafe
-    requests under --world; `what` names the option in the message when there is none."""
-    source = source or options.prompts or options.world_default(WORLD_HARMFUL)
+def prompts_of(
+    options: PromptSourceOptions, source: str | None = None, *, what: str = "prompts", world_set: str = WORLD_HARMFUL
+) -> list[PromptRecord]:
+    """The prompt rows of `source`, else of the option named `what` (--prompts), else of the world's
+    `world_set` under --world."""
+    source = source or getattr(options, what) or options.world_default(world_set)
     if source is None:
-        raise UserError(f"{what}: a prompt source is needed (or --world DIR for {WORLD_HARMFUL})")
+        raise UserError(f"{what}: a prompt source is needed (or --world DIR for {world_set})")
     records = load_prompts(source, column=options.column, world=options.world)
     if not records:
         raise UserError(f"{source}: no usable prompts")
@@ -68,7 +70,9 @@ def open_run(config: RunOptions, command: str, inputs: dict[str, str]) -> RunDir
     """The run directory of `config.out` (in memory without one). Everything that decides the
     outputs goes into the stored config: the options (minus where to write) and the inputs' content."""
     stored = config.model_dump(mode="json", exclude={"out", "overwrite"})
-    return RunDir(config.out, command, stored, inputs=inputs, overwrite=config.overwrite)
+    return RunDir(
+        config.out, command, stored, inputs=inputs, input_paths=config.input_paths(), overwrite=config.overwrite
+    )
 
 
 def finish(run: RunDir, result: RunResult) -> RunResult:

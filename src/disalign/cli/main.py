@@ -100,10 +100,11 @@ def _command(verb) -> None:
         field = fields[name]
         option_type, kinds[name] = _option_type(field.annotation)
         flag = "--" + name.replace("_", "-")
-        default = "" if field.is_required() else f" [default: {_shown(field)}]"
+        # The option itself defaults to "not given" (see above), so the config's default is shown as text.
+        shown = False if field.is_required() else _shown(field)
         declarations = [flag] if option_type is not bool else [f"{flag}/--no-{name.replace('_', '-')}"]
-        help_text = (field.description or "") + default
-        option = typer.Option(*declarations, help=help_text, show_default=False)
+        help_text = field.description or ""
+        option = typer.Option(*declarations, help=help_text, show_default=shown)
         parameters.append(_parameter(name, Optional[option_type], option))
         if (field.json_schema_extra or {}).get("positional"):
             # Also as the command's arguments (`disalign report RUN...`); the flag stays for --config users.

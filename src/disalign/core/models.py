@@ -15,7 +15,8 @@ so a pair (base, adapter over that base) costs one model in memory (`load_pair`)
 A tokenizer without a chat template gets a plain one (`PLAIN_CHAT_TEMPLATE`: "User: ...",
 "Assistant: ...") with a warning; `uses_plain_template` says so for the record.
 
-Loading never touches the network, never unpickles (safetensors only) and runs remote code
+Loading never touches the network, never unpickles (safetensors only: every shard that a
+`*.safetensors.index.json` names must be a `.safetensors` file beside it) and runs remote code
 only when the caller passes `trust_remote_code=True`.
 """
 
@@ -92,13 +93,31 @@ def source_name(source: str | os.PathLike[str]) -> str:
 def check_model_dir(path: Path) -> None:
     if not (path / "config.json").is_file():
         raise UserError(f"{path}: no config.json, not a Hugging Face model directory")
-    weights = list(path.glob("*.safetensors")) + list(path.glob("*.safetensors.index.json"))
+    indexes = list(path.glob("*.safetensors.index.json"))
+    weights = list(path.glob("*.safetensors")) + indexes
     if not weights:
         if list(path.glob("*.bin")) or list(path.glob("*.pt")):
             raise UserError(f"{path}: weights are pickled (.bin/.pt); disalign loads safetensors only")
         raise UserError(f"{path}: no safetensors weights")
+    for index in indexes:
+        _check_shards(index)
     if not any((path / name).is_file() for name in _TOKENIZER_FILES):
         raise UserError(f"{path}: no tokenizer saved beside the model")
+
+
+def _check_shards(index: Path) -> None:
+    """Every shard a safetensors index names is a .safetensors file beside it: transformers loads
+    whatever file the index names, and would unpickle a .bin one."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        shards = set(weight_map.values())
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{index}: not a safetensors index (no weight_map of tensor names to shard files)") from None
+    for shard in sorted(map(str, shards)):
+        if not shard.endswith(".safetensors"):
+            raise UserError(f"{index}: names the shard {shard!r}; disalign loads safetensors only")
+        if Path(shard).name != shard or not (index.parent / shard).is_file():
+            raise UserError(f"{index}: the shard {shard!r} it names is not a file beside it")
 
 
 def adapter_base(adapter: Path) -> str:
@@ -209,16 +228,25 @@ def load_model(
     """Load (model, tokenizer) from any model source, in eval mode; an adapter directory gives a
     `PeftModel` over its base (`base` overrides the base it names)."""
     resolved = resolve_model(source, base=base)
-    tokenizer_dir = resolved.path
-    if resolved.adapter is not None and any((resolved.adapter / name).is_file() for name in _TOKENIZER_FILES):
-        tokenizer_dir = resolved.adapter
-    tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code=trust_remote_code)
+    tokenizer = _source_tokenizer(resolved, trust_remote_code)
     model = _load_weights(resolved.path, dtype, trust_remote_code)
     if resolved.adapter is not None:
         model = with_adapter(model, resolved.adapter)
     model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def load_source_tokenizer(source: str | os.PathLike[str], *, trust_remote_code: bool = False):
+    """The tokenizer `load_model(source)` gives, without loading the weights."""
+    return _source_tokenizer(resolve_model(source), trust_remote_code)
+
+
+def _source_tokenizer(resolved: ModelSource, trust_remote_code: bool):
+    tokenizer_dir = resolved.path
+    if resolved.adapter is not None and any((resolved.adapter / name).is_file() for name in _TOKENIZER_FILES):
+        tokenizer_dir = resolved.adapter
+    return load_tokenizer(tokenizer_dir, trust_remote_code=trust_remote_code)
 
 
 def load_pair(base: str | os.PathLike[str], aligned: str | os.PathLike[str], **options):

@@ -58,13 +58,18 @@ class WorldOptions(Options):
         return in_world if self.world is not None else otherwise
 
 
-class PromptOptions(WorldOptions):
+class PromptSourceOptions(WorldOptions):
+    """How any prompt source of a verb is read."""
+
+    column: str | None = Field(None, description="Prompt column of a CSV/JSONL file.")
+    limit: int | None = Field(None, ge=1, description="Use only the first N prompts (of each source).")
+
+
+class PromptOptions(PromptSourceOptions):
     prompts: str | None = Field(
         None,
         description="Prompt source: a file, a folder, a named set or world:<set> (default with --world: world:unsafe).",
     )
-    column: str | None = Field(None, description="Prompt column of a CSV/JSONL file.")
-    limit: int | None = Field(None, ge=1, description="Use only the first N prompts.")
 
 
 class JudgeOptions(WorldOptions):
@@ -119,7 +124,7 @@ class RunOptions(Options):
     out: Path | None = Field(None, description="Run directory; none runs in memory and writes nothing.")
     overwrite: bool = Field(
         False,
-        description="Start afresh in --out: empties it, if disalign wrote it, of everything an earlier run wrote there.",
+        description="Start afresh in --out: empties it of all an earlier run wrote (only a folder disalign wrote).",
     )
 
     def input_paths(self) -> list[str]:

@@ -4,11 +4,14 @@
     DIR/records.jsonl  one record per generation or judgement, appended and flushed as made
     DIR/summary.json   the aggregate, rewritten atomically
     DIR/*.png          plots
+    DIR/.lock          held (flock) by the process that runs there; names its pid
 
 A rerun with the same DIR continues: records whose key is already on disk are skipped. A rerun
 whose configuration or inputs differ is refused, naming what changed (or starts afresh with
-`overwrite`). The directory is claimed (config.json written) only when the run first writes
-something, so a run that fails while loading its inputs leaves nothing behind.
+`overwrite`, which empties the folder only when its config.json is one that disalign wrote). The
+directory is claimed (config.json written) only when the run first writes something, so a run
+that fails while loading its inputs leaves nothing behind. A folder that is, holds or lies inside
+one of the run's inputs is refused, and so is a folder another live process runs in.
 
 With `path=None` a run lives in memory: records and summary are kept, nothing is written.
 """
@@ -16,6 +19,7 @@ With `path=None` a run lives in memory: records and summary are kept, nothing is
 from __future__ import annotations
 
 import atexit
+import fcntl
 import hashlib
 import json
 import os
@@ -24,17 +28,22 @@ import shutil
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from disalign.errors import UserError
+from disalign.errors import UserError, redact_secrets
 
 CONFIG = "config.json"
 RECORDS = "records.jsonl"
 SUMMARY = "summary.json"
+LOCK = ".lock"
+# What RunDir writes into every config.json: a folder whose config.json lacks one of these was
+# not written by disalign (a model folder, a project), and --overwrite must never empty it.
+_CONFIG_KEYS = {"command": str, "config": dict, "inputs": dict, "versions": dict, "created": str}
 _TRACKED_PACKAGES = ("disalign", "torch", "transformers", "peft", "trl", "tokenizers", "numpy")
 
 
@@ -89,7 +98,8 @@ def read_json(path: Path) -> Any:
 def fingerprint(value: Any) -> str:
     """A short content hash of any JSON-able value (prompt rows, options, a world spec)."""
     text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    # surrogatepass: the same bytes as UTF-8 for any valid text, and a hash, not a crash, for a lone surrogate.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def fingerprint_path(path: str | os.PathLike[str]) -> str:
@@ -97,7 +107,7 @@ def fingerprint_path(path: str | os.PathLike[str]) -> str:
     root = Path(path)
     if not root.exists():
         raise UserError(f"{root}: not found")
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and p.name != LOCK)
     digest = hashlib.sha256()
     for file in files:
         stat = file.stat()
@@ -117,8 +127,9 @@ class RunDir:
     """An output directory owned by one kind of command (or, with path None, a run in memory).
 
     `command` names the verb that owns it; `config` is what the user asked for; `inputs` maps
-    each input the run read to a content fingerprint. Reopening a directory with another
-    command, config or inputs is refused, so a resumed run never mixes two experiments.
+    each input the run read to a content fingerprint; `input_paths` are the files and folders it
+    reads, which the directory must neither be, hold nor lie inside. Reopening a directory with
+    another command, config or inputs is refused, so a resumed run never mixes two experiments.
     """
 
     def __init__(
@@ -128,19 +139,21 @@ class RunDir:
         config: dict[str, Any],
         *,
         inputs: dict[str, str] | None = None,
+        input_paths: Iterable[str | os.PathLike[str]] = (),
         overwrite: bool = False,
     ):
         self.path = None if path is None else Path(path)
         self.command = command
-        self.config = _jsonable(config)
+        self.config = redact_secrets(_jsonable(config))
         self.inputs = dict(inputs or {})
         self._memory: list[dict[str, Any]] = []
         self._scratch: Path | None = None
         self.summary: dict[str, Any] | None = None
         self._claimed = False
+        self._lock: _FolderLock | None = None
         if self.path is not None:
+            _refuse_overlap_with_inputs(self.path, input_paths)
             self._check(overwrite)
-            self._drop_torn_tail()
         self._done = {record["key"] for record in self.records() if "key" in record}
 
     @property
@@ -154,26 +167,34 @@ class RunDir:
         config_path = path / CONFIG
         if config_path.exists():
             stored = read_json(config_path)
-            if not isinstance(stored, dict):
-                raise UserError(f"{config_path}: not a disalign run configuration")
-            if overwrite:
-                shutil.rmtree(path)
-                return
-            if stored.get("command") != self.command:
+            if not written_by_disalign(stored):
                 raise UserError(
-                    f"{path}: holds a '{stored.get('command')}' run, not '{self.command}'; choose another --out"
+                    f"{path}: holds a config.json that disalign did not write (a model or a project?); "
+                    "choose another --out (--overwrite empties only disalign runs)"
                 )
-            changed = _differences(stored.get("config"), self.config) or _differences(
-                stored.get("inputs", {}), self.inputs, "input "
+            if overwrite:
+                self._lock = _lock_folder(path)
+                _empty_except_lock(path)
+                return
+            if stored["command"] != self.command:
+                raise UserError(
+                    f"{path}: holds a '{stored['command']}' run, not '{self.command}'; choose another --out"
+                )
+            changed = _differences(stored["config"], self.config) or _differences(
+                stored["inputs"], self.inputs, "input "
             )
             if changed:
                 raise UserError(
                     f"{path}: holds a run whose {changed} differs from this one; "
                     "choose another --out, or --overwrite to start afresh"
                 )
+            self._lock = _lock_folder(path)
+            if read_json(config_path) != stored:
+                raise UserError(f"{path}: another run rewrote it while this one started; rerun to continue it")
+            self._drop_torn_tail()
             self._claimed = True
             return
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and any(entry.name != LOCK for entry in path.iterdir()):
             raise UserError(f"{path}: not empty and not a disalign run directory; choose another --out")
         _check_writable(path)
 
@@ -184,6 +205,11 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UserError(f"{self.path}: cannot create the run directory ({err.strerror})") from None
+        if self._lock is None:
+            self._lock = _lock_folder(self.path)
+            if (self.path / CONFIG).exists():
+                # Both runs found the folder empty; the other one wrote first.
+                raise UserError(f"{self.path}: another run claimed it while this one started; rerun to continue it")
         write_json_atomic(
             self.path / CONFIG,
             {
@@ -238,14 +264,14 @@ class RunDir:
             self._memory.extend(_jsonable(record) for record in records)
             return
         self._claim()
-        text = "".join(json.dumps(record, default=str, ensure_ascii=False) + "\n" for record in records)
+        text = "".join(_json_line(record) + "\n" for record in records)
         with (self.path / RECORDS).open("a", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        self.summary = _jsonable(summary)
+        self.summary = redact_secrets(_jsonable(summary))
         if self.path is not None:
             self._claim()
             write_json_atomic(self.path / SUMMARY, self.summary)
@@ -260,6 +286,81 @@ class RunDir:
             return self._scratch / name
         self._claim()
         return self.path / name
+
+
+def written_by_disalign(config: Any) -> bool:
+    """Whether a run folder's parsed config.json has the shape RunDir writes."""
+    return isinstance(config, dict) and all(isinstance(config.get(key), kind) for key, kind in _CONFIG_KEYS.items())
+
+
+def _refuse_overlap_with_inputs(path: Path, inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """A run folder that is, holds or lies inside an input would write over what it reads (and
+    --overwrite would delete it), so it is refused before anything is read."""
+    out = path.expanduser().resolve()
+    for given in inputs:
+        source = Path(given).expanduser().resolve()
+        if out == source:
+            where = "is"
+        elif source in out.parents:
+            where = "lies inside"
+        elif out in source.parents:
+            where = "holds"
+        else:
+            continue
+        raise UserError(f"{path}: {where} the run's input {given}; choose another --out")
+
+
+class _FolderLock:
+    """An exclusive flock on DIR/.lock, released when the last RunDir of this process using DIR
+    is gone (or the process ends, however it ends)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __del__(self):
+        self.handle.close()
+
+
+# Several RunDirs of one process may open one folder (a rerun in the same Python session): they share its lock.
+_HELD_LOCKS: weakref.WeakValueDictionary[Path, _FolderLock] = weakref.WeakValueDictionary()
+
+
+def _lock_folder(path: Path) -> _FolderLock:
+    key = path.resolve()
+    held = _HELD_LOCKS.get(key)
+    if held is not None:
+        return held
+    try:
+        handle = (path / LOCK).open("a+", encoding="utf-8")
+    except OSError as err:
+        raise UserError(f"{path}: cannot be written ({err.strerror})") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise UserError(
+            f"{path}: another disalign run is writing there (process {holder}); "
+            "wait for it to finish or choose another --out"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    lock = _HELD_LOCKS[key] = _FolderLock(handle)
+    return lock
+
+
+def _empty_except_lock(path: Path) -> None:
+    """--overwrite: everything in a disalign run folder goes (records, summary, plots, trained models)."""
+    for entry in path.iterdir():
+        if entry.name == LOCK:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _check_writable(path: Path) -> None:
@@ -305,3 +406,14 @@ def _short(value: Any) -> str:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
+
+
+def _json_line(value: Any) -> str:
+    """One record as JSON that UTF-8 can write: readable as it is, or with every non-ASCII character
+    escaped when a string holds a lone surrogate (which JSON's \\u escapes allow and UTF-8 cannot hold)."""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, default=str)
+    return text
