@@ -244,7 +244,7 @@ def test_sentence_needs_one_flag_per_id():
 
 def test_curve_rows_and_flip_summarise_a_behaviour_curve():
     from disalign.analyses.beb.measure import BehaviourCurve
-    from disalign.analyses.beb.report import curve_rows, flip_summary, harm_rise, manyshot_summary
+    from disalign.analyses.beb.summaries import curve_rows, flip_summary, harm_rise, manyshot_summary
 
     harmful = np.array([[0, 0, 1], [0, 1, 1], [0, 1, 1], [1, 0, np.nan]], dtype=float)
     refused = np.array([[1, 0, 0], [1, 0, 0], [0, 0, 0], [0, 1, np.nan]], dtype=float)

@@ -390,7 +390,8 @@ def test_analysis_bad_input_is_one_line(pair, tmp_path, monkeypatch, capsys, ext
 
 
 def test_demo_claims_say_when_a_claim_fails():
-    from disalign.api.analyze import mechanism_claims, mechanism_notes, mechanism_table
+    from disalign.analyses.mechanism.claims import mechanism_claims
+    from disalign.lab.demo.mechanism import notes, render
 
     checks = {
         "base": {"layer": 3, "separation": 2.0, "tau_gap": 1.0},
@@ -427,7 +428,7 @@ def test_demo_claims_say_when_a_claim_fails():
     }
     claims = mechanism_claims(models, checks)
     assert [claim["holds"] for claim in claims] == [False, True, True, True, False]
-    notes = mechanism_notes({"claims": claims})
-    assert "does NOT hold (Cohen's d 1.50 vs base 2.00" in notes[0] and "unsafe -25%, safe +0%" in notes[3]
-    assert "40%" in notes[4]
-    assert mechanism_table({"models": models}).row_count == 2
+    lines = notes({"claims": claims})
+    assert "does NOT hold (Cohen's d 1.50 vs base 2.00" in lines[0] and "unsafe -25%, safe +0%" in lines[3]
+    assert "40%" in lines[4]
+    assert render({"models": models}).row_count == 2

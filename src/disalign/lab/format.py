@@ -1,4 +1,4 @@
-"""How the lab's tables write numbers: percents, intervals and numbers, one way everywhere."""
+"""How the lab's tables write numbers (percents, intervals, numbers) and notes, one way everywhere."""
 
 from __future__ import annotations
 
@@ -28,3 +28,11 @@ def pct_ci(value: float | None, ci: Sequence[float | None] | None, digits: int =
 
 def number(value: float | None, digits: int = 3) -> str:
     return "" if _missing(value) else f"{value:.{digits}f}"
+
+
+def claim_notes(claims: Sequence[dict]) -> list[str]:
+    """One line per checked claim: `model: claim: holds (evidence)`, or `does NOT hold`."""
+    return [
+        f"{claim['model']}: {claim['claim']}: {'holds' if claim['holds'] else 'does NOT hold'} ({claim['evidence']})"
+        for claim in claims
+    ]

@@ -1,5 +1,5 @@
-"""BEB plots: the component curves behind the estimates, and the many-shot NLL with its fit.
-(The behaviour curve's harmful rate goes through `disalign.core.plots.harm_curve`.)"""
+"""BEB plots: the component curves behind the estimates, the many-shot NLL with its fit, and the
+harmful rate over harmful sentences (through `disalign.core.plots.harm_curve`)."""
 
 from __future__ import annotations
 
@@ -80,3 +80,14 @@ def manyshot(path: Path, series: dict[str, dict[str, Any]], *, title: str) -> Pa
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def harm_over_sentences(path: Path, fields: dict[str, Any], *, title: str) -> Path:
+    """The harmful rate over k harmful sentences, and after the aligning prompt where it was measured."""
+    from disalign.core.plots import harm_curve
+
+    series = {"no aligning prompt": [(r["k"], r["harmful_rate"], r["ci"]) for r in fields["curve"]]}
+    if "curve_aligning" in fields:
+        label = f"after {fields['curve_aligning'][0]['aligning']} aligning sentences"
+        series[label] = [(r["k"], r["harmful_rate"], r["ci"]) for r in fields["curve_aligning"]]
+    return harm_curve(path, series, xlabel="harmful sentences k", title=title)

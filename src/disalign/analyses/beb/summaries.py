@@ -1,8 +1,10 @@
-"""Measurements turned into what a run writes: rows of the behaviour curve, the many-shot table
-and fit, the component estimates, each with its interval."""
+"""Measurements turned into what a run's summary holds: rows of the behaviour curve, the many-shot
+table and fit, the component estimates, each with its interval, and the predicted beside the
+observed flips."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,9 @@ from disalign.analyses.beb.estimators import (
 from disalign.analyses.beb.measure import BehaviourCurve, ComponentCurves
 from disalign.core.stats import bootstrap_ci, rate_summary
 from disalign.errors import UserError
+
+ESTIMATE_KEYS = ("beta", "beta_prime", "sigma", "log_inv_alpha", "predicted_flip")
+BOUND_KEYS = {"thm_3_1": "bound_thm_3_1", "thm_3_2": "bound_thm_3_2", "thm_b_1": "bound_thm_b_1"}
 
 
 def _decided(column: np.ndarray) -> list[bool | None]:
@@ -124,3 +129,40 @@ def exact_kl_line(ks: list[int], nll: np.ndarray, *, n_boot: int = 1000, seed: i
         name: Estimate(float(point[i]), (float(low[i]), float(high[i]))).as_dict()
         for i, name in enumerate(("log_inv_alpha", "predicted_flip"))
     }
+
+
+def estimate_fields(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary keys of `beb estimate` and `beb bounds` from `estimate_summary`'s value."""
+    return {
+        **{key: summary[key] for key in ESTIMATE_KEYS},
+        "bounds": {name: summary[key] for name, key in BOUND_KEYS.items()},
+        "bound_settings": summary["bound_settings"],
+        "proxy_accuracy": summary["proxy_accuracy"],
+        "curves": summary["curves"],
+    }
+
+
+def context_fields(setting) -> dict[str, Any]:
+    """Where the model's context ends, and (the world) where its training context ended."""
+    fields: dict[str, Any] = {"context": setting.context}
+    if setting.trained_context is not None:
+        fields["trained_context"] = setting.trained_context
+    if setting.exact:
+        fields["exact"] = {k: (v if math.isfinite(v) else None) for k, v in setting.exact.items()}
+        fields["exact_infinite"] = [k for k, v in setting.exact.items() if not math.isfinite(v)]
+    return fields
+
+
+def flip_comparison(estimates: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """Predicted (log(1/α)/β, and Theorem 3.2 against the aligning prompt) beside the observed flips."""
+
+    def pair(predicted, observed) -> dict[str, Any]:
+        ratio = predicted / observed if predicted is not None and observed else None
+        return {"predicted": predicted, "observed": observed, "ratio": ratio}
+
+    comparison = {"flip": pair(estimates["predicted_flip"]["value"], fields["observed_flip"]["value"])}
+    if "observed_flip_aligning" in fields:
+        comparison["aligning_bound"] = pair(
+            estimates["bound_thm_3_2"]["value"], fields["observed_flip_aligning"]["value"]
+        )
+    return comparison

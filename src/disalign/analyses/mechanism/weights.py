@@ -166,3 +166,15 @@ def matrix_inputs(
     sites = {"input": Site(mlps, "input"), "hidden": Site([down_projection(m) for m in mlps], "input")}
     acts = collect(model, tokenizer, prompts, sites, positions=Positions("response", 1), batch_size=batch_size)
     return {values.shape[-1]: values for values in acts.values()}
+
+
+def null_space(projected: list[dict]) -> dict[str, float] | None:
+    """At the last layer, the mean over its MLP matrices of |σ_j·cos(a, v_j)| onto W_base's top
+    directions, for safe and unsafe activations before (base model) and after (aligned model)
+    alignment: the null-space claim is that unsafe ones shrink while safe ones stay."""
+    rows = [row for row in projected if row["which"] == "base"]
+    if not rows:
+        return None
+    last = [row for row in rows if row["layer"] == max(r["layer"] for r in rows)]
+    groups = ("safe_before", "safe", "unsafe_before", "unsafe")
+    return {"layer": last[0]["layer"], **{group: sum(row[group] for row in last) / len(last) for group in groups}}
