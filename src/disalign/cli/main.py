@@ -26,6 +26,8 @@ from disalign.errors import DisalignWarning, UserError
 # Recent typer parses the command line with its own copy of click, older typer with click itself.
 _USAGE_ERRORS: tuple[type[Exception], ...] = (click.UsageError, *filter(None, [getattr(typer, "TyperException", None)]))
 
+_INTERRUPTED = 130  # the shell's status for a command stopped by SIGINT
+
 app = typer.Typer(
     help="Measure how easily a language model's safety alignment is undone, and explain why.",
     no_args_is_help=True,
@@ -194,7 +196,7 @@ def main() -> None:
     _silence_library_deprecations()
     _show_warnings_in_one_line()
     try:
-        app(standalone_mode=False)
+        exit_code = app(standalone_mode=False)
     except UserError as err:
         print(f"disalign: error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -205,6 +207,9 @@ def main() -> None:
     except (click.Abort, typer.Abort):
         _interrupted()
     except KeyboardInterrupt:
+        _interrupted()
+    # Outside standalone mode typer turns Ctrl-C into a returned 130 rather than an exception.
+    if exit_code == _INTERRUPTED:
         _interrupted()
 
 
@@ -235,7 +240,7 @@ def _interrupted() -> None:
         "disalign: interrupted; everything already written is kept, rerun with the same --out to continue",
         file=sys.stderr,
     )
-    sys.exit(130)
+    sys.exit(_INTERRUPTED)
 
 
 def _register_all() -> None:
