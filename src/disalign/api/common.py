@@ -76,6 +76,9 @@ def open_run(config: RunOptions, command: str, inputs: dict[str, str]) -> RunDir
 
 
 def finish(run: RunDir, result: RunResult) -> RunResult:
+    from disalign.judges.correction import with_corrections
+
+    result = with_corrections(result, run)
     run.write_summary(result.to_json())
     return result
 

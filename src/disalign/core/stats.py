@@ -151,3 +151,114 @@ def agreement(predictions: Sequence[bool | None], labels: Sequence[bool | None])
         "cohen_kappa": None if kappa is None or np.isnan(kappa) else float(kappa),
         "n": len(pairs),
     }
+
+
+def _z(level: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(1 - (1 - level) / 2))
+
+
+def _clamp(value: float) -> float:
+    return float(min(1.0, max(0.0, value)))
+
+
+def corrected_rate(
+    positives: int, n: int, sensitivity: tuple[int, int], specificity: tuple[int, int], level: float = 0.95
+) -> dict[str, Any] | None:
+    """A judged rate corrected for its judge's errors (Rogan & Gladen 1978), with the interval of
+    Lee et al. 2025 ("How to correctly report LLM-as-a-judge evaluations") that carries the
+    uncertainty of the run and of the measured sensitivity and specificity.
+
+    `positives` of `n` records were judged positive; `sensitivity` is (judged positive, truly
+    positive) and `specificity` (judged negative, truly negative) in the labelled measurement.
+    None when the judge is uninformative (sensitivity + specificity <= 1) or nothing was measured.
+    The interval adds z^2/2 successes to the run and one of each outcome to the measurement, as
+    Agresti and Coull's interval does, and shifts the centre by the estimator's first-order bias."""
+    (caught, truly_positive), (cleared, truly_negative) = sensitivity, specificity
+    if n <= 0 or truly_positive <= 0 or truly_negative <= 0:
+        return None
+    observed, sens, spec = positives / n, caught / truly_positive, cleared / truly_negative
+    if sens + spec <= 1:
+        return None
+    estimate = _clamp((observed + spec - 1) / (sens + spec - 1))
+    z = _z(level)
+    n_, m1, m0 = n + z**2, truly_positive + 2, truly_negative + 2
+    p_, q1, q0 = (positives + z**2 / 2) / n_, (caught + 1) / m1, (cleared + 1) / m0
+    if q0 + q1 <= 1:
+        return None
+    centre = (p_ + q0 - 1) / (q0 + q1 - 1)
+    shift = 2 * z**2 * (centre * q1 * (1 - q1) / m1 - (1 - centre) * q0 * (1 - q0) / m0)
+    spread = np.sqrt(p_ * (1 - p_) / n_ + (1 - centre) ** 2 * q0 * (1 - q0) / m0 + centre**2 * q1 * (1 - q1) / m1) / (
+        q0 + q1 - 1
+    )
+    low, high = centre + shift - z * spread, centre + shift + z * spread
+    return {"estimate": estimate, "ci": [_clamp(low), _clamp(high)], "sensitivity": sens, "specificity": spec}
+
+
+def ppi_rate(
+    predicted: Sequence[bool],
+    labelled_predicted: Sequence[bool],
+    labels: Sequence[bool],
+    weights: Sequence[float] | None = None,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Prediction-powered estimate of a rate (Angelopoulos et al. 2023): the judge's rate over
+    all `predicted` records plus the labels' mean correction of it, measured on the labelled
+    records (`labelled_predicted` beside `labels`). `weights` are inverse sampling probabilities
+    when the labelled records were drawn by strata; the correction is then their weighted mean
+    (Hajek), with its linearised variance. No assumption that the judge errs here as it did elsewhere."""
+    judged = np.asarray(predicted, dtype=float)
+    residual = np.asarray(labels, dtype=float) - np.asarray(labelled_predicted, dtype=float)
+    w = np.ones_like(residual) if weights is None else np.asarray(weights, dtype=float)
+    if judged.size == 0 or residual.size < 2:
+        raise ValueError("a prediction-powered rate needs records and at least two labels")
+    share = w / w.sum()
+    correction = float(share @ residual)
+    # n/(n-1) makes the uniform case the usual sample variance over n.
+    correction_var = float((share**2) @ (residual - correction) ** 2) * residual.size / (residual.size - 1)
+    estimate = float(judged.mean()) + correction
+    spread = float(np.sqrt((judged.var(ddof=1) / judged.size if judged.size > 1 else 0.0) + correction_var))
+    z = _z(level)
+    return {
+        "estimate": _clamp(estimate),
+        "ci": [_clamp(estimate - z * spread), _clamp(estimate + z * spread)],
+        "n_labelled": int(residual.size),
+    }
+
+
+def paired_difference(first: Sequence[bool], second: Sequence[bool], level: float = 0.95) -> dict[str, Any]:
+    """The difference of two rates measured on the same records (first - second), with
+    Newcombe's interval for paired proportions (1998, method 10: Wilson intervals of each rate
+    joined through the phi correlation of the pairs) and McNemar's exact test on the discordant
+    pairs (the two-sided binomial test of b against b + c)."""
+    from scipy.stats import binomtest
+
+    if len(first) != len(second):
+        raise ValueError(f"{len(first)} against {len(second)} paired values")
+    pairs = [(bool(x), bool(y)) for x, y in zip(first, second, strict=True)]
+    n = len(pairs)
+    if n == 0:
+        return {"difference": None, "ci": [None, None], "n": 0, "discordant": [0, 0], "mcnemar_p": None}
+    both = sum(x and y for x, y in pairs)
+    only_first = sum(x and not y for x, y in pairs)
+    only_second = sum(y and not x for x, y in pairs)
+    neither = n - both - only_first - only_second
+    p1, p2 = (both + only_first) / n, (both + only_second) / n
+    l1, u1 = wilson_ci(both + only_first, n, level)
+    l2, u2 = wilson_ci(both + only_second, n, level)
+    margins = (both + only_first) * (only_second + neither) * (both + only_second) * (only_first + neither)
+    phi = (both * neither - only_first * only_second) / np.sqrt(margins) if margins else 0.0
+    below = np.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    above = np.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    discordant = only_first + only_second
+    p_value = binomtest(only_first, discordant, 0.5).pvalue if discordant else 1.0
+    difference = p1 - p2
+    return {
+        "difference": difference,
+        "ci": [float(max(-1.0, difference - below)), float(min(1.0, difference + above))],
+        "n": n,
+        "rates": [p1, p2],
+        "discordant": [only_first, only_second],
+        "mcnemar_p": float(p_value),
+    }

@@ -87,12 +87,12 @@ class StanceJudge:
         chances = self.probe.refusal_chance(states)
         words = self.words.judge(prompts, responses)
         return [
-            _verdict(bool(chance >= self.threshold), float(chance), said)
+            stance_verdict(bool(chance >= self.threshold), float(chance), said)
             for chance, said in zip(chances, words, strict=True)
         ]
 
 
-def _verdict(refused: bool, chance: float, words: Verdict) -> Verdict:
+def stance_verdict(refused: bool, chance: float, words: Verdict) -> Verdict:
     if not refused:
         family = "compliance"
     else:

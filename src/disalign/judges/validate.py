@@ -15,6 +15,7 @@ from typing import Any
 from disalign.core.runs import read_json, write_json_atomic
 from disalign.core.stats import agreement, rate_summary
 from disalign.errors import UserError
+from disalign.judges.calibration import confusion
 from disalign.judges.compare import compare_records
 from disalign.paths import cache_root
 
@@ -57,8 +58,12 @@ def remember_validation(judge, validation: dict[str, Any], source: str, data_fin
 
 
 def judge_fields(judge) -> dict[str, Any]:
-    """The keys every summary carries about its judge."""
-    return {"judge": judge.name, "judge_validation": known_validation(judge)}
+    """The keys every summary carries about its judge: its name, how far it is known to be right,
+    and the error counts that correct its rates (judges/correction.py)."""
+    from disalign.judges.correction import judge_error
+
+    validation = known_validation(judge)
+    return {"judge": judge.name, "judge_validation": validation, "judge_error": judge_error(judge, validation)}
 
 
 def parse_label(value: Any, where: str) -> bool | None:
@@ -114,10 +119,13 @@ def judge_rows(
     labels = None
     if label_field is not None:
         labels = [parse_label(r["input"][label_field], f"row {r['key']}") for r in records]
+        judged = [r[label_kind] for r in records]
+        counts = confusion(judged, labels)
         summary["validation"] = {
             "label_field": label_field,
             "label_kind": label_kind,
-            **agreement([r[label_kind] for r in records], labels),
+            **agreement(judged, labels),
+            "confusion": {key: counts[key] for key in ("tp", "fn", "fp", "tn")},
         }
     if records and "panel" in records[0]:
         summary["judges"] = _panel_summary(records, label_kind if labels is not None else "harmful", labels)
