@@ -106,6 +106,7 @@ def _jsonl_rows(path: Path, text: str) -> tuple[set[str], list[tuple[str, Row]]]
             raise UserError(f"{where}: not valid JSON ({err.msg})") from None
         if not isinstance(row, dict):
             raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        _refuse_lone_surrogates(where, row)
         rows.append((where, row))
     # The first row decides the layout; later rows must follow it (checked per row).
     return set(rows[0][1]), rows
@@ -217,5 +218,16 @@ def _json_list_rows(path: Path, text: str) -> list[tuple[str, Row]]:
     for number, row in enumerate(items, start=1):
         if not isinstance(row, dict):
             raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        _refuse_lone_surrogates(f"{path}:{number}", row)
         rows.append((f"{path}:{number}", row))
     return rows
+
+
+def _refuse_lone_surrogates(where: str, row: Row) -> None:
+    """JSON's \\u escapes can spell half of a UTF-16 pair, which is no character: tokenizers reject
+    it mid-run, so the row is refused while the input is read."""
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        half = err.object[err.start]
+        raise UserError(f"{where}: holds {half!r}, half of a UTF-16 surrogate pair and not a character") from None
