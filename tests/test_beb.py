@@ -500,3 +500,44 @@ def test_longest_fitting_drawing_a_few_sentences_agrees_with_drawing_them_all(co
             longest_fitting(setting, n_items=items, aligning=aligning, context=context)
     else:
         assert longest_fitting(setting, n_items=items, aligning=aligning, context=context) == expected
+
+
+def test_demo_claims_say_which_hold_and_the_table_has_a_row_per_model():
+    from disalign.analyses.beb.claims import beb_claims
+    from disalign.lab.demo.beb import notes, render
+
+    def estimate(value, low, high):
+        return {"value": value, "ci": [low, high]}
+
+    def model(rise_p, flip, observed, beta, c):
+        return {
+            "curve": [{"k": 0, "harmful_rate": 0.1, "ci": [0.0, 0.2]}, {"k": 3, "harmful_rate": 0.6, "ci": [0.4, 0.8]}],
+            "harm_rise": {"p_value": rise_p, "gained": 5, "lost": 1},
+            "predicted_flip": estimate(2.0, 1.0, 3.0),
+            "observed_flip": {**estimate(observed, None, None), "searched_up_to": 3},
+            "observed_flip_aligning": estimate(4.0, 3.0, 5.0),
+            "bound_thm_3_2": estimate(5.0, 4.0, 6.0),
+            "comparison": {"flip": flip},
+            "log_inv_alpha": estimate(1.0, 0.5, 1.5),
+            "exact_kl_line": {"log_inv_alpha": estimate(1.1, 0.9, 1.3)},
+            "beta": beta,
+            "beta_prime": estimate(0.7, None, None),
+            "fit": {"C": c, "a": estimate(0.5, 0.4, 0.6), "K": estimate(0.1, 0.0, 0.2)},
+        }
+
+    models = {
+        "base": model(0.01, {"predicted": 2.0, "observed": 3.0, "ratio": 2 / 3}, 3.0, estimate(0.5, 0.4, 0.6),
+                      estimate(2.0, 1.8, 2.2)),
+        "sft": model(0.5, {"predicted": 2.0, "observed": None, "ratio": None}, None, estimate(0.45, 0.3, 0.5),
+                     estimate(3.2, 3.0, 3.5)),
+    }  # fmt: skip
+    claims = beb_claims(models, {"log_inv_alpha": 1.2})
+    # base: harm rises, flip near prediction, aligning delays it, α recovered; sft: neither rise nor
+    # flip, β not above the base's, but the power law's intercept moved and its exponent did not.
+    assert [(c["model"], c["holds"]) for c in claims] == [
+        ("base", True), ("base", True), ("base", True), ("base", True),
+        ("sft", False), ("sft", False), ("sft", False), ("sft", True),
+    ]  # fmt: skip
+    lines = notes({"claims": claims})
+    assert "sft: β is higher after alignment" in lines[6] and "does NOT hold (β 0.45 [0.3, 0.5] vs base" in lines[6]
+    assert render({"models": models}).row_count == 2

@@ -80,10 +80,7 @@ class PairOptions(RunOptions):
 
 
 class JudgedOptions(PairOptions, JudgeOptions, SamplingOptions):
-    judge: str | None = Field(None, description="Judge name (default: world with --world, else keyword).")
-
-    def make_judge(self):
-        return judge_of(self, self.judge or ("world" if self.world else "keyword"))
+    """Analyses that judge responses: the world's exact judge with --world, else the text default."""
 
 
 def _set_name(source: str) -> str:
@@ -148,7 +145,7 @@ def clusters(config: ClustersConfig) -> RunResult:
         if name in evaluated:
             raise UserError(f"sets: '{name}' is given twice (or clashes with safe/unsafe)")
         evaluated[name] = config.records(source)
-    judge = config.make_judge() if config.responses else None
+    judge = judge_of(config) if config.responses else None
     infos, run = _open(config, "analyze clusters", models, _with_reference(evaluated, reference))
     summary = run_clusters(run, config, models, reference, evaluated, judge)
     judged = judge_fields(judge) if judge else {}
@@ -200,7 +197,7 @@ def depth(config: DepthConfig) -> RunResult:
 
     models = config.models()
     unsafe = config.records(config.source("unsafe"))
-    judge = config.make_judge()
+    judge = judge_of(config)
     infos, run = _open(config, "analyze depth", models, {"unsafe": unsafe})
     summary = run_depth(run, config, models, unsafe, judge)
     return finish(run, RunResult(command="analyze depth", models=infos, **judge_fields(judge), **summary))
@@ -222,7 +219,7 @@ def attack(config: AttackAnalysisConfig) -> RunResult:
 
     models = config.models()
     reference, evaluated = _halves(config)
-    judge = config.make_judge()
+    judge = judge_of(config)
     infos, run = _open(config, "analyze attack", models, _with_reference(evaluated, reference))
     summary = run_attack(run, config, models, reference, evaluated, judge)
     return finish(run, RunResult(command="analyze attack", models=infos, **judge_fields(judge), **summary))

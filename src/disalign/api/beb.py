@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from disalign.api.common import finish, judge_of, model_info, open_run, prompts_of
-from disalign.core.options import JudgeOptions, PromptOptions, RunOptions, comma_list
+from disalign.core.options import JudgeOptions, PromptOptions, RunOptions, Seed, comma_list
 from disalign.core.runs import fingerprint_path
 from disalign.core.verbs import verb
 from disalign.errors import UserError
@@ -41,7 +41,7 @@ class BebOptions(RunOptions):
         description="Aligning prompt: P₊ sentences before the harmful ones (Theorem 3.2's |s₀|; the curve is also "
         "measured with it; 0: none).",
     )
-    seed: int = Field(0, description="Seed of the sampled prompts, continuations and answers.")
+    seed: Seed = Field(0, description="Seed of the sampled prompts, continuations and answers.")
     batch_size: int = Field(32, ge=1, description="Sequences per forward pass.")
 
     def setting(self, tokenizer, lm):
@@ -111,7 +111,6 @@ class ComponentOptions(BebOptions):
 class CurveOptions(BebOptions, JudgeOptions):
     """The judged behaviour over the number of harmful sentences before a harmful request."""
 
-    judge: str | None = Field(None, description="Judge name (default: world with --world, else keyword).")
     max_episodes: int | None = Field(
         None,
         ge=0,
@@ -184,14 +183,12 @@ def _open(config: BebOptions, command: str):
 
 def _judge(config: CurveOptions, setting):
     """The named judge; with --world and none named (or "world"), the setting's exact judge."""
-    if config.world is not None:
-        if config.judge not in (None, "world"):
-            return judge_of(config, config.judge)
+    if config.world is not None and config.judge in (None, "world"):
         from disalign.judges import get_judge
 
         name, options = setting.judge
         return get_judge(name, **options)
-    return judge_of(config, config.judge or "keyword")
+    return judge_of(config)
 
 
 def _models(config: ComponentOptions, proxies: dict[str, Any]) -> dict[str, Any]:
