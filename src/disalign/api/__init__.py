@@ -12,6 +12,7 @@ import disalign.world  # noqa: F401  (registers the world's prompt source, judge
 from disalign.api import analyze, beb  # analyze.clusters, .weights, ...; beb.estimate, .curve, ...
 from disalign.api.ablate import AblateConfig, ablate
 from disalign.api.align import AlignVerbConfig, align
+from disalign.api.compare import CompareConfig, compare  # noqa: F401  (registers the verb)
 from disalign.api.demo import DemoConfig, demo
 from disalign.api.ed import EDConfig, ed
 from disalign.api.eval import EvalConfig, eval

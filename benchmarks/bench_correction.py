@@ -1,0 +1,117 @@
+"""How often each interval around a judged refusal rate covers the true rate.
+
+Runs of 200 records are resampled from the shipped labelled test half at true refusal rates 0.05,
+0.2, 0.5, 0.8 and 0.95 (that many refusals drawn with replacement from its refusals, the rest from
+its compliances), 1,000 repetitions each, with each judge's stored verdicts on those rows
+(judges/validation/calibration.json, made by `python -m disalign.judges.calibration`). Per run:
+
+  wilson              the raw judged rate's Wilson interval (the judge taken as perfect)
+  corrected           Rogan-Gladen with the interval of Lee et al. 2025, the judge's sensitivity and
+                      specificity counted on a calibration set drawn (with replacement) from the
+                      development half
+  corrected_same_text the same, but the test half split in two at random each repetition: the run
+                      drawn from one part, the calibration counted on the other (a measurement made
+                      on the same kind of text as the run)
+  ppi                 the prediction-powered interval with 50 of the run's 200 records labelled
+
+Prints a table, then one JSON object on the last line: `coverage` keyed by judge, estimate and
+true rate, and `width` (the intervals' mean width) keyed the same way.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from disalign.core.stats import corrected_rate, ppi_rate, wilson_ci
+from disalign.judges.calibration import shipped_calibration
+from disalign.judges.labelled import load_split
+
+TRUE_RATES = (0.05, 0.2, 0.5, 0.8, 0.95)
+RUN_SIZE, LABELLED, REPETITIONS, SEED = 200, 50, 1000, 0
+JUDGES = ("stance", "refusal", "keyword")
+ESTIMATES = ("wilson", "corrected", "corrected_same_text", "ppi")
+
+
+def _counts(judged: np.ndarray, truth: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(sensitivity, specificity) counts with refused as the positive class."""
+    return (int((judged & truth).sum()), int(truth.sum())), (int((~judged & ~truth).sum()), int((~truth).sum()))
+
+
+def _run_rows(rng: np.random.Generator, truth: np.ndarray, pool: np.ndarray, rate: float) -> np.ndarray:
+    refusals, compliances = pool[truth[pool]], pool[~truth[pool]]
+    k = round(RUN_SIZE * rate)
+    return np.concatenate([rng.choice(refusals, k), rng.choice(compliances, RUN_SIZE - k)])
+
+
+def _interval(found: dict | None) -> tuple[float, float]:
+    return (0.0, 1.0) if found is None else tuple(found["ci"])
+
+
+def simulate(rate: float, rng: np.random.Generator, halves, verdicts) -> dict[str, list[tuple]]:
+    truth_test, truth_dev = halves
+    judged_test, judged_dev = verdicts
+    everyone = np.arange(truth_test.size)
+    intervals: dict[str, list[tuple]] = {name: [] for name in ESTIMATES}
+    for _ in range(REPETITIONS):
+        rows = _run_rows(rng, truth_test, everyone, rate)
+        judged = judged_test[rows]
+        positives = int(judged.sum())
+        intervals["wilson"].append(wilson_ci(positives, RUN_SIZE))
+
+        calibration = rng.integers(0, truth_dev.size, truth_dev.size)
+        counts = _counts(judged_dev[calibration], truth_dev[calibration])
+        intervals["corrected"].append(_interval(corrected_rate(positives, RUN_SIZE, *counts)))
+
+        shuffled = rng.permutation(everyone)
+        source, measured = shuffled[: everyone.size // 2], shuffled[everyone.size // 2 :]
+        same_rows = _run_rows(rng, truth_test, source, rate)
+        same_counts = _counts(judged_test[measured], truth_test[measured])
+        same_positives = int(judged_test[same_rows].sum())
+        intervals["corrected_same_text"].append(_interval(corrected_rate(same_positives, RUN_SIZE, *same_counts)))
+
+        labelled = rng.choice(RUN_SIZE, LABELLED, replace=False)
+        found = ppi_rate(judged, judged[labelled], truth_test[rows][labelled])
+        intervals["ppi"].append(tuple(found["ci"]))
+    return intervals
+
+
+def main() -> None:
+    calibration = shipped_calibration()["judges"]
+    halves = tuple(np.array([row.refused for row in load_split(split)]) for split in ("test", "dev"))
+    rng = np.random.default_rng(SEED)
+    coverage: dict = {}
+    width: dict = {}
+    print(f"{'judge':<8} {'estimate':<20} " + " ".join(f"{rate:>6}" for rate in TRUE_RATES) + "   (coverage)")
+    for judge in JUDGES:
+        if judge not in calibration:
+            print(f"{judge}: no stored verdicts; run python -m disalign.judges.calibration {judge}")
+            continue
+        verdicts = tuple(np.array(calibration[judge]["verdicts"][split], dtype=bool) for split in ("test", "dev"))
+        coverage[judge] = {name: {} for name in ESTIMATES}
+        width[judge] = {name: {} for name in ESTIMATES}
+        for rate in TRUE_RATES:
+            intervals = simulate(rate, rng, halves, verdicts)
+            for name, found in intervals.items():
+                lows, highs = np.array(found, dtype=float).T
+                coverage[judge][name][str(rate)] = float(np.mean((lows <= rate) & (rate <= highs)))
+                width[judge][name][str(rate)] = float(np.mean(highs - lows))
+        for name in ESTIMATES:
+            cells = " ".join(f"{coverage[judge][name][str(rate)]:>6.3f}" for rate in TRUE_RATES)
+            print(f"{judge:<8} {name:<20} {cells}")
+    print(
+        json.dumps(
+            {
+                "run_size": RUN_SIZE,
+                "labelled": LABELLED,
+                "repetitions": REPETITIONS,
+                "coverage": coverage,
+                "width": width,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
