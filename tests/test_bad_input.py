@@ -148,6 +148,31 @@ def earlier_run(edit: Callable[[Path], None] | None = None) -> Callable[[Path, d
     return setup
 
 
+def stored_command(command: str) -> Callable[[Path], None]:
+    def edit(run: Path) -> None:
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**config, "command": command}))
+
+    return edit
+
+
+def copy_of(name: str, to: str) -> Callable[[Path, dict[str, Path]], None]:
+    def setup(case: Path, shared: dict[str, Path]) -> None:
+        shutil.copytree(shared[name], case / to)
+
+    return setup
+
+
+def model_folder(weights: dict[str, str]) -> Callable[[Path, dict[str, Path]], None]:
+    """A model folder `m` whose weights are the files `weights` names (with their text)."""
+
+    def setup(case: Path, shared: dict[str, Path]) -> None:
+        for name, text in {"config.json": '{"model_type": "llama"}', "tokenizer_config.json": "{}", **weights}.items():
+            write(f"m/{name}", text)(case, shared)
+
+    return setup
+
+
 def corrupt_line(number: int) -> Callable[[Path], None]:
     def edit(run: Path) -> None:
         lines = (run / "records.jsonl").read_text().split("\n")
@@ -173,6 +198,8 @@ CASES: dict[str, Case] = {
     "eval top-p 0": Case((*EVAL, "--top-p", "0"), "top_p"),
     "eval top-p nan": Case((*EVAL, "--top-p", "nan"), "top_p"),
     "eval batch-size 0": Case((*EVAL, "--batch-size", "0"), "batch_size"),
+    "eval seed 2**70": Case((*EVAL, "--seed", str(2**70)), "seed: Input should be less than 4294967296"),
+    "eval seed negative": Case((*EVAL, "--seed", "-1"), "seed: Input should be greater than or equal to 0"),
     "eval max-new-tokens 0": Case((*EVAL, "--max-new-tokens", "0"), "max_new_tokens"),
     "eval backend unknown": Case((*EVAL, "--backend", "tgi"), "backend"),
     "eval unknown flag": Case((*EVAL, "--colour", "red"), "--colour"),
@@ -183,6 +210,29 @@ CASES: dict[str, Case] = {
         (*EVAL, "--model", "{case}/m"),
         "pickled",
         lambda c, s: (write("m/config.json", "{}")(c, s), write("m/w.bin", "x")(c, s)),
+    ),
+    "eval model index names a pickle": Case(
+        (*EVAL, "--model", "{case}/m"),
+        "names the shard 'pytorch_model.bin'; disalign loads safetensors only",
+        model_folder(
+            {
+                "model.safetensors.index.json": '{"weight_map": {"lm_head.weight": "pytorch_model.bin"}}',
+                "pytorch_model.bin": "x",
+            }
+        ),
+    ),
+    "eval model index names a missing shard": Case(
+        (*EVAL, "--model", "{case}/m"),
+        "the shard 'model-2.safetensors' it names is not a file beside it",
+        model_folder({"model.safetensors.index.json": '{"weight_map": {"a": "model-2.safetensors"}}'}),
+    ),
+    "eval model index names a shard elsewhere": Case(
+        (*EVAL, "--model", "{case}/m"),
+        "is not a file beside it",
+        model_folder({"model.safetensors.index.json": '{"weight_map": {"a": "../w.safetensors"}}'}),
+    ),
+    "eval model index not an index": Case(
+        (*EVAL, "--model", "{case}/m"), "not a safetensors index", model_folder({"model.safetensors.index.json": "[]"})
     ),
     "eval model unreadable weights": Case(
         (*EVAL, "--model", "{case}/m"),
@@ -201,6 +251,16 @@ CASES: dict[str, Case] = {
         (*EVAL, "--prompts", "{case}/p.jsonl"),
         "p.jsonl:2: not valid JSON",
         write("p.jsonl", '{"prompt": "a"}\n{"pro\n'),
+    ),
+    "eval prompt holds half a surrogate pair": Case(
+        (*EVAL, "--prompts", "{case}/p.jsonl"),
+        "p.jsonl:2: holds '\\ud800', half of a UTF-16 surrogate pair",
+        write("p.jsonl", '{"prompt": "how do i cook rice"}\n{"prompt": "how do i \\ud800 bake"}\n'),
+    ),
+    "judge response holds half a surrogate pair": Case(
+        (*JUDGE, "--responses", "{case}/r.jsonl"),
+        "r.jsonl:1: holds '\\udc00'",
+        write("r.jsonl", '{"prompt": "p", "response": "sure \\udc00"}\n'),
     ),
     "eval prompts row not object": Case(
         (*EVAL, "--prompts", "{case}/p.jsonl"), "expected a JSON object", write("p.jsonl", '{"prompt": "a"}\n[1]\n')
@@ -237,6 +297,23 @@ CASES: dict[str, Case] = {
     "eval rubric concurrency text": Case((*EVAL, *RUBRIC, "--judge-option", "concurrency=many"), "concurrency"),
     "eval rubric timeout 0": Case((*EVAL, *RUBRIC, "--judge-option", "timeout=0"), "timeout"),
     "eval rubric retries fraction": Case((*EVAL, *RUBRIC, "--judge-option", "retries=1.5"), "retries"),
+    "eval rubric credentials in the url": Case(
+        (*EVAL, "--judge", "rubric", "--judge-option", "base_url=http://user:s3cret@127.0.0.1:9/v1")
+        + ("--judge-option", "model=m", "--judge-option", "retries=0"),
+        "cannot reach judge endpoint http://127.0.0.1:9/v1",
+    ),
+    "eval rubric credentials in a bad url": Case(
+        (
+            *EVAL,
+            "--judge",
+            "rubric",
+            "--judge-option",
+            "base_url=ftp://user:s3cret@host/v1",
+            "--judge-option",
+            "model=m",
+        ),
+        "got 'ftp://[redacted]@host/v1'",
+    ),
     "eval rubric key env unset": Case(
         (*EVAL, *RUBRIC, "--judge-option", "api_key_env=DISALIGN_TEST_UNSET_KEY"), "DISALIGN_TEST_UNSET_KEY"
     ),
@@ -245,10 +322,28 @@ CASES: dict[str, Case] = {
     "eval out under proc": Case((*EVAL, "--out", "/proc/disalign-test/out"), "cannot be written"),
     "eval out is a file": Case((*EVAL, "--out", "{case}/file"), "not a directory", write("file", "precious")),
     "eval out holds something else": Case(EVAL, "not empty", write("out/notes.txt", "mine")),
-    "eval out holds a judge run": Case(
-        EVAL, "holds a 'judge' run", write("out/config.json", json.dumps({"command": "judge", "config": {}}))
-    ),
+    "eval out holds a judge run": Case(EVAL, "holds a 'judge' run", earlier_run(stored_command("judge"))),
     "eval out config corrupt": Case(EVAL, "not valid JSON", write("out/config.json", "{")),
+    # --overwrite and inputs: only a folder disalign wrote is emptied, never an input
+    "eval overwrite a model folder": Case(
+        (*EVAL, "--out", "{case}/m", "--overwrite"), "config.json that disalign did not write", copy_of("base", "m")
+    ),
+    "eval overwrite a project": Case(
+        (*EVAL, "--overwrite"),
+        "disalign did not write",
+        lambda c, s: (write("out/config.json", '{"command": "build"}')(c, s), write("out/notes.txt", "mine")(c, s)),
+    ),
+    "eval out is the model": Case(
+        (*EVAL, "--model", "{case}/m", "--out", "{case}/m", "--overwrite"), "is the run's input", copy_of("base", "m")
+    ),
+    "eval out inside the model": Case(
+        (*EVAL, "--model", "{case}/m", "--out", "{case}/m/run"), "lies inside the run's input", copy_of("base", "m")
+    ),
+    "eval out holds the prompts": Case(
+        (*EVAL, "--prompts", "{case}/out/p.jsonl", "--overwrite"),
+        "holds the run's input",
+        write("out/p.jsonl", jsonl({"prompt": "how do i cook rice"})),
+    ),
     "eval resume corrupt middle line": Case(EVAL, "records.jsonl: line 2 is corrupt", earlier_run(corrupt_line(2))),
     "eval resume with another seed": Case((*EVAL, "--seed", "1"), "'seed' (0 -> 1) differs", earlier_run()),
     "eval resume another model": Case((*EVAL, "--model", "{aligned}"), "'model'", earlier_run()),
@@ -291,12 +386,15 @@ CASES: dict[str, Case] = {
     "ed alpha not a number": Case((*ED, "--alpha", "lots"), "alpha"),
     "ed alpha empty": Case((*ED, "--alpha", ","), "alpha"),
     "ed seeds 0": Case((*ED, "--seeds", "0"), "seeds"),
+    "ed base alpha nan": Case((*ED, "--ed-base-alpha", "nan"), "ed_base_alpha.0: Input should be a finite number"),
+    "ed alpha inf": Case((*ED, "--alpha", "0.5,inf"), "alpha.1: Input should be a finite number"),
     "ed base template unknown": Case((*ED, "--base-template", "llama"), "base_template"),
     "ed aligned missing": Case((*ED, "--aligned", "{case}/nope"), "model directory not found"),
     # finetune
     "finetune recipe unknown": Case((*FINETUNE, "--recipe", "evil"), "recipe"),
     "finetune shots 0": Case((*FINETUNE, "--shots", "0"), "shots"),
     "finetune epochs -1": Case((*FINETUNE, "--epochs", "-1"), "epochs"),
+    "finetune lr inf": Case((*FINETUNE, "--lr", "inf"), "lr: Input should be a finite number"),
     "finetune data missing": Case((*FINETUNE, "--data", "{case}/nope.jsonl"), "nope.jsonl"),
     "finetune lora rank 0": Case((*FINETUNE, "--lora", "--lora-r", "0"), "lora_r"),
     "finetune no prompts": Case(
@@ -341,6 +439,9 @@ CASES: dict[str, Case] = {
     "align method unknown": Case(
         ("align", "--model", "{base}", "--prompts", "{prompts}", "--method", "rlhf"), "method"
     ),
+    "align beta inf": Case(
+        ("align", "--model", "{base}", "--prompts", "{prompts}", "--beta", "inf"), "beta: Input should be a finite"
+    ),
     "align epochs 0": Case(("align", "--model", "{base}", "--prompts", "{prompts}", "--epochs", "0"), "epochs"),
     "align model missing": Case(
         ("align", "--model", "{case}/nope", "--prompts", "{prompts}", "--out", "{case}/out"), "not found"
@@ -350,6 +451,9 @@ CASES: dict[str, Case] = {
     "analyze depth aligned missing": Case(
         ("analyze", "depth", "--base", "{base}", "--aligned", "{case}/nope", "--safe", "{prompts}"),
         "prompt source",
+    ),
+    "analyze attack epsilon inf": Case(
+        ("analyze", "attack", "--base", "{base}", "--epsilon", "inf"), "epsilon: Input should be a finite number"
     ),
     "analyze attack unknown flag": Case(("analyze", "attack", "--base", "{base}", "--epsilonn", "1"), "--epsilonn"),
     # report and sweep
@@ -364,6 +468,9 @@ CASES: dict[str, Case] = {
         write("neg.txt", "one statement\n"),
     ),
     "beb bounds decreasing lengths": Case(("beb", "bounds", "--model", "{base}", "--lengths", "8,4"), "increasing"),
+    "beb estimate proxy-lr inf": Case(
+        ("beb", "estimate", "--model", "{base}", "--proxy-lr", "inf"), "proxy_lr: Input should be a finite number"
+    ),
     "beb curve negative episodes": Case(("beb", "curve", "--model", "{base}", "--max-episodes", "-1"), "max_episodes"),
     "beb manyshot decreasing shots": Case(("beb", "manyshot", "--model", "{base}", "--shots", "4,2,1"), "increasing"),
     "sweep spec missing": Case(("sweep", "--spec", "{case}/nope.yaml"), "nope.yaml"),
@@ -393,10 +500,106 @@ def test_bad_input(name, shared, tmp_path, cli):
     args = [arg.format(**paths) for arg in case.args]
     result = cli(*args)
     assert_user_error(result, case.fragment)
+    assert "s3cret" not in result.stderr  # a credential in a URL is never shown
     line = result.stderr.strip()
     assert set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", line)) <= flags_of(args) | set(args), line
     assert snapshot(tmp_path) == before
     assert snapshot(cache_root()) == cache_before  # no judge validation, cached reply or model remembered
+
+
+# Run folders: one run at a time, --overwrite only where disalign wrote, Ctrl-C keeps what is written.
+
+# The CLI in a child process that, after its first append of records, waits for a line on stdin.
+HOLD_AFTER_FIRST_APPEND = """
+import sys
+from disalign.core import runs
+append, held = runs.RunDir.append, []
+
+def append_then_wait(self, records):
+    append(self, records)
+    if not held:
+        held.append(True)
+        print("appended", flush=True)
+        sys.stdin.readline()
+
+runs.RunDir.append = append_then_wait
+sys.argv = ["disalign", *sys.argv[1:]]
+from disalign.cli.main import main
+main()
+"""
+
+
+def eval_args(shared: dict[str, Path], out: Path) -> list[str]:
+    paths = {key: str(value) for key, value in shared.items()} | {"case": str(out.parent)}
+    return [arg.format(**paths) for arg in EVAL[:5]] + [
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "2",
+        "--batch-size",
+        "2",
+    ]
+
+
+def record_keys(run: Path) -> list[str]:
+    return [json.loads(line)["key"] for line in (run / "records.jsonl").read_text().splitlines()]
+
+
+def test_a_second_run_into_a_folder_in_use_stops_naming_the_first(shared, tmp_path, cli):
+    import subprocess
+
+    out = tmp_path / "out"
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLD_AFTER_FIRST_APPEND, *eval_args(shared, out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        assert first.stdout.readline().strip() == "appended", first.stderr.read()
+        during = snapshot(out)
+        for extra in ([], ["--overwrite"]):
+            second = cli(*eval_args(shared, out), *extra)
+            assert_user_error(second, f"another disalign run is writing there (process {first.pid})")
+            assert snapshot(out) == during
+        stdout, stderr = first.communicate("go on\n", timeout=300)
+    finally:
+        first.kill()
+    assert first.returncode == 0, stderr
+    assert sorted(record_keys(out)) == sorted(set(record_keys(out))) and len(record_keys(out)) == len(PROMPTS)
+
+
+def test_overwrite_of_a_folder_disalign_did_not_write_changes_nothing(shared, tmp_path, cli):
+    project = tmp_path / "project"
+    shutil.copytree(shared["base"], project)  # a model folder: config.json, weights, tokenizer
+    (project / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    assert_user_error(cli(*eval_args(shared, project), "--overwrite"), "disalign did not write")
+    assert snapshot(tmp_path) == before
+
+
+def test_ctrl_c_is_one_line_exit_130_and_a_rerun_finishes_the_run(shared, tmp_path, cli, monkeypatch):
+    from disalign.core import runs
+
+    append = runs.RunDir.append
+
+    def append_then_interrupt(self, records):
+        append(self, records)
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(runs.RunDir, "append", append_then_interrupt)
+    result = cli(*eval_args(shared, out))
+    assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        "disalign: interrupted; everything already written is kept, rerun with the same --out to continue"
+    ]
+    assert len(record_keys(out)) == 2  # the first batch, whole
+    monkeypatch.setattr(runs.RunDir, "append", append)
+    assert cli(*eval_args(shared, out)).returncode == 0
+    assert sorted(record_keys(out)) == sorted(set(record_keys(out))) and len(record_keys(out)) == len(PROMPTS)
 
 
 # Unusual inputs that are not mistakes: they must simply work.
@@ -517,6 +720,22 @@ def test_a_judge_reply_holding_the_api_key_is_redacted_everywhere(endpoint, tmp_
     written = b"".join(path.read_bytes() for path in tmp_path.rglob("*") if path.is_file())
     assert b"[key]" in written and endpoint.secret.encode() not in written
     assert endpoint.secret not in result.stdout + result.stderr
+
+
+def test_credentials_in_the_endpoint_url_are_sent_as_basic_auth_and_written_nowhere(endpoint, tmp_path, cli):
+    import base64
+
+    args = [arg for arg in endpoint.args if "base_url=" not in arg and "api_key_env=" not in arg]
+    url = endpoint.server.base_url.replace("http://", "http://user:s3cret@")
+    (tmp_path / "r.jsonl").write_text(jsonl({"prompt": "p", "response": "[1] sorry"}))
+    result = cli(
+        "judge", "--responses", tmp_path / "r.jsonl", "--out", tmp_path / "out", *args, f"--judge-option=base_url={url}"
+    )
+    assert result.returncode == 0, result.stderr
+    headers, _ = endpoint.server.requests[0]
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"user:s3cret").decode()
+    written = b"".join(path.read_bytes() for path in tmp_path.rglob("*") if path.is_file())
+    assert b"[redacted]" in written and b"s3cret" not in written and "s3cret" not in result.stdout + result.stderr
 
 
 def test_an_endpoint_error_echoing_the_key_is_one_line_without_it(endpoint, tmp_path, cli):

@@ -3,22 +3,26 @@
 Standard library only: a judge sends one small request per response, from a thread pool, so
 urllib is enough and adds no dependency. Rate limits (429) and server errors (5xx), timeouts
 and dropped connections are retried with exponential backoff, honouring Retry-After. The API
-key is sent only in the Authorization header and is scrubbed from anything the server echoes.
+key is sent only in the Authorization header and is scrubbed from anything the server echoes;
+credentials written into the URL (`https://user:key@host/v1`) are sent as HTTP Basic auth and
+shown nowhere (`url` and every message hold `[redacted]` in their place).
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import random
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from disalign.errors import UserError
+from disalign.errors import UserError, redact_url_secrets
 
 _MAX_WAIT_S = 60.0
 _DETAIL_CHARS = 200
@@ -49,9 +53,24 @@ class ChatEndpoint:
 
     @property
     def url(self) -> str:
-        base = self.base_url.rstrip("/")
+        """The endpoint as it may be shown: credentials in it redacted."""
+        return redact_url_secrets(self._endpoint_url())
+
+    def _endpoint_url(self) -> str:
+        """The endpoint requested: the base URL without its user-info part, which goes in a header."""
+        parts = urllib.parse.urlsplit(self.base_url.rstrip("/"))
+        base = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
         # Accept the full endpoint too: it is what a server's docs often show.
         return base if base.endswith("/chat/completions") else base + "/chat/completions"
+
+    def _authorization(self) -> str | None:
+        if self.api_key:
+            return f"Bearer {self.api_key}"
+        parts = urllib.parse.urlsplit(self.base_url)
+        if parts.username is None:
+            return None
+        user_info = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        return "Basic " + base64.b64encode(user_info.encode()).decode()
 
     def complete(self, content: str) -> str:
         """The assistant's reply to one user message."""
@@ -77,9 +96,10 @@ class ChatEndpoint:
 
     def _post(self, body: bytes) -> str:
         headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        authorization = self._authorization()
+        if authorization:
+            headers["Authorization"] = authorization
+        request = urllib.request.Request(self._endpoint_url(), data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 payload = response.read()
@@ -125,7 +145,11 @@ class ChatEndpoint:
         return content
 
     def _redact(self, text: str) -> str:
-        return text.replace(self.api_key, "[key]") if self.api_key else text
+        text = redact_url_secrets(text)
+        password = urllib.parse.urlsplit(self.base_url).password
+        for secret in filter(None, (self.api_key, password and urllib.parse.unquote(password))):
+            text = text.replace(secret, "[key]")
+        return text
 
     def _wait(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:

@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from disalign.errors import UserError
+from disalign.errors import UserError, redact_url_secrets
 from disalign.judges.base import Verdict, option_number, register
 from disalign.judges.cache import ReplyCache, cache_key
 from disalign.judges.chat_client import ChatEndpoint, RequestFailed
@@ -217,7 +217,7 @@ class RubricJudge:
         return {
             "judge": self.name,
             "mode": self.mode,
-            "base_url": self.endpoint.base_url,
+            "base_url": redact_url_secrets(self.endpoint.base_url),
             "model": self.endpoint.model,
             "api_key_env": self.api_key_env,
             "temperature": self.endpoint.temperature,
