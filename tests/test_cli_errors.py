@@ -112,3 +112,17 @@ def test_the_cli_hides_the_deprecation_warning_peft_raises_through_transformers(
         _silence_library_deprecations()
         get_peft_model(LlamaForCausalLM(LlamaConfig(vocab_size=16, num_hidden_layers=1, **shape)), LoraConfig(r=2))
     assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
+
+
+def test_help_shows_every_default(disalign, monkeypatch):
+    from disalign.core.verbs import VERBS
+
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option
+    for name, verb in VERBS.items():
+        result = disalign(*name.split(), "--help")
+        assert result.returncode == 0, result.stderr
+        lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ --")}
+        for field_name, field in verb.config.model_fields.items():
+            line = lines["--" + field_name.replace("_", "-")]
+            assert ("[default:" in line) != field.is_required(), f"{name}: {line}"
+    assert "Sampling temperature; 0 is greedy. [default: (1.0)]" in disalign("eval", "--help").stdout
