@@ -230,3 +230,41 @@ def test_a_rerun_of_ed_with_or_without_a_world_is_refused(shared, tmp_path, cli)
     one_line_error(cli(*ed_args(shared, out, "--world", zoo)), "'world' (null -> ")
     assert cli(*ed_args(shared, tmp_path / "ed-world", "--world", zoo)).returncode == 0
     one_line_error(cli(*ed_args(shared, tmp_path / "ed-world")), "'world' (")
+
+
+def test_an_interrupted_ablation_search_replays_its_recorded_trials_and_measures_only_the_rest(tmp_path):
+    from disalign.attacks.ablation import Objectives, refusal_directions
+    from disalign.attacks.ablation.search import Trial, search
+    from disalign.core.runs import RunDir
+    from test_ablation import SPECIALS as ABLATION_SPECIALS
+    from test_ablation import TEMPLATE as ABLATION_TEMPLATE
+    from test_ablation import WORDS as ABLATION_WORDS
+    from test_ablation import FirstWordJudge, records, refusal_model
+
+    tokenizer = word_tokenizer(
+        ABLATION_SPECIALS, ABLATION_WORDS, ABLATION_TEMPLATE, bos="<s>", eos="</s>", extra=["<assistant>"]
+    )
+    model, _ = refusal_model(tokenizer)
+    directions = refusal_directions(model, tokenizer, records(16, True, 1), records(16, False, 2))
+    objectives = Objectives(
+        model, tokenizer, directions, records(12, True, 3), records(12, False, 4), FirstWordJudge(), max_new_tokens=2
+    )
+    whole = search(objectives, sampler="optuna", trials=6, seed=0)
+
+    run = RunDir(tmp_path / "run", "ablate", {})
+    written = []
+
+    def record_then_stop(trial: Trial) -> None:
+        run.append([{"key": f"search trial {trial.number}", **trial.as_dict()}])
+        written.append(trial)
+        if len(written) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search(objectives, sampler="optuna", trials=6, seed=0, on_trial=record_then_stop)
+    finished = [Trial.from_dict(row, "refusal") for row in RunDir(tmp_path / "run", "ablate", {}).records()]
+    measured = []
+    resumed = search(objectives, sampler="optuna", trials=6, seed=0, finished=finished, on_trial=measured.append)
+    assert [t.number for t in measured] == [3, 4, 5]
+    assert [(t.candidate, t.measured) for t in resumed.trials] == [(t.candidate, t.measured) for t in whole.trials]
+    assert resumed.chosen.number == whole.chosen.number

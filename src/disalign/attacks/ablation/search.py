@@ -12,6 +12,10 @@ per-layer weights (a peak weight at a peak layer falling linearly to a floor ove
 beyond it); its first trials are Arditi et al.'s full ablation with each layer's direction. Without
 Optuna the search is that grid (every layer × position, full ablation). The choice is the Pareto
 trial with the lowest miss rate, the cheapest in KL among those within `tolerance` of it.
+
+A search is long (minutes a trial on a real model): it shows a progress bar, hands each trial to
+`on_trial` as it ends, and given the trials an interrupted search recorded (`finished`) replays
+them rather than measuring them again, so the rerun takes the same course and pays only the rest.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from disalign.attacks.ablation.directions import Directions, check_prompt_set, r
 from disalign.attacks.ablation.edits import ablation_hooks
 from disalign.core.activations import encode
 from disalign.core.generation import SamplingConfig, generate
+from disalign.core.progress import progress_bar
 from disalign.data import PromptRecord
 from disalign.errors import UserError
 
@@ -87,6 +92,12 @@ class Trial:
             "seconds": self.seconds,
             **({"params": self.params} if self.params else {}),
         }
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any], objective: str) -> Trial:
+        candidate = Candidate(row["layer"], row["position"], tuple(row["weights"]))
+        measured = Measurement(row["refusal_rate"], row["harmful_rate"], row["kl"])
+        return cls(row["trial"], candidate, measured, measured.miss(objective), row["seconds"], row.get("params", {}))
 
 
 @dataclass(frozen=True)
@@ -195,8 +206,11 @@ def search(
     seed: int = 0,
     tolerance: float = 0.05,
     on_trial: Callable[[Trial], None] | None = None,
+    finished: Sequence[Trial] = (),
 ) -> SearchResult:
-    """Run the search (`trials` Optuna trials, or the full grid) and choose from its Pareto front."""
+    """Run the search (`trials` Optuna trials, or the full grid) and choose from its Pareto front.
+    `on_trial` gets each trial measured; `finished` are those an interrupted run of this search
+    (same objectives, settings and seed) recorded, each reused where the search proposes it again."""
     if objective not in OBJECTIVES:
         raise UserError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
     if sampler not in SAMPLERS:
@@ -213,23 +227,29 @@ def search(
         raise UserError("sampler 'optuna' needs the optuna package (pip install optuna), or use the grid sampler")
     used = "optuna" if sampler == "optuna" or (sampler == "auto" and has_optuna) else "grid"
     done: list[Trial] = []
+    recorded = {trial.number: trial for trial in finished}
+    grid = full_ablation_grid(objectives.directions)
 
-    def evaluate(candidate: Candidate, params: dict[str, float] | None = None) -> tuple[float, float]:
-        start = time.perf_counter()
-        measured = objectives(candidate)
-        trial = Trial(
-            len(done), candidate, measured, measured.miss(objective), time.perf_counter() - start, params or {}
-        )
-        done.append(trial)
-        if on_trial is not None:
-            on_trial(trial)
-        return trial.miss, trial.kl
+    with progress_bar(f"ablation search ({used})", trials if used == "optuna" else len(grid)) as advance:
 
-    if used == "optuna":
-        _optuna_search(objectives.directions, evaluate, trials, seed)
-    else:
-        for candidate in full_ablation_grid(objectives.directions):
-            evaluate(candidate)
+        def evaluate(candidate: Candidate, params: dict[str, float] | None = None) -> tuple[float, float]:
+            trial = recorded.get(len(done))
+            if trial is None or trial.candidate != candidate:
+                start = time.perf_counter()
+                measured = objectives(candidate)
+                seconds = time.perf_counter() - start
+                trial = Trial(len(done), candidate, measured, measured.miss(objective), seconds, params or {})
+                if on_trial is not None:
+                    on_trial(trial)
+            done.append(trial)
+            advance(miss=trial.miss, kl=trial.kl)
+            return trial.miss, trial.kl
+
+        if used == "optuna":
+            _optuna_search(objectives.directions, evaluate, trials, seed)
+        else:
+            for candidate in grid:
+                evaluate(candidate)
     front = pareto_front(done)
     return SearchResult(used, objective, objectives.original, done, front, choose(front, tolerance))
 
