@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from builders import tiny_llama, word_tokenizer
-from disalign.alignment import REFUSALS, AlignConfig, align, alignment_pairs
+from disalign.alignment import REFUSALS, AlignConfig, alignment_pairs, run_align
 from disalign.core.logprobs import IGNORE, sequence_logprob
 from disalign.core.models import load_model
 from disalign.data import PromptRecord
@@ -122,7 +122,7 @@ def test_each_method_moves_likelihoods_and_saves_a_loadable_model(tiny, refusals
     (without its NLL term, to see the preference loss alone) widens the chosen-rejected margin."""
     from peft import PeftModel
 
-    result = align(
+    result = run_align(
         tiny,
         harmful_records(),
         benign_records(response="boil water"),
@@ -156,7 +156,7 @@ def test_model_without_chat_template_aligns_in_the_plain_format(tmp_path, refusa
     tiny_llama(tok, 0, max_position_embeddings=64).save_pretrained(tmp_path / "plain")
     tok.save_pretrained(tmp_path / "plain")
     with pytest.warns(UserWarning, match="no chat template"):
-        result = align(
+        result = run_align(
             tmp_path / "plain",
             harmful_records(),
             benign_records(response="boil water"),
@@ -195,7 +195,7 @@ def test_training_an_adapter_trains_the_model_it_makes(tiny, refusals, tmp_path,
     over that merge is saved merged (there is no base on disk for it to name)."""
     from disalign.training import TrainingConfig, finetune
 
-    aligned = align(
+    aligned = run_align(
         tiny,
         harmful_records(),
         benign_records(response="boil water"),

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from builders import tiny_llama, word_tokenizer
-from disalign.backends import BackendOptions, chat_responder
+from disalign.backends import BackendOptions, backend_responder
 from disalign.backends import vllm as vllm_backend
 from disalign.core.evaluate import generate_and_judge
 from disalign.core.generation import SamplingConfig, generate, render_chat
@@ -118,7 +118,7 @@ def test_vllm_responder_runs_the_shared_generate_and_judge_path(fake_vllm, tiny_
     from disalign.judges import get_judge
 
     sampling = SamplingConfig(max_new_tokens=4, batch_size=2, seed=3)
-    respond = chat_responder("vllm", str(tiny_model), sampling)
+    respond = backend_responder("vllm", str(tiny_model), sampling)
     run = RunDir(tmp_path / "run", "eval", {})
     done = generate_and_judge(run, records(3), respond, get_judge("keyword"), batch_size=2, seed=3, key=lambda p: p.id)
     # Batch seeds as for transformers (seed*1_000_003 + start), then one per prompt within the batch.
@@ -130,7 +130,7 @@ def test_vllm_responder_runs_the_shared_generate_and_judge_path(fake_vllm, tiny_
 def test_transformers_backend_is_the_default_and_matches_core_generation(tiny_model):
     assert BackendOptions().backend == "transformers"
     sampling = SamplingConfig(max_new_tokens=5, temperature=0.0, batch_size=4)
-    respond = chat_responder("transformers", str(tiny_model), sampling)
+    respond = backend_responder("transformers", str(tiny_model), sampling)
     from disalign.core.models import load_model
 
     model, tokenizer = load_model(tiny_model)
@@ -141,7 +141,7 @@ def test_transformers_backend_is_the_default_and_matches_core_generation(tiny_mo
 def test_vllm_absent_is_one_line(monkeypatch, tiny_model):
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(UserError, match=r"backend vllm: vLLM is not installed") as caught:
-        chat_responder("vllm", str(tiny_model), SamplingConfig())
+        backend_responder("vllm", str(tiny_model), SamplingConfig())
     assert "\n" not in str(caught.value)
     with pytest.raises(Exception, match="backend"):
         BackendOptions(backend="tgi")

@@ -24,7 +24,7 @@ from disalign.attacks.emulated import (
     contrast_generate,
     method_streams,
     render_base,
-    render_chat,
+    render_query,
     with_system,
 )
 from disalign.core.generation import SamplingConfig
@@ -306,10 +306,10 @@ def test_base_template_and_chat_fallback(tokenizer):
     assert render_base("q", BENIGN_SYSTEM_PROMPT, "alpaca") == (
         f"BEGINNING OF CONVERSATION: USER: {BENIGN_SYSTEM_PROMPT} q ASSISTANT:"
     )
-    assert render_chat(tokenizer, "hello", "note") == "<s>system: note user: hello assistant:"
+    assert render_query(tokenizer, "hello", "note") == "<s>system: note user: hello assistant:"
     strict = make_tokenizer()
     strict.chat_template = (
         "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
         + CHAT_TEMPLATE
     )
-    assert render_chat(strict, "hello", "note") == "<s>user: note\n\nhello assistant:"
+    assert render_query(strict, "hello", "note") == "<s>user: note\n\nhello assistant:"

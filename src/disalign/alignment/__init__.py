@@ -5,14 +5,14 @@ from disalign.alignment.config import ALIGN_METHODS, AlignConfig
 from disalign.alignment.data import alignment_pairs, self_answers
 from disalign.alignment.instructions import INSTRUCTIONS, instruction_records
 from disalign.alignment.refusals import REFUSALS, read_refusals
-from disalign.alignment.run import align
+from disalign.alignment.run import run_align
 
 __all__ = [
     "ALIGN_METHODS",
     "INSTRUCTIONS",
     "REFUSALS",
     "AlignConfig",
-    "align",
+    "run_align",
     "alignment_pairs",
     "instruction_records",
     "read_refusals",

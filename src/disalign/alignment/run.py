@@ -15,7 +15,7 @@ from disalign.training.preferences import as_conversation
 PAIRS = "pairs.jsonl"
 
 
-def align(
+def run_align(
     model_path,
     harmful: Sequence[PromptRecord],
     benign: Sequence[PromptRecord],

@@ -56,7 +56,7 @@ class AlignVerbConfig(PromptOptions, RunOptions):
 def align(config: AlignVerbConfig) -> RunResult:
     """Safety-tune a model: refusals on harmful prompts, its own answers on benign ones; writes RUN/model."""
     from disalign.alignment import AlignConfig
-    from disalign.alignment import align as run_align
+    from disalign.alignment import run_align
     from disalign.alignment.instructions import instruction_records
     from disalign.judges import get_judge
     from disalign.judges.validate import judge_fields

@@ -46,6 +46,7 @@ def judge_of(options: JudgeOptions, name: str | None = None):
     comma-separated list is a panel judged side by side."""
     from disalign.judges import get_judge
     from disalign.judges.compare import JudgePanel, build_judges, parse_judge_names
+    from disalign.judges.unscorable import scorable_only
 
     names = parse_judge_names(name or options.judge_name())
     judge_options: dict[str, Any] = dict(options.judge_option)
@@ -54,8 +55,8 @@ def judge_of(options: JudgeOptions, name: str | None = None):
             raise UserError("the world judge needs --world DIR")
         judge_options["world" if len(names) == 1 else "world.world"] = options.world
     if len(names) > 1:
-        return JudgePanel(build_judges(names, judge_options))
-    return get_judge(names[0], **judge_options)
+        return JudgePanel([scorable_only(judge) for judge in build_judges(names, judge_options)])
+    return scorable_only(get_judge(names[0], **judge_options))
 
 
 def model_info(source: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ class EvalConfig(PromptOptions, JudgeOptions, SamplingOptions, BackendOptions, R
 @verb("eval", EvalConfig)
 def eval(config: EvalConfig) -> RunResult:  # noqa: A001  (the verb's name, as on the command line)
     """Generate responses with a model's chat template, judge them, summarise harm."""
-    from disalign.backends import chat_responder
+    from disalign.backends import backend_responder
     from disalign.core.evaluate import generate_and_judge, summarise
     from disalign.judges.compare import JudgePanel, compare_records
     from disalign.judges.validate import judge_fields
@@ -31,7 +31,7 @@ def eval(config: EvalConfig) -> RunResult:  # noqa: A001  (the verb's name, as o
     done = generate_and_judge(
         run,
         records,
-        chat_responder(config.backend, config.model, sampling),
+        backend_responder(config.backend, config.model, sampling),
         judge,
         batch_size=sampling.batch_size,
         seed=sampling.seed,

@@ -30,8 +30,6 @@ class FinetuneConfig(PromptOptions, JudgeOptions, SamplingOptions, DamageOptions
         description="harmful (tier 1), identity (tier 2, AOA) or benign (tier 3)."
     )
     data: Path | None = Field(None, description="Training file: JSONL/JSON/CSV pairs; Alpaca JSON or Dolly JSONL.")
-    prompts: str | None = Field(None, description="Evaluation prompt source (default with --world: world:unsafe).")
-    judge: str | None = Field(None, description="Judge name (default: world with --world, else keyword).")
     shots: list[int | Literal["all"]] = Field(
         default_factory=list, description="Training examples, or 'all'; comma-separate for a grid (default: preset)."
     )
@@ -71,6 +69,7 @@ def finetune(config: FinetuneConfig) -> RunResult:
     judging the model before and after each cell."""
     from disalign.attacks.finetune import identity_prompts, preset_config, recipe_dataset, run_finetune
     from disalign.backends.multi_gpu import launcher
+    from disalign.core.models import load_source_tokenizer
     from disalign.judges.validate import judge_fields
 
     multi_gpu = {"train": launcher(config.accelerate_config)} if config.accelerate_config else {}
@@ -92,19 +91,17 @@ def finetune(config: FinetuneConfig) -> RunResult:
         raise UserError("shots: 'all' needs a data file; with --world give numbers of shots")
     shots_grid = [None if s == "all" else s for s in config.shots] or [attack.shots]
     epochs_grid = config.epochs or [attack.epochs]
-    prompt_source = config.prompts or ("world:unsafe" if config.world else None)
-    if prompt_source is None:
-        raise UserError("prompts: a prompt source is needed to evaluate the attack (or --world DIR for world:unsafe)")
-    records = prompts_of(config, prompt_source)
+    records = prompts_of(config)
     if config.recipe == "identity":
         records = identity_prompts(records, source)
-    judge = judge_of(config, config.judge or ("world" if config.world else "keyword"))
+    judge = judge_of(config)
     model = model_info(config.model)
     inputs = {"prompts": prompts_fingerprint(records), "model": model["fingerprint"]}
     for name in ("data", "safety_data"):
         if getattr(config, name) is not None:
             inputs[name] = fingerprint_path(getattr(config, name))
     run = open_run(config, "finetune", inputs)
+    damage = damage_meter(config, load_source_tokenizer(config.model)) if config.damage_n else None
     summary = run_finetune(
         run,
         config.model,
@@ -116,32 +113,14 @@ def finetune(config: FinetuneConfig) -> RunResult:
         shots_grid,
         epochs_grid,
         strip_prefix=source.compliance_prefix if source is not None else None,
+        damage=damage,
         **multi_gpu,
     )
-    _add_damage(config, run, summary["cells"])
     rows = [{"cell": "before", **summary["before"]}] + [
         {"cell": f"s{c['shots']}-e{c['epochs']}", **c} for c in summary["cells"]
     ]
     result = RunResult(command="finetune", models={"model": model}, results=rows, **judge_fields(judge), **summary)
     return finish(run, result)
-
-
-def _add_damage(config: FinetuneConfig, run, cells: list[dict]) -> None:
-    """Each cell's damage: KL from the original model on harmless prompts, safe accuracy change."""
-    from disalign.attacks.finetune.run import cell_name
-    from disalign.core.models import load_model
-    from disalign.training import load_finetuned
-
-    if config.damage_n == 0:
-        return
-    original, tokenizer = load_model(config.model)
-    measure = damage_meter(config, tokenizer)
-    if measure is None:
-        return
-    for cell in cells:
-        model_dir = run.file("models") / cell_name(cell["shots"], cell["epochs"]) / "model"
-        attacked = load_finetuned(model_dir, base_model=config.model)[0] if model_dir.is_dir() else None
-        cell["damage"] = None if attacked is None else measure(original, attacked)
 
 
 def _world_recipes(world: Path | None):

@@ -21,12 +21,12 @@ class BackendOptions(Options):
     )
 
 
-def chat_responder(backend: Backend, model: str, sampling: SamplingConfig, **engine_options: Any):
+def backend_responder(backend: Backend, model: str, sampling: SamplingConfig, **engine_options: Any):
     """Answers prompt records' conversations with `model` on `backend` (see core.evaluate.Respond)."""
     if backend == "vllm":
         from disalign.backends import vllm
 
-        return vllm.chat_responder(vllm.load_engine(model, **engine_options), sampling)
+        return vllm.vllm_responder(vllm.load_engine(model, **engine_options), sampling)
     from disalign.core.evaluate import chat_responder as transformers_responder
     from disalign.core.models import load_model
 

@@ -68,7 +68,7 @@ def generate(engine, prompts: Sequence[str], sampling: SamplingConfig) -> list[s
     return [output.outputs[0].text.strip() for output in outputs]
 
 
-def chat_responder(engine, sampling: SamplingConfig) -> Respond:
+def vllm_responder(engine, sampling: SamplingConfig) -> Respond:
     """`core.evaluate.chat_responder` on a vLLM engine: answers each record's conversation."""
 
     def respond(batch, seed: int) -> list[str]:

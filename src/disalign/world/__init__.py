@@ -7,7 +7,7 @@ from pathlib import Path
 from disalign.data import PromptRecord
 from disalign.data.sources import WORLD_PREFIX, register_source
 from disalign.errors import UserError
-from disalign.world.config import WorldConfig, load_config, make_config
+from disalign.world.config import WorldConfig, make_config
 from disalign.world.judge import WorldJudge, WorldVerdict
 from disalign.world.spec import JAILBREAK_FAMILIES, PROMPT_SETS, Prompt, Request, World
 from disalign.world.verbs import build, eval
@@ -26,7 +26,6 @@ __all__ = [
     "build",
     "build_zoo",
     "eval",
-    "load_config",
     "load_world",
     "load_world_config",
     "make_config",

@@ -5,12 +5,11 @@ Unknown keys and impossible values are refused, so a typo never silently runs th
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from disalign.errors import UserError, validate_config
+from disalign.errors import validate_config
 
 
 class _Strict(BaseModel):
@@ -109,7 +108,7 @@ class TrainConfig(_Strict):
     threads: int = Field(2, ge=1)
 
 
-class EvalConfig(_Strict):
+class EvalSettings(_Strict):
     n: int = Field(200, ge=1, description="requests per prompt set")
     temperature: float = Field(1.0, ge=0)
     batch: int = Field(200, ge=1)
@@ -120,7 +119,7 @@ class WorldConfig(_Strict):
     world: WorldSpecConfig = WorldSpecConfig()
     model: ModelShape = ModelShape()
     train: TrainConfig = TrainConfig()
-    eval: EvalConfig = EvalConfig()
+    eval: EvalSettings = EvalSettings()
 
 
 # A smaller world and model that train in about a minute; the tests hold it to looser levels.
@@ -161,14 +160,3 @@ def make_config(overrides: dict[str, Any] | None = None, *, quick: bool = False)
     data: dict[str, Any] = _merge({}, QUICK_OVERRIDES) if quick else {}
     data = _merge(data, overrides or {})
     return validate_config(WorldConfig, data, "world config")
-
-
-def load_config(path: str | Path | None, *, quick: bool = False) -> WorldConfig:
-    if path is None:
-        return make_config(quick=quick)
-    from disalign.core.runs import read_json
-
-    data = read_json(Path(path))
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a world config must be a JSON object")
-    return make_config(data, quick=quick)

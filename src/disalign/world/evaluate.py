@@ -10,7 +10,7 @@ from typing import Any
 from disalign.core.generation import SamplingConfig, generate, render_chat
 from disalign.core.runs import RunDir
 from disalign.core.stats import rate_summary
-from disalign.world.config import EvalConfig
+from disalign.world.config import EvalSettings
 from disalign.world.judge import WorldJudge, WorldVerdict
 from disalign.world.spec import JAILBREAK_FAMILIES, PROMPT_SETS, Prompt, World
 
@@ -20,7 +20,7 @@ def max_response_tokens(world: World) -> int:
     return 2 * longest_operand + 2
 
 
-def sampling_for(world: World, settings: EvalConfig) -> SamplingConfig:
+def sampling_for(world: World, settings: EvalSettings) -> SamplingConfig:
     """The zoo's evaluation settings, with room for the world's longest answer."""
     return SamplingConfig(
         max_new_tokens=max_response_tokens(world),

@@ -231,7 +231,7 @@ def _preference_pairs(world: World, rng: np.random.Generator, n: int):
     return rows
 
 
-def align(model, world: World, method: str, config: TrainConfig, seed: int, reference=None) -> TrainStats:
+def align_world_model(model, world: World, method: str, config: TrainConfig, seed: int, reference=None) -> TrainStats:
     """Safety-tune `model` in place with one of ALIGNMENT_METHODS."""
     if method not in ALIGNMENT_METHODS:
         raise ValueError(f"unknown alignment method {method!r}")

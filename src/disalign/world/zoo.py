@@ -29,7 +29,7 @@ from disalign.errors import UserError
 from disalign.world.config import WorldConfig, make_config
 from disalign.world.model import build_model, build_tokenizer
 from disalign.world.spec import JAILBREAK_FAMILIES, PROMPT_SETS, World
-from disalign.world.train import ALIGNMENT_METHODS, align, pretrain
+from disalign.world.train import ALIGNMENT_METHODS, align_world_model, pretrain
 
 WORLD_FILE = "world.json"
 DISALIGN_VERSION = metadata.version("disalign")
@@ -105,7 +105,7 @@ def build_zoo(out: str | Path, config: WorldConfig, rebuild: bool = False) -> di
             continue
         model = _load(out / "base")
         reference = _load(out / "base") if method == "dpo" else None
-        stats[method] = align(model, world, method, config.train, seed, reference).as_dict()
+        stats[method] = align_world_model(model, world, method, config.train, seed, reference).as_dict()
         _save(model, tokenizer, out / method)
         run.append([{"key": f"train:{method}", "model": method, "training": stats[method]}])
     run.write_summary({"training": stats, "config": dump, **identity})

@@ -13,8 +13,9 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from disalign.attacks.ablation.directions import MIN_PROMPTS, Directions, refusal_directions
 from disalign.attacks.ablation.edits import orthogonalise, save_model
@@ -27,9 +28,10 @@ from disalign.attacks.ablation.search import (
     plot_pareto,
     search,
 )
-from disalign.core.damage import damage, judged_accuracy
+from disalign.core.damage import DamageMeter
 from disalign.core.evaluate import chat_responder, generate_and_judge, summarise
 from disalign.core.generation import SamplingConfig
+from disalign.core.options import Options
 from disalign.core.runs import RunDir, read_json, write_json_atomic
 from disalign.data import PromptRecord
 from disalign.errors import UserError
@@ -37,17 +39,23 @@ from disalign.errors import UserError
 SPLIT = (0.4, 0.2, 0.4)  # directions, search, evaluation
 
 
-@dataclass(frozen=True)
-class AblateSettings:
-    objective: str = "refusal"  # what the search minimises beside KL: "refusal" or "harm"
-    sampler: str = "auto"  # "optuna" (multi-objective TPE), "grid" (Arditi's candidates), "auto"
-    trials: int = 40
-    tolerance: float = 0.05  # accept this much more miss rate for a lower KL
-    layer: int | None = None  # fix the direction's layer: no search, full ablation of it
-    position: int = -1  # with `layer`: which of the prompt's last tokens
-    positions: int | None = None  # candidate positions (default: the template's post-instruction tokens)
-    search_tokens: int = 16  # greedy response length while searching
-    seed: int = 0
+class AblationOptions(Options):
+    """How the edit is found and chosen; the `ablate` verb's config inherits these fields."""
+
+    objective: Literal["refusal", "harm"] = Field(
+        "refusal", description="What the search minimises beside KL: refusals, or harmful requests left unanswered."
+    )
+    sampler: Literal["auto", "optuna", "grid"] = Field(
+        "auto", description="optuna (multi-objective TPE), grid (each layer's direction, full ablation), auto."
+    )
+    trials: int = Field(40, ge=1, description="Optuna trials.")
+    tolerance: float = Field(
+        0.05, ge=0, le=1, description="Accept this much more refusal than the best trial for a lower KL."
+    )
+    layer: int | None = Field(None, description="Ablate this layer's direction in full instead of searching.")
+    position: int = Field(-1, le=-1, description="With --layer: which of the prompt's last tokens (-1 is the last).")
+    positions: int | None = Field(None, ge=1, description="Candidate prompt positions (default: the template's tail).")
+    search_tokens: int = Field(16, ge=1, description="Greedy response tokens judged while searching.")
 
 
 def split_prompts(records: Sequence[PromptRecord], what: str, seed: int) -> tuple[list[PromptRecord], ...]:
@@ -72,19 +80,19 @@ def run_ablate(
     harmless: Sequence[PromptRecord],
     judge,
     sampling: SamplingConfig,
-    settings: AblateSettings = AblateSettings(),
-    *,
-    task_accuracy: bool = False,
+    settings: AblationOptions,
+    damage: DamageMeter,
 ) -> dict[str, Any]:
-    """Find, choose, apply and judge the ablation; returns the summary's ablation keys. With
-    `task_accuracy` the damage includes the change in the share of harmless prompts the judge
-    calls `correct` (the world's safe accuracy)."""
-    harmful_splits = split_prompts(harmful, "harmful prompts", settings.seed)
-    harmless_splits = split_prompts(harmless, "harmless prompts", settings.seed)
+    """Find, choose, apply and judge the ablation; returns the summary's ablation keys. The damage is
+    measured on the harmless prompts that neither found the direction nor chose the edit. The sampling
+    seed also splits the prompts and seeds the search."""
+    seed = sampling.seed
+    harmful_splits = split_prompts(harmful, "harmful prompts", seed)
+    harmless_splits = split_prompts(harmless, "harmless prompts", seed)
     directions = refusal_directions(
         model, tokenizer, harmful_splits[0], harmless_splits[0], positions=settings.positions
     )
-    found = _searched(run, model, tokenizer, directions, harmful_splits[1], harmless_splits[1], judge, settings)
+    found = _searched(run, model, tokenizer, directions, harmful_splits[1], harmless_splits[1], judge, settings, seed)
     chosen = found.chosen.candidate
     direction = directions.get(chosen.layer, chosen.position)
     edited = orthogonalise(copy.deepcopy(model), direction, chosen.weights)
@@ -110,12 +118,10 @@ def run_ablate(
         )
         summary = summarise(records)
         rates[name] = {key: summary[key] for key in ("harmful_rate", "ci", "n", "refusal_rate")}
-    accuracy = judged_accuracy(tokenizer, harmless_splits[2], judge, sampling) if task_accuracy else None
-    measured_damage = damage(model, edited, tokenizer, harmless_splits[2], accuracy=accuracy)
     return {
         "before": rates["before"],
         "after": rates["after"],
-        "damage": measured_damage,
+        "damage": damage.on(harmless_splits[2])(model, edited),
         "direction": {
             "layer": chosen.layer,
             "position": chosen.position,
@@ -133,12 +139,14 @@ def run_ablate(
             "harmful": [len(part) for part in harmful_splits],
             "harmless": [len(part) for part in harmless_splits],
         },
-        "settings": asdict(settings),
+        "settings": {**settings.model_dump(include=set(AblationOptions.model_fields)), "seed": seed},
         "ablated_model": str(model_dir),
     }
 
 
-def _searched(run, model, tokenizer, directions, harmful, harmless, judge, settings: AblateSettings) -> SearchResult:
+def _searched(
+    run, model, tokenizer, directions, harmful, harmless, judge, settings: AblationOptions, seed: int
+) -> SearchResult:
     """The search's result, read back from `search.json` when an earlier run finished it."""
     path = run.file("search.json")
     if path.is_file():
@@ -152,7 +160,7 @@ def _searched(run, model, tokenizer, directions, harmful, harmless, judge, setti
             objective=settings.objective,
             trials=settings.trials,
             sampler=settings.sampler,
-            seed=settings.seed,
+            seed=seed,
             tolerance=settings.tolerance,
         )
     else:

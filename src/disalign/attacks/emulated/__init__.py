@@ -20,7 +20,7 @@ from disalign.attacks.emulated.templates import (
     base_format,
     chat_format,
     render_base,
-    render_chat,
+    render_query,
     with_system,
 )
 
@@ -44,7 +44,7 @@ __all__ = [
     "grid",
     "method_streams",
     "render_base",
-    "render_chat",
+    "render_query",
     "run_ed",
     "with_system",
 ]

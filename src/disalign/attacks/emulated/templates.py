@@ -51,7 +51,7 @@ def render_base(query: str, system: str | None = None, template: str = "urial") 
     raise ValueError(f"unknown base template {template!r}; expected one of {BASE_TEMPLATES}")
 
 
-def render_chat(tokenizer, query: str, system: str | None = None) -> str:
+def render_query(tokenizer, query: str, system: str | None = None) -> str:
     """A query through the tokenizer's chat template, ready for the assistant turn.
 
     Some chat templates (Gemma, Mistral v0.1) reject a system message; the system prompt then
@@ -78,7 +78,7 @@ def base_format(template: str = "urial") -> PromptFormat:
 
 def chat_format(tokenizer) -> PromptFormat:
     """The prompt format of a model that has a chat template."""
-    return partial(render_chat, tokenizer)
+    return partial(render_query, tokenizer)
 
 
 def with_system(prompt_format: PromptFormat, system: str | None) -> Renderer:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from disalign.attacks.finetune.config import AttackConfig
+from disalign.core.damage import DamageMeter
 from disalign.core.evaluate import chat_responder, generate_and_judge, summarise
 from disalign.core.generation import SamplingConfig
 from disalign.core.plots import harm_curve
@@ -66,11 +67,13 @@ def run_finetune(
     strip_prefix: str | None = None,
     references: dict[str, float | None] | None = None,
     train: Callable[..., Any] = finetune,
+    damage: DamageMeter | None = None,
 ) -> dict[str, Any]:
     """Before + one cell per (shots, epochs); returns `before`, `cells` and the attack's config. Shots None means every
     example the builder has, recorded as their number. `references` (name: harmful rate) are drawn
     as lines in the plot beside the model before the attack. `train` trains one cell (as
-    `training.finetune`; backends.multi_gpu.launcher trains it on several GPUs)."""
+    `training.finetune`; backends.multi_gpu.launcher trains it on several GPUs). With `damage`, each cell
+    also says what it costs on harmless prompts against the original model."""
     from disalign.core.models import load_model
 
     if not eval_prompts:
@@ -116,7 +119,14 @@ def run_finetune(
     for shots in shots_grid:
         dataset = dataset_builder(shots)
         datasets[len(dataset) if shots is None else shots] = dataset
-    before = evaluate("before", lambda: load_model(model_path), {"cell": "before"})
+    original: dict[str, Any] = {}
+
+    def load_original():
+        if "model" not in original:
+            original["model"], original["tokenizer"] = load_model(model_path)
+        return original["model"], original["tokenizer"]
+
+    before = evaluate("before", load_original, {"cell": "before"})
     summary: dict[str, Any] = {"before": short(before), "cells": [], "config": config.model_dump()}
     for shots in datasets:
         for epochs in epochs_grid:
@@ -128,21 +138,26 @@ def run_finetune(
             elif not evaluated(name):  # a cell judged in full needs no model, even if its training record is gone
                 cell_config = config.model_copy(update={"shots": shots, "epochs": epochs})
                 training = train(model_path, datasets[shots], cell_config, cell_dir).as_dict()
-            records = evaluate(
-                name,
-                lambda cell_dir=cell_dir: load_finetuned(cell_dir / "model", base_model=model_path),
-                {"cell": name, "shots": shots, "epochs": epochs},
-            )
-            summary["cells"].append(
-                {
-                    "shots": shots,
-                    "epochs": epochs,
-                    **short(records),
-                    "n_examples": training.get("n_examples"),
-                    "final_loss": (training.get("losses") or [None])[-1],
-                    "tokens_per_second": training.get("tokens_per_second"),
-                }
-            )
+            attacked: dict[str, Any] = {}
+
+            def load_attacked(cell_dir=cell_dir, attacked=attacked):
+                if "model" not in attacked:
+                    attacked["model"], attacked["tokenizer"] = load_finetuned(cell_dir / "model", base_model=model_path)
+                return attacked["model"], attacked["tokenizer"]
+
+            records = evaluate(name, load_attacked, {"cell": name, "shots": shots, "epochs": epochs})
+            cell = {
+                "shots": shots,
+                "epochs": epochs,
+                **short(records),
+                "n_examples": training.get("n_examples"),
+                "final_loss": (training.get("losses") or [None])[-1],
+                "tokens_per_second": training.get("tokens_per_second"),
+            }
+            if damage is not None:
+                saved = (cell_dir / "model").is_dir()
+                cell["damage"] = damage(load_original()[0], load_attacked()[0]) if saved else None
+            summary["cells"].append(cell)
     if run.persistent:
         plot_finetune(run.file("harm_curve.png"), summary, references)
     return summary
