@@ -214,7 +214,9 @@ def test_text_recipes(tmp_path):
     assert [m["role"] for m in a[0]["messages"]] == ["system", "user", "assistant"]
     csv_file = tmp_path / "h.csv"
     csv_file.write_text("instruction,output\nq,a\n")
-    assert harmful_dataset(csv_file, 10)[0]["messages"][2]["content"] == "a"
+    assert harmful_dataset(csv_file, 1)[0]["messages"][2]["content"] == "a"
+    with pytest.raises(UserError, match="shots: 10 asked for, but the data holds 1 examples"):
+        harmful_dataset(csv_file, 10)  # never trained on 1 and recorded as 10
 
     identity = identity_dataset(shots=10)
     assert len(identity) == 10
@@ -321,7 +323,7 @@ def test_too_long_example(tiny_model, tmp_path):
     path.write_text(
         json.dumps({"prompt": "x", "response": "y"}) + "\n" + json.dumps({"prompt": "x " * 80, "response": "y"}) + "\n"
     )
-    data = harmful_dataset(path, system_prompt=None)
+    data = harmful_dataset(path, shots=None, system_prompt=None)
     with pytest.raises(UserError, match=r"long\.jsonl:2: .*longer than max_length \(32\)"):
         finetune(tiny_model, data, AttackConfig(max_length=32), tmp_path / "out")
     with pytest.raises(UserError, match=r"long\.jsonl:2: .*longer than the model's context \(64\)"):

@@ -158,8 +158,11 @@ def read_instructions(path: str | Path) -> list[tuple[str, str, str | None]]:
 
 
 def subsample(items: Sequence[Any], shots: int | None, seed: int) -> list[Any]:
-    """`shots` items chosen by seed (order kept stable); all of them when shots is None."""
-    if shots is None or shots >= len(items):
+    """`shots` items chosen by seed (order kept stable); all of them when shots is None. More shots
+    than items is refused: a cell would be recorded with shots it never trained on."""
+    if shots is not None and shots > len(items):
+        raise UserError(f"shots: {shots} asked for, but the data holds {len(items)} examples; ask for at most that")
+    if shots is None or shots == len(items):
         return list(items)
     rng = np.random.default_rng(seed)
     return [items[i] for i in sorted(rng.choice(len(items), size=shots, replace=False))]
