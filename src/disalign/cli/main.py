@@ -101,10 +101,11 @@ def _command(verb) -> None:
     for name in own + [name for name in fields if name not in own]:
         field = fields[name]
         option_type, kinds[name] = _option_type(field.annotation)
-        flag = "--" + name.replace("_", "-")
+        spelled = (field.alias or name).replace("_", "-")  # a training field's alias keeps the verbs' flag
+        flag = "--" + spelled
         # The option itself defaults to "not given" (see above), so the config's default is shown as text.
         shown = False if field.is_required() else _shown(field)
-        declarations = [flag] if option_type is not bool else [f"{flag}/--no-{name.replace('_', '-')}"]
+        declarations = [flag] if option_type is not bool else [f"{flag}/--no-{spelled}"]
         help_text = field.description or ""
         option = typer.Option(*declarations, help=help_text, show_default=shown)
         parameters.append(_parameter(name, Optional[option_type], option))

@@ -5,23 +5,41 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class TrainingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """How a model is fine-tuned. Verb configs inherit these fields, so the trainer reads the user's config as
+    is; three are spelled on the command line as the verbs have always spelled them (the aliases)."""
 
-    epochs: int = Field(default=1, ge=1)
-    lr: float = Field(default=5e-5, gt=0)
-    batch_size: int = Field(default=8, ge=1)
-    lora: bool = False
-    lora_r: int = Field(default=8, ge=1)
-    lora_alpha: int = Field(default=16, ge=1)
-    lora_targets: list[str] | None = None  # None: peft's default modules for the architecture
-    seed: int = 42
-    max_length: int = Field(default=512, ge=2)
-    weight_decay: float = Field(default=0.0, ge=0)
-    gradient_checkpointing: bool = False  # trades a third more compute for activation memory (large models)
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
+
+    epochs: int = Field(default=1, ge=1, description="Training epochs.")
+    lr: float = Field(default=5e-5, gt=0, description="Learning rate.")
+    batch_size: int = Field(default=8, ge=1, alias="train_batch_size", description="Training batch size.")
+    lora: bool = Field(False, description="Train a LoRA adapter instead of every weight.")
+    lora_r: int = Field(default=8, ge=1, description="LoRA rank.")
+    lora_alpha: int | None = Field(default=None, ge=1, description="LoRA alpha (default: twice the rank).")
+    lora_targets: list[str] | None = Field(
+        None,
+        alias="lora_target",
+        description="LoRA target module name (repeatable; default: peft's for the architecture).",
+    )
+    seed: int = Field(default=42, alias="train_seed", description="Training seed.")
+    max_length: int = Field(default=512, ge=2, description="Longest training example in tokens.")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: a third more compute, far less memory."
+    )
+
+    @field_validator("lora_targets", mode="before")
+    @classmethod
+    def _targets(cls, value):
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple):
+            return [part.strip() for item in value for part in str(item).split(",")]
+        return value
 
     def trainer_options(self, out_dir: str | Path, n_rows: int) -> dict[str, Any]:
         """The `transformers.TrainingArguments` every disalign trainer shares (TRL's configs extend them):

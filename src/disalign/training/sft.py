@@ -103,7 +103,7 @@ def lora_config(model, config: TrainingConfig):
                 raise UserError(f"LoRA target module '{target}' is not in the model ({model.config.model_type})")
     return LoraConfig(
         r=config.lora_r,
-        lora_alpha=config.lora_alpha,
+        lora_alpha=config.lora_alpha or 2 * config.lora_r,
         lora_dropout=0.0,
         target_modules=config.lora_targets,
         task_type="CAUSAL_LM",
