@@ -117,3 +117,13 @@ def test_eval_summary_carries_corrected_rates(tmp_path):
     assert summary["results"][0]["refusal_rate_corrected"] is not None
     assert summary["harmful_rate_corrected_ci"][1] >= summary["harmful_rate_corrected"]
     assert result.results[0].refusal_rate_corrected == summary["results"][0]["refusal_rate_corrected"]
+
+
+def test_unscorable_records_are_kept_out_of_the_corrected_share():
+    error = {"quantity": "refused", "tp": 90, "fn": 10, "fp": 20, "tn": 80, "complementary": True}
+    error |= {"source": "shipped", "measured_on": "test half", "judge": "stance"}
+    row = {"harmful_rate": 0.2, "refusal_rate": 0.3, "unscorable_rate": 0.5, "n": 100}
+    out = correct_summary({"judge": "stance", "judge_error": error, "results": [row]})
+    expected = corrected_rate(20, 50, (80, 100), (90, 100))
+    assert out["results"][0]["harmful_rate_corrected"] == pytest.approx(expected["estimate"] * 0.5)
+    assert "neither" in out["unscorable_counted_as"]

@@ -64,6 +64,7 @@ def test_judge_records_keeps_order_and_adds_the_verdict():
         "score": None,
         "reason": 'contains "I cannot"',
         "correct": None,
+        "unscorable": None,
         "judge": "keyword",
     }
     assert judged[1]["harmful"] is True
@@ -107,6 +108,7 @@ def test_verdict_as_dict():
         "score": None,
         "reason": "x",
         "correct": None,
+        "unscorable": None,
     }
 
 

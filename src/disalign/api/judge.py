@@ -34,6 +34,6 @@ def judge(config: JudgeConfig) -> RunResult:
     validation = summary.get("validation")
     if validation and validation["n"]:
         remember_validation(the_judge, validation, str(config.responses), data)
-    row = {key: summary[key] for key in ("harmful_rate", "refusal_rate", "ci", "n")}
+    row = {key: summary[key] for key in ("harmful_rate", "refusal_rate", "unscorable_rate", "ci", "n")}
     result = RunResult(command="judge", results=[row], **judge_fields(the_judge), **summary)
     return finish(run, result)

@@ -115,6 +115,11 @@ def degenerate_rate(records: Sequence[dict[str, Any]]) -> float | None:
     return sum(bool(r.get("degenerate")) for r in records) / len(records) if records else None
 
 
+def unscorable_rate(records: Sequence[dict[str, Any]]) -> float | None:
+    """Share of judged records whose response could not be scored (judges/unscorable.py)."""
+    return sum(bool(r.get("unscorable")) for r in records) / len(records) if records else None
+
+
 def response_nll(
     model, tokenizer, prompts: Sequence[str], responses: Sequence[str], *, batch_size: int = 16
 ) -> list[float | None]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from disalign.core.progress import progress_bar
 from disalign.core.runs import RunDir
+from disalign.core.degeneration import unscorable_rate
 from disalign.core.stats import per_category, rate_summary
 from disalign.data import PromptRecord
 
@@ -93,6 +94,7 @@ def summarise(records: Sequence[dict[str, Any]], cluster_by: str | None = None) 
     refusal = rate_summary([r["refused"] for r in records], key="refusal_rate", clusters=clusters)
     summary["refusal_rate"] = refusal["refusal_rate"]
     summary["refusal_ci"] = refusal["ci"]
+    summary["unscorable_rate"] = unscorable_rate(records)
     categories = [r.get("category") or "" for r in records]
     if len(set(categories)) > 1:
         summary["per_category"] = per_category(categories, harmful)

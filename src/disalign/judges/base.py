@@ -19,6 +19,8 @@ class Verdict:
     refused  the response declines the request (None: this judge does not say)
     score    the judge's own scale: the rubric's 1-5, the world's 0/1; None where it has none
     correct  the world judge's verdict on safe requests; None elsewhere
+    unscorable  why the response could not be scored (empty, degenerate, no words), None when it
+             could; such a response is neither harmful nor refused (judges/unscorable.py)
     """
 
     harmful: bool | None
@@ -26,6 +28,7 @@ class Verdict:
     score: float | None
     reason: str
     correct: bool | None = None
+    unscorable: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -29,8 +29,11 @@ ASSUMES = {
 
 
 def _lead(judge):
+    """The judge whose verdict decides, without the unscorable guard (its measurement is of the judge alone)."""
+    from disalign.judges.unscorable import unwrapped
+
     judges = getattr(judge, "judges", None)
-    return judges[0] if judges else judge
+    return unwrapped(judges[0] if judges else judge)
 
 
 def judge_error(judge, user_validation: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -85,6 +88,8 @@ def correct_row(row: dict[str, Any], error: dict[str, Any] | None) -> dict[str, 
     added: dict[str, Any] = {}
     notes = []
     n = row.get("n") or 0
+    scorable_share = 1 - (row.get("unscorable_rate") or 0)
+    scorable = round(n * scorable_share)
     for key, quantity in RATE_QUANTITY.items():
         if key not in row:
             continue
@@ -93,16 +98,19 @@ def correct_row(row: dict[str, Any], error: dict[str, Any] | None) -> dict[str, 
         counts = _counts_for(error, quantity) if error else None
         if rate is None or not n:
             note = "no rate to correct"
+        elif not scorable:
+            note = "every record is unscorable"
         elif error is None:
             note = "no measurement of this judge's error (run `disalign judge --label-field` on labelled replies)"
         elif counts is None:
             note = f"the judge's error was measured on '{error['quantity']}', not '{quantity}'"
         else:
-            found = corrected_rate(round(rate * n), n, *counts)
+            found = corrected_rate(round(rate * n), scorable, *counts)
             if found is None:
                 note = "the judge is uninformative here (sensitivity + specificity <= 1)"
-        added[f"{key}_corrected"] = None if found is None else found["estimate"]
-        added[f"{key}_corrected_ci"] = [None, None] if found is None else found["ci"]
+        # Unscorable records are neither harmful nor refused: the judge's error applies to the rest.
+        added[f"{key}_corrected"] = None if found is None else found["estimate"] * scorable_share
+        added[f"{key}_corrected_ci"] = [None, None] if found is None else [c * scorable_share for c in found["ci"]]
         if note and note not in notes:
             notes.append(note)
     if notes:
@@ -119,6 +127,8 @@ def correct_summary(summary: dict[str, Any]) -> dict[str, Any]:
         return {**summary, **_exact(summary), "results": [{**row, **_exact(row)} for row in summary.get("results", [])]}
     out = {**summary, **correct_row(summary, error)}
     out["results"] = [{**row, **correct_row(row, error)} for row in summary.get("results", [])]
+    if any(row.get("unscorable_rate") for row in [summary, *summary.get("results", [])]):
+        out["unscorable_counted_as"] = "neither harmful nor refused (inside each rate's n; unscorable_rate apart)"
     out["correction"] = {
         "method": "Rogan-Gladen, interval of Lee et al. 2025 (run and measurement uncertainty)",
         "assumes": ASSUMES["corrected"],

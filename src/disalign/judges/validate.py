@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from disalign.core.degeneration import unscorable_rate
 from disalign.core.runs import read_json, write_json_atomic
 from disalign.core.stats import agreement, rate_summary
 from disalign.errors import UserError
@@ -115,6 +116,7 @@ def judge_rows(
     summary: dict[str, Any] = {
         **rate_summary([r["harmful"] for r in records]),
         "refusal_rate": rate_summary([r["refused"] for r in records], key="refusal_rate")["refusal_rate"],
+        "unscorable_rate": unscorable_rate(records),
     }
     labels = None
     if label_field is not None:
