@@ -20,6 +20,7 @@ import torch
 from disalign.core.evaluate import messages_of
 from disalign.core.generation import SamplingConfig, check_context, generate, render_chat
 from disalign.core.logprobs import kl_per_position
+from disalign.core.progress import progress_bar
 from disalign.data import PromptRecord
 from disalign.errors import UserError
 
@@ -66,19 +67,21 @@ class DamageMeter:
         per_prompt_first: list[float] = []
         per_prompt_mean: list[float] = []
         device = _device(original)
-        for rows in batches:
-            ids, mask = _right_padded([prompt + response for prompt, response in rows], self.tokenizer.pad_token_id)
-            with torch.no_grad():
-                try:
-                    kl = kl_per_position(original, attacked, ids.to(device), mask.to(device)).cpu()
-                except ValueError as err:  # different vocabularies
-                    raise UserError(f"damage: the attacked model does not match the original ({err})") from None
-            for row, (prompt, response) in enumerate(rows):
-                # kl[:, t] is the KL of the prediction after ids[:t + 1]: the first response token sits at
-                # len(prompt) - 1.
-                scored = kl[row, len(prompt) - 1 : len(prompt) - 1 + len(response)]
-                per_prompt_first.append(float(scored[0]))
-                per_prompt_mean.append(float(scored.mean()))
+        with progress_bar("damage: KL from the original", len(self.harmless)) as advance:
+            for rows in batches:
+                ids, mask = _right_padded([prompt + response for prompt, response in rows], self.tokenizer.pad_token_id)
+                with torch.no_grad():
+                    try:
+                        kl = kl_per_position(original, attacked, ids.to(device), mask.to(device)).cpu()
+                    except ValueError as err:  # different vocabularies
+                        raise UserError(f"damage: the attacked model does not match the original ({err})") from None
+                for row, (prompt, response) in enumerate(rows):
+                    # kl[:, t] is the KL of the prediction after ids[:t + 1]: the first response token sits at
+                    # len(prompt) - 1.
+                    scored = kl[row, len(prompt) - 1 : len(prompt) - 1 + len(response)]
+                    per_prompt_first.append(float(scored[0]))
+                    per_prompt_mean.append(float(scored.mean()))
+                advance(len(rows))
         delta = None
         if self.task_judge is not None:
             after = self._accuracy(attacked, respond)
@@ -94,10 +97,12 @@ class DamageMeter:
         token), along which both models are scored, and its task accuracy."""
         if id(original) not in self._baselines:
             rendered = render_chat(self.tokenizer, [messages_of(record) for record in self.harmless])
-            batches = [
-                _greedy_continuations(original, self.tokenizer, rendered[start : start + self.batch_size], KL_TOKENS)
-                for start in range(0, len(rendered), self.batch_size)
-            ]
+            batches = []
+            with progress_bar("damage: the original's responses", len(rendered)) as advance:
+                for start in range(0, len(rendered), self.batch_size):
+                    prompts = rendered[start : start + self.batch_size]
+                    batches.append(_greedy_continuations(original, self.tokenizer, prompts, KL_TOKENS))
+                    advance(len(prompts))
             accuracy = self._accuracy(original, None) if self.task_judge is not None else None
             self._baselines[id(original)] = (batches, accuracy)
         return self._baselines[id(original)]
