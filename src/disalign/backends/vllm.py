@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from disalign.core.evaluate import Respond, messages_of
-from disalign.core.generation import SamplingConfig, render_chat
+from disalign.core.evaluate import Respond, rendered_prompts
+from disalign.core.generation import SamplingConfig
 from disalign.errors import UserError
 
 
@@ -72,7 +72,7 @@ def vllm_responder(engine, sampling: SamplingConfig) -> Respond:
     """`core.evaluate.chat_responder` on a vLLM engine: answers each record's conversation."""
 
     def respond(batch, seed: int) -> list[str]:
-        rendered = render_chat(engine.get_tokenizer(), [messages_of(record) for record in batch])
+        rendered = rendered_prompts(engine.get_tokenizer(), batch)
         return generate(engine, rendered, replace(sampling, seed=seed))
 
     return respond

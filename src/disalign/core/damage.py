@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from disalign.core.evaluate import messages_of
-from disalign.core.generation import SamplingConfig, check_context, generate, render_chat
+from disalign.core.evaluate import rendered_prompts
+from disalign.core.generation import SamplingConfig, check_context, generate
 from disalign.core.logprobs import kl_per_position
 from disalign.core.progress import progress_bar
 from disalign.data import PromptRecord
@@ -96,7 +96,7 @@ class DamageMeter:
         """The original's greedy responses (at most 32 new tokens, up to and including its end-of-turn
         token), along which both models are scored, and its task accuracy."""
         if id(original) not in self._baselines:
-            rendered = render_chat(self.tokenizer, [messages_of(record) for record in self.harmless])
+            rendered = rendered_prompts(self.tokenizer, self.harmless)
             batches = []
             with progress_bar("damage: the original's responses", len(rendered)) as advance:
                 for start in range(0, len(rendered), self.batch_size):
@@ -110,7 +110,7 @@ class DamageMeter:
     def _accuracy(self, model, respond: Respond | None) -> float | None:
         """The share of the harmless prompts whose responses the task judge calls `correct`."""
         if respond is None:
-            rendered = render_chat(self.tokenizer, [messages_of(p) for p in self.harmless])
+            rendered = rendered_prompts(self.tokenizer, self.harmless)
             responses = generate(model, self.tokenizer, rendered, self.sampling)
         else:
             responses = respond(model, self.harmless)

@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from disalign.core.degeneration import unscorable_rate
 from disalign.core.progress import progress_bar
 from disalign.core.runs import RunDir
-from disalign.core.degeneration import unscorable_rate
 from disalign.core.stats import per_category, rate_summary
 from disalign.data import PromptRecord
 
@@ -27,13 +27,19 @@ def messages_of(record: PromptRecord) -> list[dict[str, str]]:
     return record.extra.get("messages") or [{"role": "user", "content": record.prompt}]
 
 
+def rendered_prompts(tokenizer, records: Sequence[PromptRecord]) -> list[str]:
+    """Each record's conversation through the chat template, ready for the assistant's turn."""
+    from disalign.core.generation import render_chat
+
+    return render_chat(tokenizer, [messages_of(record) for record in records])
+
+
 def chat_responder(model, tokenizer, sampling) -> Respond:
     """Answers each record's conversation with the model's chat template (batched, seeded)."""
-    from disalign.core.generation import generate, render_chat
+    from disalign.core.generation import generate
 
     def respond(batch: list[PromptRecord], seed: int) -> list[str]:
-        rendered = render_chat(tokenizer, [messages_of(p) for p in batch])
-        return generate(model, tokenizer, rendered, replace(sampling, seed=seed))
+        return generate(model, tokenizer, rendered_prompts(tokenizer, batch), replace(sampling, seed=seed))
 
     return respond
 

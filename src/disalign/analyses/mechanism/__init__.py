@@ -12,7 +12,6 @@ from disalign.analyses.mechanism.clusters import (
     cluster_layers,
     collect,
     probe_accuracy,
-    rendered_prompts,
     separation,
     tau,
 )
@@ -53,7 +52,6 @@ __all__ = [
     "probe_accuracy",
     "projection_rows",
     "projections",
-    "rendered_prompts",
     "response_kl",
     "separation",
     "tau",

@@ -28,8 +28,7 @@ from disalign.core.activations import (
     encode,
     mlp_modules,
 )
-from disalign.core.evaluate import messages_of
-from disalign.core.generation import render_chat
+from disalign.core.evaluate import rendered_prompts
 from disalign.data import PromptRecord
 from disalign.errors import UserError
 
@@ -40,11 +39,6 @@ def activation_sites(model, *, layer_pattern: str | None = None, mlp_pattern: st
     """The two sites the cluster analysis reads: each MLP's hidden activation and each layer's output."""
     downs = [down_projection(mlp) for mlp in mlp_modules(model, mlp_pattern)]
     return {"mlp": Site(downs, "input"), "residual": Site(decoder_layers(model, layer_pattern), "output")}
-
-
-def rendered_prompts(tokenizer, records: Sequence[PromptRecord]) -> list[str]:
-    """Each record's conversation through the chat template, ready for the assistant's turn."""
-    return render_chat(tokenizer, [messages_of(record) for record in records])
 
 
 def collect(

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from disalign.analyses.mechanism.clusters import activation_sites, cluster_centres, collect, rendered_prompts, tau
+from disalign.analyses.mechanism.clusters import activation_sites, cluster_centres, collect, tau
 from disalign.core.activations import Positions, TokenBatch, capture_sites, encode
+from disalign.core.evaluate import rendered_prompts
 from disalign.core.stats import rate_summary
 from disalign.data import PromptRecord
 from disalign.errors import UserError

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from disalign.analyses.mechanism.claims import cluster_checks
-from disalign.analyses.mechanism.clusters import analyze_clusters, rendered_prompts
+from disalign.analyses.mechanism.clusters import analyze_clusters
 from disalign.analyses.mechanism.depth import kl_profile, prefill_rates, response_kl
 from disalign.analyses.mechanism.plots import kl_positions, spectrum, tau_layers
 from disalign.analyses.mechanism.robustness import analyze_attack
@@ -35,7 +35,7 @@ from disalign.analyses.mechanism.weights import (
     weight_changes,
 )
 from disalign.core.activations import decoder_layers, select_layers
-from disalign.core.evaluate import chat_responder, generate_and_judge, summarise
+from disalign.core.evaluate import chat_responder, generate_and_judge, rendered_prompts, summarise
 from disalign.core.models import load_model
 from disalign.core.plots import harm_curve
 from disalign.core.runs import RunDir

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from disalign.core.activations import Positions, capture, decoder_layers, encode
-from disalign.core.evaluate import messages_of
-from disalign.core.generation import render_chat
+from disalign.core.evaluate import rendered_prompts
 from disalign.data import PromptRecord
 from disalign.errors import UserError
 
@@ -48,10 +47,6 @@ class Directions:
         if not -self.n_positions <= position <= -1:
             raise UserError(f"position {position} out of range: -1..-{self.n_positions} (the prompt's last tokens)")
         return self.vectors[layer, -position - 1]
-
-
-def rendered_prompts(tokenizer, records: Sequence[PromptRecord]) -> list[str]:
-    return render_chat(tokenizer, [messages_of(record) for record in records])
 
 
 def check_prompt_set(records: Sequence[PromptRecord], what: str, minimum: int = MIN_PROMPTS) -> None:

@@ -29,9 +29,10 @@ from typing import Any
 
 import torch
 
-from disalign.attacks.ablation.directions import Directions, check_prompt_set, rendered_prompts
+from disalign.attacks.ablation.directions import Directions, check_prompt_set
 from disalign.attacks.ablation.edits import ablation_hooks
 from disalign.core.activations import encode
+from disalign.core.evaluate import rendered_prompts
 from disalign.core.generation import SamplingConfig, generate
 from disalign.core.progress import progress_bar
 from disalign.data import PromptRecord
