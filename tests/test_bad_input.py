@@ -442,6 +442,24 @@ CASES: dict[str, Case] = {
     "align beta inf": Case(
         ("align", "--model", "{base}", "--prompts", "{prompts}", "--beta", "inf"), "beta: Input should be a finite"
     ),
+    "align train-seed 2**70": Case(
+        ("align", "--model", "{base}", "--prompts", "{prompts}", "--train-seed", str(2**70), "--out", "{case}/out"),
+        "less than 4294967296",
+    ),
+    "align refusals missing": Case(
+        ("align", "--model", "{base}", "--prompts", "{prompts}", "--refusals", "{case}/r.txt", "--out", "{case}/out"),
+        "r.txt: cannot read refusals",
+    ),
+    "align refusals empty": Case(
+        ("align", "--model", "{base}", "--prompts", "{prompts}", "--refusals", "{case}/r.txt", "--out", "{case}/out"),
+        "r.txt: no refusals",
+        write("r.txt", "\n  \n"),
+    ),
+    "align refusals not utf-8": Case(
+        ("align", "--model", "{base}", "--prompts", "{prompts}", "--refusals", "{case}/r.txt", "--out", "{case}/out"),
+        "r.txt: not UTF-8",
+        write("r.txt", b"sorry \xff\n"),
+    ),
     "align epochs 0": Case(("align", "--model", "{base}", "--prompts", "{prompts}", "--epochs", "0"), "epochs"),
     "align model missing": Case(
         ("align", "--model", "{case}/nope", "--prompts", "{prompts}", "--out", "{case}/out"), "not found"

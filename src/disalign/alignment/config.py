@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from disalign.alignment.refusals import read_refusals
+from disalign.core.options import Seed
 from disalign.training import TrainingConfig
 
 ALIGN_METHODS = ("sft", "dpo", "unlearn")
@@ -29,6 +31,14 @@ class AlignConfig(TrainingConfig):
     nll_weight: float = Field(default=1.0, ge=0, description="DPO: weight of the NLL term on the chosen response.")
     unlearn_weight: float = Field(default=0.1, ge=0, description="Unlearn: weight of the ascent on harmful answers.")
     unlearn_ceiling: float = Field(default=5.0, gt=0, description="Unlearn: NLL per token beyond which ascent stops.")
-    seed: int = Field(
+    seed: Seed = Field(
         default=42, alias="train_seed", description="Training seed (also picks the refusal template per prompt)."
     )
+
+    @field_validator("refusals")
+    @classmethod
+    def _readable_refusals(cls, path: Path | None) -> Path | None:
+        """A missing, unreadable or empty file is one line now, before any model loads or folder is claimed."""
+        if path is not None:
+            read_refusals(path)
+        return path

@@ -33,6 +33,8 @@ def read_refusals(path) -> tuple[str, ...]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as err:
         raise UserError(f"{path}: cannot read refusals ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start})") from None
     refusals = tuple(line.strip() for line in lines if line.strip())
     if not refusals:
         raise UserError(f"{path}: no refusals (one per line)")

@@ -7,12 +7,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from disalign.core.options import Seed
+
 
 class TrainingConfig(BaseModel):
     """How a model is fine-tuned. Verb configs inherit these fields, so the trainer reads the user's config as
     is; three are spelled on the command line as the verbs have always spelled them (the aliases)."""
 
-    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True, allow_inf_nan=False)
 
     epochs: int = Field(default=1, ge=1, description="Training epochs.")
     lr: float = Field(default=5e-5, gt=0, description="Learning rate.")
@@ -25,7 +27,7 @@ class TrainingConfig(BaseModel):
         alias="lora_target",
         description="LoRA target module name (repeatable; default: peft's for the architecture).",
     )
-    seed: int = Field(default=42, alias="train_seed", description="Training seed.")
+    seed: Seed = Field(default=42, alias="train_seed", description="Training seed.")
     max_length: int = Field(default=512, ge=2, description="Longest training example in tokens.")
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
     gradient_checkpointing: bool = Field(

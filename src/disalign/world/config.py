@@ -9,17 +9,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from disalign.core.options import Seed
 from disalign.errors import validate_config
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class WorldSpecConfig(_Strict):
     """What the synthetic world contains."""
 
-    seed: int = 0
+    seed: Seed = 0
     n_letters: int = Field(16, ge=6, le=26, description="operand alphabet size")
     n_operators: int = Field(8, ge=2, le=16, description="base operators; f0 is the identity")
     n_aliases: int = Field(2, ge=0, le=8, description="alias operators copying unsafe ones")
@@ -112,7 +113,7 @@ class EvalSettings(_Strict):
     n: int = Field(200, ge=1, description="requests per prompt set")
     temperature: float = Field(1.0, ge=0)
     batch: int = Field(200, ge=1)
-    seed: int = 0
+    seed: Seed = 0
 
 
 class WorldConfig(_Strict):
