@@ -29,11 +29,11 @@ def trivial(config: dict) -> RunResult:
 
 
 def seconds(out: Path, cells: int, **executor) -> float:
-    from disalign.reporting.sweep import sweep
+    from disalign.lab.sweep import run_sweep
 
     spec = {"verb": "bench_sweep:trivial", "out": str(out), "grid": {"seed": list(range(cells))}, **executor}
     start = time.perf_counter()
-    result = sweep(spec)
+    result = run_sweep(spec)
     elapsed = time.perf_counter() - start
     assert result.failed == 0 and len(result.results) == cells, result.cells[:3]
     return elapsed

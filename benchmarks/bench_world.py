@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from disalign.api.demo import DemoConfig, demo  # noqa: E402
+from disalign.lab.demo.run import DemoConfig, demo  # noqa: E402
 from disalign.world import World, WorldConfig, make_config  # noqa: E402
 from disalign.world.evaluate import ALIGNED_REFUSAL, BASE_SAFE_ACCURACY, BASE_UNSAFE_HARMFUL  # noqa: E402
 from disalign.world.model import build_model  # noqa: E402
@@ -135,7 +135,8 @@ def measure_seeds(seeds=SEEDS, train: dict | None = None, keep: Path | None = No
     Their zoos and demo runs are kept in `keep` if given (for the README's tables)."""
     import numpy as np
 
-    demo_module = sys.modules[DemoConfig.__module__]  # `disalign.api.demo` names the verb, not its module
+    from disalign.lab.demo import run as demo_module
+
     sections = demo_module.SECTIONS
     per_seed = {}
     try:

@@ -4,8 +4,9 @@ import json
 
 from typer.testing import CliRunner
 
-from disalign.api.demo import ED_ALPHAS, FT_GRIDS
 from disalign.cli.main import app
+from disalign.lab.demo.ed import ED_ALPHAS
+from disalign.lab.demo.finetune import FT_GRIDS
 from disalign.world import JAILBREAK_FAMILIES, ZOO_MODELS
 from disalign.world.train import ALIGNMENT_METHODS
 
@@ -53,7 +54,7 @@ def _models(safe_accuracy, base_harmful, sft_refusal):
 
 
 def test_a_zoo_below_the_worlds_levels_is_named_in_the_demos_notes():
-    from disalign.api.demo import models_notes
+    from disalign.lab.demo.models import notes as models_notes
 
     assert models_notes(_models(0.96, 0.17, 0.995)) == []
     notes = models_notes(_models(0.845, 0.75, 0.9))

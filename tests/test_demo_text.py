@@ -7,10 +7,10 @@ import torch
 
 from builders import tiny_llama, word_tokenizer
 from disalign.alignment.instructions import INSTRUCTIONS, SENSITIVE_SOUNDING
-from disalign.api.demo_text import TextDemoConfig, _records, _Scorer, text_demo
 from disalign.core.runs import RunDir
 from disalign.data import load_prompts
 from disalign.errors import UserError
+from disalign.lab.demo.text import TextDemoConfig, _records, _Scorer, text_demo
 
 torch.set_num_threads(1)
 
@@ -133,7 +133,7 @@ def test_without_smollm2_one_line_says_how_to_install(monkeypatch, tmp_path):
 def test_the_demo_verb_passes_harmful_sources_to_the_text_demo(harmful, tmp_path, monkeypatch, capsys):
     import sys
 
-    import disalign.api.demo_text as text_demo_module
+    import disalign.lab.demo.text as text_demo_module
     from disalign.cli.main import main
 
     def cli(*args):

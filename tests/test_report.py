@@ -288,9 +288,9 @@ def test_report_verb_writes_the_page_and_returns_the_cards(tmp_path):
 
 
 def test_sweep_directory_counts_as_its_cells(tmp_path):
-    from disalign.reporting.sweep import sweep
+    from disalign.lab.sweep import run_sweep
 
-    sweep({"verb": "sweep_verbs:coin_flips", "out": str(tmp_path / "sweep"), "grid": {"seed": [0, 1]}})
+    run_sweep({"verb": "sweep_verbs:coin_flips", "out": str(tmp_path / "sweep"), "grid": {"seed": [0, 1]}})
     runs = load_runs([tmp_path / "sweep"])
     assert [run.command for run in runs] == ["sweep", "coin flips", "coin flips"]
     page = report([tmp_path / "sweep"], tmp_path / "report.html").read_text()

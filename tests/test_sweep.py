@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from disalign.errors import UserError
-from disalign.reporting.sweep import TABLE, cell_name, expand, load_spec, sweep
+from disalign.lab.sweep import TABLE, cell_name, expand, load_spec, run_sweep
 
 TESTS = Path(__file__).parent
 VERB = "sweep_verbs:coin_flips"
@@ -83,7 +83,7 @@ def test_grid_expands_in_order_with_readable_cell_names(tmp_path):
 )
 def test_bad_specs_are_one_line_errors(tmp_path, changes, message):
     with pytest.raises(UserError, match=message) as caught:
-        sweep(spec_for(tmp_path / "out", **changes))
+        run_sweep(spec_for(tmp_path / "out", **changes))
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "out").exists()
 
@@ -102,7 +102,7 @@ def test_spec_files_in_yaml_or_json(tmp_path):
 
 def test_sweep_collects_rows_and_skips_done_cells(tmp_path):
     out = tmp_path / "sweep"
-    result = sweep(spec_for(out))
+    result = run_sweep(spec_for(out))
     assert result.failed == 0 and [c["status"] for c in result.cells] == ["ok"] * 3
     rows = table(out)
     assert [(r["cell"], r["seed"], r["status"]) for r in rows] == [(f"seed={s}", s, "ok") for s in range(3)]
@@ -117,28 +117,28 @@ def test_sweep_collects_rows_and_skips_done_cells(tmp_path):
     pytest.importorskip("pyarrow")
     assert pandas.read_parquet(out / "sweep.parquet")["seed"].tolist() == [0, 1, 2]
 
-    again = sweep(spec_for(out, grid={"seed": [0, 1, 2, 3]}))
+    again = run_sweep(spec_for(out, grid={"seed": [0, 1, 2, 3]}))
     assert [calls(out, f"seed={s}") for s in range(4)] == [1, 1, 1, 1]
     assert [r["seed"] for r in table(out)] == [0, 1, 2, 3] and again.failed == 0
 
 
 def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "sweep"
-    result = sweep(spec_for(out, grid={"fail": [False, True], "seed": [0, 1]}))
+    result = run_sweep(spec_for(out, grid={"fail": [False, True], "seed": [0, 1]}))
     assert result.failed == 2
     rows = table(out)
     assert [r["status"] for r in rows] == ["ok", "ok", "failed", "failed"]
     assert rows[2]["error"] == "RuntimeError: cell with seed 0 fails on purpose"
     failures = [json.loads(line) for line in (out / "records.jsonl").open() if '"failed"' in line]
     assert len(failures) == 2 and "Traceback" in failures[0]["traceback"] and "key" not in failures[0]
-    sweep(spec_for(out, grid={"fail": [False, True], "seed": [0, 1]}))
+    run_sweep(spec_for(out, grid={"fail": [False, True], "seed": [0, 1]}))
     assert calls(out, "fail=false,seed=0") == 1 and calls(out, "fail=true,seed=0") == 2
 
 
 @pytest.mark.slow  # each worker imports disalign (torch, transformers): tens of seconds on a busy machine
 def test_process_pool_gives_the_sequential_table(tmp_path):
-    sweep(spec_for(tmp_path / "one"))
-    pooled = sweep(spec_for(tmp_path / "pool", workers=2))
+    run_sweep(spec_for(tmp_path / "one"))
+    pooled = run_sweep(spec_for(tmp_path / "pool", workers=2))
     assert pooled.failed == 0
     assert table(tmp_path / "pool") == table(tmp_path / "one")
 
@@ -146,8 +146,8 @@ def test_process_pool_gives_the_sequential_table(tmp_path):
 @pytest.mark.slow
 def test_ray_executor_gives_the_sequential_table(tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed (make test installs it; pip install 'disalign[ray]')")
-    sweep(spec_for(tmp_path / "one", grid={"seed": [0, 1, 2], "fail": [False, True]}))
-    on_ray = sweep(
+    run_sweep(spec_for(tmp_path / "one", grid={"seed": [0, 1, 2], "fail": [False, True]}))
+    on_ray = run_sweep(
         spec_for(tmp_path / "ray", grid={"seed": [0, 1, 2], "fail": [False, True]}, executor="ray", workers=2)
     )
     assert on_ray.failed == 3
@@ -157,18 +157,18 @@ def test_ray_executor_gives_the_sequential_table(tmp_path):
 def test_ray_absent_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(UserError, match="Ray is not installed"):
-        sweep(spec_for(tmp_path / "out", executor="ray"))
+        run_sweep(spec_for(tmp_path / "out", executor="ray"))
 
 
 @pytest.mark.slow  # a fresh process imports disalign before the first cell
 def test_sigkill_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(tmp_path):
     grid = {"seed": [0, 1, 2, 3, 4]}
     config = {"n": 6, "p": 0.5, "delay": 0.05}
-    sweep(spec_for(tmp_path / "whole", grid=grid, config=config))
+    run_sweep(spec_for(tmp_path / "whole", grid=grid, config=config))
 
     out = tmp_path / "killed"
     (tmp_path / "spec.json").write_text(json.dumps(spec_for(out, grid=grid, config=config)))
-    script = "import sys; from disalign.reporting.sweep import sweep; sweep(sys.argv[1])"
+    script = "import sys; from disalign.lab.sweep import run_sweep; run_sweep(sys.argv[1])"
     process = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "spec.json")], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     # Kill once two cells are done and the third has some of its records but not all.
@@ -180,7 +180,7 @@ def test_sigkill_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(tmp_path):
     assert process.returncode == -signal.SIGKILL
     assert 0 < third.read_text().count("\n") < 6 and not (out / TABLE).exists()
 
-    result = sweep(tmp_path / "spec.json")
+    result = run_sweep(tmp_path / "spec.json")
     assert result.failed == 0
     assert table(out) == table(tmp_path / "whole")
     for seed in grid["seed"]:

@@ -17,7 +17,6 @@ from disalign.api import (  # noqa: E402
     VERBS,
     AblateConfig,
     AlignVerbConfig,
-    DemoConfig,
     EDConfig,
     EvalConfig,
     FinetuneConfig,
@@ -26,15 +25,15 @@ from disalign.api import (  # noqa: E402
     align,
     analyze,
     beb,
-    demo,
     ed,
     eval,
     finetune,
     judge,
     report,
-    sweep,
 )
 from disalign.errors import UserError  # noqa: E402
+from disalign.lab.demo.run import DemoConfig, demo  # noqa: E402
+from disalign.lab.sweep import SweepConfig, sweep  # noqa: E402
 from disalign.results import ResultRow, RunResult  # noqa: E402
 
 __all__ = [
@@ -48,6 +47,7 @@ __all__ = [
     "JudgeConfig",
     "ResultRow",
     "RunResult",
+    "SweepConfig",
     "UserError",
     "ablate",
     "align",

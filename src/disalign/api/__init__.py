@@ -13,35 +13,29 @@ from disalign.api import analyze, beb  # analyze.clusters, .weights, ...; beb.es
 from disalign.api.ablate import AblateConfig, ablate
 from disalign.api.align import AlignVerbConfig, align
 from disalign.api.compare import CompareConfig, compare  # noqa: F401  (registers the verb)
-from disalign.api.demo import DemoConfig, demo
 from disalign.api.ed import EDConfig, ed
 from disalign.api.eval import EvalConfig, eval
 from disalign.api.finetune import FinetuneConfig, finetune
 from disalign.api.judge import JudgeConfig, judge
 from disalign.api.report import ReportConfig, report
-from disalign.api.sweep import SweepConfig, sweep
 from disalign.core.verbs import VERBS
 
 __all__ = [
     "VERBS",
     "AblateConfig",
     "AlignVerbConfig",
-    "DemoConfig",
     "EDConfig",
     "EvalConfig",
     "FinetuneConfig",
     "JudgeConfig",
     "ReportConfig",
-    "SweepConfig",
     "ablate",
     "align",
     "analyze",
     "beb",
-    "demo",
     "ed",
     "eval",
     "finetune",
     "judge",
     "report",
-    "sweep",
 ]

@@ -1,4 +1,4 @@
-"""Sweeps: one verb over a grid of configs, resumable, run locally or on Ray.
+"""`disalign sweep`: one verb over a grid of configs, resumable, in this process, a pool or on Ray.
 
 A spec (YAML or JSON) names the verb, the config every cell shares and the grid:
 
@@ -39,10 +39,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from disalign.core.options import Options
 from disalign.core.progress import console
 from disalign.core.runs import RunDir
+from disalign.core.verbs import verb
 from disalign.errors import UserError, validate_config
-from disalign.reporting.executors import Cell, CellOutcome, registered_verbs, resolve_verb, run_cells
+from disalign.lab.executors import Cell, CellOutcome, registered_verbs, resolve_verb, run_cells
 from disalign.results import RunResult
 
 TABLE = "sweep.jsonl"
@@ -144,7 +146,24 @@ def _check_cells(spec: SweepSpec, cells: list[Cell]) -> None:
         validate_config(config_class, cell.config, f"sweep spec: cell {cell.name}")
 
 
-def sweep(spec: str | Path | dict[str, Any] | SweepSpec, **overrides: Any) -> RunResult:
+class SweepConfig(Options):
+    spec: Path = Field(
+        description="Sweep spec, YAML or JSON: verb, out, config, grid (see the README's Sweeps).",
+        json_schema_extra={"positional": True},
+    )
+    executor: Literal["local", "ray"] | None = Field(None, description="Where cells run (default: the spec's).")
+    workers: int | None = Field(None, ge=1, description="Cells at once (default: the spec's, else 1).")
+    address: str | None = Field(None, description="Ray cluster address; none starts a local cluster.")
+    out: Path | None = Field(None, description="The sweep's directory (default: the spec's).")
+
+
+@verb("sweep", SweepConfig)
+def sweep(config: SweepConfig) -> RunResult:
+    """Run a verb over a grid of configs; skips finished cells, records failed ones and goes on."""
+    return run_sweep(config.spec, **config.model_dump(exclude={"spec"}))
+
+
+def run_sweep(spec: str | Path | dict[str, Any] | SweepSpec, **overrides: Any) -> RunResult:
     """Run every cell of the spec not yet done; return (and write) the whole table.
 
     The result's `results` are all cells' rows with their coordinates, `cells` says how each

@@ -28,6 +28,16 @@ class DemoContext:
     judge: Any  # the world's exact judge, which every section uses
     sampling: SamplingConfig
 
+    def sampling_options(self) -> dict[str, Any]:
+        """The sampling options of the `ed` and `finetune` verbs, as this demo samples."""
+        return {
+            "max_new_tokens": self.sampling.max_new_tokens,
+            "temperature": self.sampling.temperature,
+            "top_p": self.sampling.top_p,
+            "batch_size": self.sampling.batch_size,
+            "seed": self.sampling.seed,
+        }
+
 
 @dataclass(frozen=True)
 class DemoSection:
