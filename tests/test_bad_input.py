@@ -368,6 +368,12 @@ CASES: dict[str, Case] = {
     "judge stance threshold out of range": Case(
         (*JUDGE, "--judge", "stance", "--judge-option", "threshold=2"), "threshold must be a number > 0 and < 1"
     ),
+    "judge stance labels missing": Case(
+        (*JUDGE, "--judge", "stance", "--judge-option", "labels={case}/nope.jsonl"), "labels file"
+    ),
+    "eval stance labels missing": Case(
+        (*EVAL, "--judge", "stance", "--judge-option", "labels={case}/nope.jsonl"), "nope.jsonl not found"
+    ),
     "judge label missing in last row": Case(
         (*JUDGE, "--responses", "{case}/r.jsonl", "--label-field", "label"),
         "r.jsonl:2: no label field 'label'",

@@ -63,6 +63,8 @@ class StanceJudge:
         self.batch_size = option_number("stance", "batch_size", batch_size, int, minimum=1)
         self.model_source = str(model)
         self.labels = None if labels is None else Path(labels)
+        if self.labels is not None and not self.labels.is_file():  # before the model loads, not after
+            raise UserError(f"judge 'stance': labels file {self.labels} not found")
         self.model, self.tokenizer = load_model(model)
         self.probe = fitted_probe(self.model, self.tokenizer, self.model_source, self.labels, self.batch_size)
         self.words = RefusalJudge()
@@ -170,8 +172,6 @@ def fitted_probe(model, tokenizer, model_source: str, labels: Path | None, batch
 def _fit_rows(labels: Path | None) -> list[LabelledResponse]:
     if labels is None:
         return [row for split in FIT_SPLITS for row in load_split(split)]
-    if not labels.is_file():
-        raise UserError(f"judge 'stance': labels file {labels} not found")
     return load_labelled(labels)
 
 
