@@ -232,19 +232,39 @@ def test_a_rerun_of_ed_with_or_without_a_world_is_refused(shared, tmp_path, cli)
     one_line_error(cli(*ed_args(shared, tmp_path / "ed-world")), "'world' (")
 
 
-def test_an_interrupted_ablation_search_replays_its_recorded_trials_and_measures_only_the_rest(tmp_path):
-    from disalign.attacks.ablation import Objectives, refusal_directions
-    from disalign.attacks.ablation.search import Trial, search
-    from disalign.core.runs import RunDir
+def refusing_model():
+    """test_ablation's hand-built model, which refuses exactly the prompts holding a harmful word."""
     from test_ablation import SPECIALS as ABLATION_SPECIALS
     from test_ablation import TEMPLATE as ABLATION_TEMPLATE
     from test_ablation import WORDS as ABLATION_WORDS
-    from test_ablation import FirstWordJudge, records, refusal_model
+    from test_ablation import refusal_model
 
     tokenizer = word_tokenizer(
         ABLATION_SPECIALS, ABLATION_WORDS, ABLATION_TEMPLATE, bos="<s>", eos="</s>", extra=["<assistant>"]
     )
-    model, _ = refusal_model(tokenizer)
+    return refusal_model(tokenizer)[0], tokenizer
+
+
+@pytest.fixture(scope="module")
+def ablate_inputs(tmp_path_factory) -> Path:
+    from test_ablation import records
+
+    model, tokenizer = refusing_model()
+    root = tmp_path_factory.mktemp("ablate")
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    for name, harmful, seed in (("harmful", True, 11), ("harmless", False, 12)):
+        (root / f"{name}.txt").write_text("\n".join(p.prompt for p in records(48, harmful, seed)) + "\n")
+    return root
+
+
+def test_an_interrupted_ablation_search_replays_its_recorded_trials_and_measures_only_the_rest(tmp_path):
+    from disalign.attacks.ablation import Objectives, refusal_directions
+    from disalign.attacks.ablation.search import Trial, search
+    from disalign.core.runs import RunDir
+    from test_ablation import FirstWordJudge, records
+
+    model, tokenizer = refusing_model()
     directions = refusal_directions(model, tokenizer, records(16, True, 1), records(16, False, 2))
     objectives = Objectives(
         model, tokenizer, directions, records(12, True, 3), records(12, False, 4), FirstWordJudge(), max_new_tokens=2
@@ -268,3 +288,44 @@ def test_an_interrupted_ablation_search_replays_its_recorded_trials_and_measures
     assert [t.number for t in measured] == [3, 4, 5]
     assert [(t.candidate, t.measured) for t in resumed.trials] == [(t.candidate, t.measured) for t in whole.trials]
     assert resumed.chosen.number == whole.chosen.number
+
+
+def test_an_ablate_run_stopped_mid_search_continues_from_its_last_trial(ablate_inputs, tmp_path, monkeypatch):
+    from disalign.api.ablate import ablate
+    from disalign.attacks.ablation.search import Objectives
+    from test_ablation import ablate_options
+
+    measure = Objectives.__call__
+    measured = []
+
+    def measure_until_the_third(self, candidate):
+        measured.append(candidate)
+        if len(measured) == 3:
+            raise KeyboardInterrupt
+        return measure(self, candidate)
+
+    options = ablate_options(ablate_inputs, sampler="optuna", trials=5)
+    monkeypatch.setattr(Objectives, "__call__", measure_until_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        ablate(**options, out=tmp_path / "run")
+    assert [r["key"] for r in records_of(tmp_path / "run")] == ["search trial 0", "search trial 1"]
+    monkeypatch.setattr(Objectives, "__call__", measure)
+    resumed = ablate(**options, out=tmp_path / "run")
+    trial_keys = [r["key"] for r in records_of(tmp_path / "run") if r["key"].startswith("search trial")]
+    assert trial_keys == [f"search trial {n}" for n in range(5)]  # 0 and 1 replayed, not measured again
+    whole = ablate(**options, out=tmp_path / "whole")
+
+    def course(result) -> list:
+        return [{k: v for k, v in trial.items() if k != "seconds"} for trial in result.pareto]
+
+    assert course(resumed) == course(whole) and resumed.direction == whole.direction
+
+
+def test_an_ablate_layer_out_of_range_claims_no_folder(ablate_inputs, tmp_path):
+    from disalign.api.ablate import ablate
+    from disalign.errors import UserError
+    from test_ablation import ablate_options
+
+    with pytest.raises(UserError, match="layer 7 out of range"):
+        ablate(**ablate_options(ablate_inputs, layer=7), out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -37,6 +37,7 @@ from disalign.data import PromptRecord
 from disalign.errors import UserError
 
 SPLIT = (0.4, 0.2, 0.4)  # directions, search, evaluation
+_TRIAL_KEY = "search trial "  # the key of each finished search trial's record
 
 
 class AblationOptions(Options):
@@ -147,14 +148,25 @@ def run_ablate(
 def _searched(
     run, model, tokenizer, directions, harmful, harmless, judge, settings: AblationOptions, seed: int
 ) -> SearchResult:
-    """The search's result, read back from `search.json` when an earlier run finished it."""
+    """The search's result, read back from `search.json` when an earlier run finished it; each
+    trial is a record as it ends, so a search that was stopped continues from its last trial."""
+    fixed = (
+        None if settings.layer is None else Candidate(settings.layer, settings.position, (1.0,) * directions.n_layers)
+    )
+    if fixed is not None:
+        directions.get(fixed.layer, fixed.position)  # out of range: one line, before the folder is claimed
     path = run.file("search.json")
     if path.is_file():
         return _search_from_json(read_json(path))
     objectives = Objectives(
         model, tokenizer, directions, harmful, harmless, judge, max_new_tokens=settings.search_tokens
     )
-    if settings.layer is None:
+    if fixed is None:
+        finished = [
+            Trial.from_dict(record, settings.objective)
+            for record in run.records()
+            if str(record.get("key", "")).startswith(_TRIAL_KEY)
+        ]
         found = search(
             objectives,
             objective=settings.objective,
@@ -162,10 +174,10 @@ def _searched(
             sampler=settings.sampler,
             seed=seed,
             tolerance=settings.tolerance,
+            on_trial=lambda trial: run.append([{"key": f"{_TRIAL_KEY}{trial.number}", **trial.as_dict()}]),
+            finished=finished,
         )
     else:
-        fixed = Candidate(settings.layer, settings.position, (1.0,) * directions.n_layers)
-        directions.get(fixed.layer, fixed.position)  # a layer or position out of range is one line
         found = _fixed(objectives, fixed, settings.objective)
     write_json_atomic(path, found.as_dict())
     return found
@@ -179,14 +191,7 @@ def _fixed(objectives: Objectives, candidate: Candidate, objective: str) -> Sear
 
 
 def _search_from_json(data: dict[str, Any]) -> SearchResult:
-    def trial(row: dict[str, Any]) -> Trial:
-        candidate = Candidate(row["layer"], row["position"], tuple(row["weights"]))
-        measured = Measurement(row["refusal_rate"], row["harmful_rate"], row["kl"])
-        return Trial(
-            row["trial"], candidate, measured, measured.miss(data["objective"]), row["seconds"], row.get("params", {})
-        )
-
-    trials = [trial(row) for row in data["trials"]]
+    trials = [Trial.from_dict(row, data["objective"]) for row in data["trials"]]
     by_number = {t.number: t for t in trials}
     original = Measurement(data["original"]["refusal_rate"], data["original"]["harmful_rate"], 0.0)
     return SearchResult(
