@@ -184,3 +184,22 @@ def test_tokenizer_without_chat_template_gets_the_plain_format(tmp_path):
     )
     assert full == "a\n\nUser: hi\nAssistant: there<eos>\n"
     assert not uses_plain_template(load_tokenizer(save_llama(tmp_path / "chat")))
+
+
+def test_sharded_safetensors_load_and_an_index_naming_a_pickle_is_refused(tmp_path):
+    tokenizer = word_tokenizer(SPECIALS, WORDS, TEMPLATE, bos="<bos>", eos="<eos>")
+    tiny_llama(tokenizer).save_pretrained(tmp_path / "m", max_shard_size="20KB")
+    tokenizer.save_pretrained(tmp_path / "m")
+    index = tmp_path / "m" / "model.safetensors.index.json"
+    shards = set(json.loads(index.read_text())["weight_map"].values())
+    assert len(shards) > 1
+    model, _ = load_model(tmp_path / "m")
+    assert model.config.num_hidden_layers == 2
+
+    data = json.loads(index.read_text())
+    first = next(iter(data["weight_map"]))
+    data["weight_map"][first] = "pytorch_model.bin"
+    index.write_text(json.dumps(data))
+    (tmp_path / "m" / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(UserError, match="names the shard 'pytorch_model.bin'; disalign loads safetensors only"):
+        load_model(tmp_path / "m")
