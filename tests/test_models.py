@@ -203,3 +203,13 @@ def test_sharded_safetensors_load_and_an_index_naming_a_pickle_is_refused(tmp_pa
     (tmp_path / "m" / "pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(UserError, match="names the shard 'pytorch_model.bin'; disalign loads safetensors only"):
         load_model(tmp_path / "m")
+
+
+def test_module_names_are_checked_without_loading_weights(tmp_path):
+    from disalign.core.models import check_module_names
+
+    path = save_llama(tmp_path / "m")
+    check_module_names(path, ["q_proj", "mlp.down_proj", "model.layers.0.self_attn.v_proj"], "--lora-target")
+    (path / "model.safetensors").write_bytes(b"never read")
+    with pytest.raises(UserError, match="--lora-target 'not_a_module': no such module in .*\\(its modules: .*q_proj"):
+        check_module_names(path, ["q_proj", "not_a_module"], "--lora-target")
