@@ -316,10 +316,9 @@ def _load_weights(path: Path, dtype: str, trust_remote_code: bool):
         raise UserError(f"{path}: cannot load model ({_first_line(err)})") from None
 
 
-def check_module_names(source: str | os.PathLike[str], names: list[str], option: str) -> None:
-    """Every name matches a module of the model (as PEFT matches LoRA targets: the name, or the end of
-    a dotted module path), checked on a weightless copy built from its config.json, so that a wrong
-    name is one line before any weight loads or run folder is claimed."""
+def model_skeleton(source: str | os.PathLike[str]):
+    """The model's module tree without weights (on the meta device), built from its config.json in
+    a moment: what module names and patterns are checked against before any weight loads."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -327,10 +326,15 @@ def check_module_names(source: str | os.PathLike[str], names: list[str], option:
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
         with torch.device("meta"):
-            skeleton = AutoModelForCausalLM.from_config(config)
+            return AutoModelForCausalLM.from_config(config)
     except (OSError, ValueError, KeyError) as err:
         raise UserError(f"{path}: cannot read the model's config ({_first_line(err)})") from None
-    modules = [name for name, _ in skeleton.named_modules() if name]
+
+
+def check_module_names(source: str | os.PathLike[str], names: list[str], option: str) -> None:
+    """Every name matches a module of the model as PEFT matches LoRA targets (the name, or the end of a
+    dotted module path), so that a wrong name is one line before any weight loads or folder is claimed."""
+    modules = [name for name, _ in model_skeleton(source).named_modules() if name]
     for name in names:
         if not any(module == name or module.endswith("." + name) for module in modules):
             leaves = sorted({leaf for module in modules if not (leaf := module.rsplit(".", 1)[-1]).isdigit()})
