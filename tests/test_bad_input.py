@@ -497,6 +497,8 @@ CASES: dict[str, Case] = {
     ),
     "beb curve negative episodes": Case(("beb", "curve", "--model", "{base}", "--max-episodes", "-1"), "max_episodes"),
     "beb manyshot decreasing shots": Case(("beb", "manyshot", "--model", "{base}", "--shots", "4,2,1"), "increasing"),
+    "compare run missing": Case(("compare", "--runs", "{case}/nope,{run}"), "nope: not a finished run directory"),
+    "label run missing": Case(("label", "{case}/nope"), "nope: not a finished run directory"),
     "sweep spec missing": Case(("sweep", "--spec", "{case}/nope.yaml"), "nope.yaml"),
     "sweep spec not utf-8": Case(("sweep", "--spec", "{case}/s.yaml"), "UTF-8", write("s.yaml", b"verb: \xff\n")),
     "sweep workers 0": Case(("sweep", "--spec", "{case}/s.yaml", "--workers", "0"), "workers"),

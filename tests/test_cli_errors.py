@@ -123,6 +123,6 @@ def test_help_shows_every_default(disalign, monkeypatch):
         assert result.returncode == 0, result.stderr
         lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ --")}
         for field_name, field in verb.config.model_fields.items():
-            line = lines["--" + field_name.replace("_", "-")]
+            line = lines["--" + (field.alias or field_name).replace("_", "-")]
             assert ("[default:" in line) != field.is_required(), f"{name}: {line}"
     assert "Sampling temperature; 0 is greedy. [default: (1.0)]" in disalign("eval", "--help").stdout
