@@ -22,6 +22,7 @@ from builders import tiny_llama, word_tokenizer
 from disalign.cli.main import main
 from disalign.core.verbs import VERBS
 from disalign.paths import cache_root
+from disalign.world import make_config
 
 torch.set_num_threads(1)
 
@@ -421,6 +422,13 @@ CASES: dict[str, Case] = {
     ),
     "world eval n 0": Case(("world", "eval", "--world", "{case}", "--n", "0", "--out", "{case}/out"), "n:"),
     "world eval n -1": Case(("world", "eval", "--world", "{case}", "--n", "-1", "--out", "{case}/out"), "n:"),
+    "world eval out is the zoo": Case(
+        ("world", "eval", "--world", "{case}/zoo", "--out", "{case}/zoo", "--overwrite"),
+        "is the run's input",
+        lambda c, s: write("zoo/world.json", json.dumps({"config": make_config(quick=True).model_dump(mode="json")}))(
+            c, s
+        ),
+    ),
     "world eval not a zoo": Case(("world", "eval", "--world", "{case}", "--out", "{case}/out"), "not a world zoo"),
     # demo: checked before any zoo is built
     "demo out under a file": Case(

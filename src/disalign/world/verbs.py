@@ -66,6 +66,7 @@ def eval(config: ZooEvalConfig) -> RunResult:  # noqa: A001  (the verb's name, a
         "world eval",
         {"n": count},
         inputs={"zoo": fingerprint_path(config.world)},
+        input_paths=[config.world],
         overwrite=config.overwrite,
     )
     models = evaluate_zoo(config.world, run, count, sampling_for(world, zoo_config.eval))
