@@ -74,9 +74,8 @@ def build_zoo(out: str | Path, config: WorldConfig, rebuild: bool = False) -> di
     stale = _stale(out, dump, identity)
     if stale and not rebuild:
         raise UserError(f"{out}: holds a zoo built with {stale}; rebuild=True (--rebuild) discards it and rebuilds")
-    if stale:
-        shutil.rmtree(out)
-    run = RunDir(out, "world build", dump)
+    # RunDir empties a stale zoo only if disalign wrote it and no other run holds it.
+    run = RunDir(out, "world build", dump, overwrite=bool(stale))
     world = World(config.world)
     write_json_atomic(
         run.file(WORLD_FILE),
