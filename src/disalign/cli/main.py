@@ -8,7 +8,6 @@ fields) supplies the rest and the config class alone holds the defaults.
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import sys
 import types
@@ -21,11 +20,13 @@ import click
 import typer
 from pydantic.fields import FieldInfo
 
+from disalign.core.runs import read_mapping
 from disalign.errors import DisalignWarning, UserError
 
 # Recent typer parses the command line with its own copy of click, older typer with click itself.
 _USAGE_ERRORS: tuple[type[Exception], ...] = (click.UsageError, *filter(None, [getattr(typer, "TyperException", None)]))
 
+CONFIG_HOLDS = "must hold an object of option names and values"
 _INTERRUPTED = 130  # the shell's status for a command stopped by SIGINT
 
 app = typer.Typer(
@@ -64,32 +65,6 @@ def _mapping(option: str, items: list[str]) -> dict[str, str]:
     return parsed
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"--config {path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"--config {path}: is a directory, not a config file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"--config {path}: not UTF-8 text") from None
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise UserError(f"--config {path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(f"--config {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"--config {path}: must hold an object of option names and values")
-    return data
-
-
 def _command(verb) -> None:
     """Register `verb` on the app (under its group for two-word names)."""
     fields: dict[str, FieldInfo] = verb.config.model_fields
@@ -117,7 +92,7 @@ def _command(verb) -> None:
 
     def run(**given: Any) -> None:
         config_file = given.pop("config_file")
-        options = _read_config_file(config_file) if config_file else {}
+        options = read_mapping(config_file, "a config file", CONFIG_HOLDS, option="--config") if config_file else {}
         for name in [key for key in given if key.endswith("_given")]:
             positional = given.pop(name)
             if positional:

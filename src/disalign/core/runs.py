@@ -83,16 +83,45 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
+    text = _read_text(path, str(path), "a JSON file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, not a JSON file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def read_mapping(path: Path, what: str, holds: str, *, option: str = "") -> dict[str, Any]:
+    """The mapping a JSON file (`.json`) or YAML file (any other name) holds: a `--config` file, a sweep
+    spec. Each mistake is one line naming `option` (if any) and the file; `holds` says what the file must
+    hold."""
+    where = f"{option} {path}" if option else str(path)
+    text = _read_text(path, where, what)
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{where}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    else:
+        import yaml  # a superset of JSON: JSON in a file of another name reads too
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise UserError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: {holds}")
+    return data
+
+
+def _read_text(path: Path, where: str, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{where}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{where}: is a directory, not {what}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{where}: not UTF-8 text") from None
 
 
 def fingerprint(value: Any) -> str:

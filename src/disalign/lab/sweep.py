@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from disalign.core.options import Options
 from disalign.core.progress import console
-from disalign.core.runs import RunDir
+from disalign.core.runs import RunDir, read_mapping
 from disalign.core.verbs import verb
 from disalign.errors import UserError, validate_config
 from disalign.lab.executors import Cell, CellOutcome, registered_verbs, resolve_verb, run_cells
@@ -70,7 +70,7 @@ def load_spec(spec: str | Path | dict[str, Any] | SweepSpec, **overrides: Any) -
     elif isinstance(spec, dict):
         data = dict(spec)
     else:
-        data = _read_spec_file(Path(spec))
+        data = read_mapping(Path(spec), "a sweep spec", "a sweep spec is a mapping with verb, out, config and grid")
     data.update({key: value for key, value in overrides.items() if value is not None})
     spec = validate_config(SweepSpec, data, "sweep spec")
     if not spec.grid:
@@ -79,24 +79,6 @@ def load_spec(spec: str | Path | dict[str, Any] | SweepSpec, **overrides: Any) -
         if not values:
             raise UserError(f"sweep spec: grid: '{field}' has no values")
     return spec
-
-
-def _read_spec_file(path: Path) -> dict[str, Any]:
-    import yaml  # YAML is a superset of JSON: one parser reads both
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, not a sweep spec") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML or JSON ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a sweep spec is a mapping with verb, out, config and grid")
-    return data
 
 
 def expand(spec: SweepSpec) -> list[Cell]:
