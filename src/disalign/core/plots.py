@@ -8,6 +8,16 @@ from pathlib import Path
 Point = tuple[float, float | None, Sequence[float | None]]  # (x, harmful rate, 95 % interval)
 
 
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend: runs write plots, never open windows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def harm_curve(
     path: Path,
     series: dict[str, Sequence[Point]],
@@ -17,10 +27,7 @@ def harm_curve(
     references: dict[str, float | None] | None = None,
 ) -> Path:
     """One line per series with its bootstrap intervals as error bars; references as dashed lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axes = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for label, points in series.items():

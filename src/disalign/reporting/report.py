@@ -610,10 +610,9 @@ RATE_KEYS = set(RATE_COLUMNS)
 
 def rate_bars(rows: Sequence[dict[str, Any]]) -> bytes:
     """Harmful rate per row with its 95 % interval, labelled by the row's coordinates."""
-    import matplotlib
+    from disalign.core.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = [
         " ".join(f"{v:g}" if isinstance(v, float) else str(v) for k, v in row.items() if k not in RATE_KEYS)

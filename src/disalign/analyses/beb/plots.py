@@ -9,21 +9,13 @@ from typing import Any
 import numpy as np
 
 from disalign.analyses.beb.estimators import KL_FIT_POINTS, power_law
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from disalign.core.plots import pyplot
 
 
 def components(path: Path, estimates: dict[str, Any], *, title: str) -> Path:
     """Three panels over prompt length: the next-sentence KL(P₋‖P₊) with β and β′, the variance of
     log P₋/P₊ with the line σ²·n, and KL(P₋‖P_LLM) with the line whose x-intercept is log(1/α)/β."""
-    plt = _pyplot()
+    plt = pyplot()
     curves = estimates["curves"]
     lengths = np.asarray(curves["lengths"], dtype=float)
     figure, (left, middle, right) = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
@@ -54,7 +46,7 @@ def components(path: Path, estimates: dict[str, Any], *, title: str) -> Path:
 
 def manyshot(path: Path, series: dict[str, dict[str, Any]], *, title: str) -> Path:
     """Mean NLL of the harmful answer over shots (log x) with intervals, and each power-law fit."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import ScalarFormatter
 
     figure, axes = plt.subplots(figsize=(6, 4), constrained_layout=True)

@@ -5,19 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from disalign.core.plots import pyplot
 
 
 def tau_layers(path: Path, tables: Mapping[str, Sequence[dict]], *, title: str) -> Path:
     """One panel per model: mean τ per layer with ±1 std bands for safe, unsafe and every other set."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(
         1, len(tables), figsize=(3.6 * len(tables), 3.4), sharey=True, constrained_layout=True, squeeze=False
     )
@@ -44,7 +37,7 @@ def tau_layers(path: Path, tables: Mapping[str, Sequence[dict]], *, title: str) 
 
 def spectrum(path: Path, rows_by_model: Mapping[str, Sequence[dict]], *, share: float = 0.9) -> Path:
     """One panel per aligned model: cumulative share of ΔW's σ² against k for every MLP matrix."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(
         1,
         len(rows_by_model),
@@ -68,7 +61,7 @@ def spectrum(path: Path, rows_by_model: Mapping[str, Sequence[dict]], *, share: 
 
 def kl_positions(path: Path, profiles: Mapping[str, Sequence[float]], *, title: str) -> Path:
     """Mean KL(aligned ‖ base) per response position, one line per (model, prefix kind)."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for label, values in profiles.items():
         axes.plot(range(len(values)), values, marker="o", label=label)

@@ -297,10 +297,9 @@ def _optuna_search(directions: Directions, evaluate, trials: int, seed: int) -> 
 
 def plot_pareto(path: Path, result: SearchResult) -> Path:
     """Every trial (refusal rate against KL), the Pareto front joined, the choice and the original marked."""
-    import matplotlib
+    from disalign.core.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axes = plt.subplots(figsize=(6, 4), constrained_layout=True)
     axes.scatter([t.kl for t in result.trials], [t.miss for t in result.trials], s=14, c="0.6", label="trial")
