@@ -108,16 +108,12 @@ class SamplingOptions(Options):
     seed: Seed = Field(0, description="Sampling seed.")
 
     def sampling(self):
+        """These options as the generator's `SamplingConfig` (the same field names)."""
+        from dataclasses import fields
+
         from disalign.core.generation import SamplingConfig
 
-        return SamplingConfig(
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            batch_size=self.batch_size,
-            seed=self.seed,
-        )
+        return SamplingConfig(**self.model_dump(include={field.name for field in fields(SamplingConfig)}))
 
 
 class RunOptions(Options):
