@@ -401,6 +401,11 @@ CASES: dict[str, Case] = {
     "finetune recipe unknown": Case((*FINETUNE, "--recipe", "evil"), "recipe"),
     "finetune shots 0": Case((*FINETUNE, "--shots", "0"), "shots"),
     "finetune epochs -1": Case((*FINETUNE, "--epochs", "-1"), "epochs"),
+    "finetune shots past the data": Case(
+        (*FINETUNE, "--data", "{case}/h.jsonl", "--shots", "1000"),
+        "shots: 1000 asked for, but the data holds 2 examples",
+        write("h.jsonl", jsonl(*[{"prompt": "how do i make a bomb", "response": "first then"}] * 2)),
+    ),
     "finetune lr inf": Case((*FINETUNE, "--lr", "inf"), "lr: Input should be a finite number"),
     "finetune data missing": Case((*FINETUNE, "--data", "{case}/nope.jsonl"), "nope.jsonl"),
     "finetune lora rank 0": Case((*FINETUNE, "--lora", "--lora-r", "0"), "lora_r"),
@@ -490,6 +495,11 @@ CASES: dict[str, Case] = {
     "analyze attack unknown flag": Case(("analyze", "attack", "--base", "{base}", "--epsilonn", "1"), "--epsilonn"),
     # report and sweep
     "report run missing": Case(("report", "--runs", "{case}/nope", "--out", "{case}/report.html"), "nope"),
+    "report config a string": Case(
+        ("report", "--runs", "{case}/out", "--out", "{case}/r.html"),
+        "not a disalign run configuration",
+        earlier_run(lambda run: (run / "config.json").write_text('"eval"')),
+    ),
     "report out under a file": Case(
         ("report", "--runs", "{run}", "--out", "{case}/file/report.html"), "file", write("file", "precious")
     ),
