@@ -137,3 +137,13 @@ run.append([{"key": "a"}])
 print("holding", flush=True)
 time.sleep(600)
 """
+
+
+def test_any_text_json_accepts_is_written_so_that_it_reads_back_the_same(tmp_path):
+    odd = json.loads('"half a pair \\ud800, the other half \\udc00"')
+    run = RunDir(tmp_path / "run", "judge", {})
+    run.append([{"key": "a", "reason": odd}, {"key": "b", "reason": "café\u2028"}])
+    run.write_summary({"note": odd})
+    assert [r["reason"] for r in RunDir(tmp_path / "run", "judge", {}).records()] == [odd, "café\u2028"]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["note"] == odd
+    assert "café" in (tmp_path / "run" / "records.jsonl").read_text(encoding="utf-8")  # readable where it can be
