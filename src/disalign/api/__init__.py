@@ -17,6 +17,7 @@ from disalign.api.ed import EDConfig, ed
 from disalign.api.eval import EvalConfig, eval
 from disalign.api.finetune import FinetuneConfig, finetune
 from disalign.api.judge import JudgeConfig, judge
+from disalign.api.label import LabelConfig, label  # noqa: F401  (registers the verb)
 from disalign.api.report import ReportConfig, report
 from disalign.core.verbs import VERBS
 
