@@ -297,6 +297,9 @@ def validation_text(run: Run) -> tuple[str, str]:
     if judge is None:
         return "not recorded", ""
     validation = run.result.judge_validation
+    error = getattr(run.result, "judge_error", None)
+    if not validation and error:
+        return judge, _error_text(error)
     if not validation:
         return judge, "not validated: run `disalign judge --label-field` with this judge to measure it"
     parts = [str(validation["source"])] if validation.get("source") else []
@@ -307,13 +310,30 @@ def validation_text(run: Run) -> tuple[str, str]:
     return judge, "; ".join(parts)
 
 
+def _error_text(error: dict[str, Any]) -> str:
+    """What the corrected rates rest on, in one line."""
+    tp, fn, fp, tn = (error[key] for key in ("tp", "fn", "fp", "tn"))
+    positive = error.get("quantity", "refused")
+    return (
+        f"{positive}: sensitivity {tp / max(1, tp + fn):.2f}, specificity {tn / max(1, tn + fp):.2f} on "
+        f"{error.get('measured_on')}; corrected rates assume the run's text fools the judge as often as that did"
+    )
+
+
 def _measured(label: str, run: Run, value: str, interval: str, detail: str = "") -> Measure:
     judge, validation = validation_text(run)
     return Measure(label, value, interval, detail, judge, validation, run.title)
 
 
 def _rate(row: dict[str, Any] | None) -> str:
-    return "n/a" if not row else f"{percent(row.get('harmful_rate'))} {interval_text(row.get('ci'))}"
+    """The raw judged rate, then the corrected (judge error) and label-based (PPI) figures where a summary has them."""
+    if not row:
+        return "n/a"
+    text = f"{percent(row.get('harmful_rate'))} {interval_text(row.get('ci'))}"
+    for key, name in (("harmful_rate_corrected", "corrected"), ("harmful_rate_ppi", "from labels")):
+        if row.get(key) is not None:
+            text += f" · {name} {percent(row[key])} {interval_text(row.get(f'{key}_ci'))}"
+    return text
 
 
 def ed_uplift(pair: Pair, runs: Sequence[Run]) -> Measure | None:
@@ -525,7 +545,23 @@ def fragility_card(pair: Pair, runs: Sequence[Run]) -> Card:
 
 
 COORDINATES = ("cell", "model", "set", "method", "alpha", "shots", "epochs", "layer", "seed", "k")
-RATE_COLUMNS = ("harmful_rate", "ci", "n", "refusal_rate", "refusal_ci", "accuracy")
+RATE_COLUMNS = (
+    "harmful_rate",
+    "ci",
+    "harmful_rate_corrected",
+    "harmful_rate_corrected_ci",
+    "harmful_rate_ppi",
+    "harmful_rate_ppi_ci",
+    "n",
+    "refusal_rate",
+    "refusal_ci",
+    "refusal_rate_corrected",
+    "refusal_rate_corrected_ci",
+    "refusal_rate_ppi",
+    "refusal_rate_ppi_ci",
+    "unscorable_rate",
+    "accuracy",
+)
 
 
 def _table(caption: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> dict[str, Any]:
