@@ -19,16 +19,7 @@ DEMO_PREFILL = (0, 1, 2, 5)
 
 
 def run(ctx: DemoContext) -> dict[str, Any]:
-    sampling = ctx.sampling
-    options = dict(
-        world=ctx.zoo,
-        limit=DEMO_PROMPTS,
-        max_new_tokens=sampling.max_new_tokens,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        batch_size=sampling.batch_size,
-        seed=sampling.seed,
-    )
+    options = {"world": ctx.zoo, "limit": DEMO_PROMPTS, **ctx.sampling_options()}
     found = clusters(**options, out=ctx.run.file("analyze-clusters"))
     changed = weights(world=ctx.zoo, limit=DEMO_PROMPTS, out=ctx.run.file("analyze-weights"))
     deep = depth(**options, prefill=list(DEMO_PREFILL), out=ctx.run.file("analyze-depth"))
