@@ -18,7 +18,6 @@ from typing import Any
 from disalign.core.stats import corrected_rate, ppi_rate
 from disalign.judges.validate import EXACT_JUDGES
 
-LABELS_FILE = "labels.jsonl"
 RATE_QUANTITY = {"harmful_rate": "harmful", "refusal_rate": "refused"}
 # Judges whose `harmful` is exactly "did not refuse", so a refusal measurement also measures harm.
 _COMPLEMENTARY = {"keyword", "refusal", "stance"}
@@ -153,9 +152,9 @@ def with_corrections(result, run=None):
     """`correct_summary` applied to a RunResult (what every verb's `finish` passes through); with
     the run's own labels (`RUN/labels.jsonl`, `disalign label`), the prediction-powered rates too."""
     summary = correct_summary(result.to_json())
-    if run is not None and run.path is not None and (run.path / LABELS_FILE).is_file():
-        from disalign.judges.labels import ppi_summary, read_labels
+    from disalign.judges.labels import LABELS_FILE, ppi_summary, read_labels
 
+    if run is not None and run.path is not None and (run.path / LABELS_FILE).is_file():
         summary = ppi_summary(summary, list(run.records()), read_labels(run.path / LABELS_FILE))
     return type(result).model_validate(summary)
 
