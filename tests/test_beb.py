@@ -458,7 +458,7 @@ def test_beb_verbs_refuse_bad_input(text_inputs, monkeypatch):
         def judge(self, prompts, responses):
             return [Verdict(harmful=None, refused=None, score=None, reason="no idea") for _ in responses]
 
-    monkeypatch.setitem(judge_registry._REGISTRY, "undecided", Undecided)  # not left behind for other tests
+    monkeypatch.setitem(judge_registry.JUDGES._factories, "undecided", Undecided)  # not left behind for other tests
     with pytest.raises(UserError, match="cannot score behaviour"):
         beb.curve(**_text_options(text_inputs, n=4, judge="undecided", max_episodes=1, aligning=0, max_new_tokens=2))
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from disalign.core.registry import Registry
 from disalign.errors import UserError
 
 
@@ -65,36 +66,23 @@ class ResponseJudge:
 
 
 JudgeFactory = Callable[..., Judge]
-_REGISTRY: dict[str, JudgeFactory] = {}
-
-
-def register(name: str) -> Callable[[JudgeFactory], JudgeFactory]:
-    def add(factory: JudgeFactory) -> JudgeFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"judge '{name}' is registered twice")
-        _REGISTRY[name] = factory
-        return factory
-
-    return add
+JUDGES: Registry[JudgeFactory] = Registry("judge")
+register = JUDGES.register
 
 
 def available_judges() -> list[str]:
-    return sorted(_REGISTRY)
+    return JUDGES.names()
 
 
 def judge_options(name: str) -> list[str]:
     """The options that judge `name` takes, in its factory's order."""
-    if name not in _REGISTRY:
-        raise UserError(f"unknown judge '{name}'; known: {', '.join(available_judges())}")
-    return list(inspect.signature(_REGISTRY[name]).parameters)
+    return list(inspect.signature(JUDGES.get(name)).parameters)
 
 
 def get_judge(name: str, **options: Any) -> Judge:
     """Build the judge `name`; options that it does not take, or required ones left out, are
     the user's mistake, so they are named in a UserError rather than raised as TypeError."""
-    factory = _REGISTRY.get(name)
-    if factory is None:
-        raise UserError(f"unknown judge '{name}'; known: {', '.join(available_judges())}")
+    factory = JUDGES.get(name)
     parameters = inspect.signature(factory).parameters
     unknown = sorted(set(options) - set(parameters))
     if unknown:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from disalign.errors import UserError
+from disalign.core.registry import Registry
 
 Component = Literal["negative", "positive"]
 COMPONENTS: tuple[Component, ...] = ("negative", "positive")
@@ -82,26 +82,13 @@ class Setting(Protocol):
 
 
 SettingFactory = Callable[..., Setting]
-_SETTINGS: dict[str, SettingFactory] = {}
-
-
-def register_setting(name: str) -> Callable[[SettingFactory], SettingFactory]:
-    def add(factory: SettingFactory) -> SettingFactory:
-        if name in _SETTINGS:
-            raise ValueError(f"BEB setting '{name}' is registered twice")
-        _SETTINGS[name] = factory
-        return factory
-
-    return add
+SETTINGS: Registry[SettingFactory] = Registry("BEB setting")
+register_setting = SETTINGS.register
 
 
 def available_settings() -> list[str]:
-    return sorted(_SETTINGS)
+    return SETTINGS.names()
 
 
 def get_setting(name: str, **options: Any) -> Setting:
-    factory = _SETTINGS.get(name)
-    if factory is None:
-        known = ", ".join(available_settings()) or "none registered"
-        raise UserError(f"unknown BEB setting '{name}'; known: {known}")
-    return factory(**options)
+    return SETTINGS.get(name)(**options)
