@@ -106,7 +106,7 @@ def probe_accuracy(safe: torch.Tensor, unsafe: torch.Tensor, *, folds: int = 5, 
     return float(scores.mean())
 
 
-def _mean_std(values: torch.Tensor) -> list[float]:
+def mean_std(values: torch.Tensor) -> list[float]:
     return [float(values.mean()), float(values.std(correction=0))]
 
 
@@ -134,13 +134,13 @@ def cluster_layers(
         rows.append(
             {
                 "layer": layer,
-                "tau_safe": _mean_std(taus[safe][:, layer]),
-                "tau_unsafe": _mean_std(taus[unsafe][:, layer]),
+                "tau_safe": mean_std(taus[safe][:, layer]),
+                "tau_unsafe": mean_std(taus[unsafe][:, layer]),
                 "separation": separation(taus[safe][:, layer], taus[unsafe][:, layer]),
                 "tau_gap": float(taus[safe][:, layer].mean() - taus[unsafe][:, layer].mean()),
                 "probe_accuracy": probe_accuracy(acts[safe][:, layer], acts[unsafe][:, layer]) if probe else None,
                 "sets": {
-                    name: _mean_std(values[:, layer]) for name, values in taus.items() if name not in (safe, unsafe)
+                    name: mean_std(values[:, layer]) for name, values in taus.items() if name not in (safe, unsafe)
                 },
             }
         )

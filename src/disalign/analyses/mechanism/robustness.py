@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from disalign.analyses.mechanism.clusters import activation_sites, cluster_centres, collect, tau
+from disalign.analyses.mechanism.clusters import activation_sites, cluster_centres, collect, mean_std, tau
 from disalign.core.activations import Positions, TokenBatch, capture_sites, encode
 from disalign.core.evaluate import rendered_prompts
 from disalign.core.stats import rate_summary
@@ -220,17 +220,13 @@ def analyze_attack(
         mu_safe, mu_unsafe = cluster_centres(centres["safe"][site], centres["unsafe"][site])
         taus = {kind: tau(values[site], mu_safe, mu_unsafe) for kind, values in acts.items()}
         layers[site] = [
-            {"layer": layer, **{kind: _mean_std(values[:, layer]) for kind, values in taus.items()}}
+            {"layer": layer, **{kind: mean_std(values[:, layer]) for kind, values in taus.items()}}
             for layer in range(mu_safe.shape[0])
         ]
     return {
         "epsilon": attack.epsilon,
-        "lipschitz": {name: _mean_std(values) for name, values in lipschitz.items()},
+        "lipschitz": {name: mean_std(values) for name, values in lipschitz.items()},
         "success": {kind: rate_summary(values.tolist(), key="success_rate") for kind, values in attack.success.items()},
         "token_accuracy": {kind: float(values.mean()) for kind, values in attack.token_accuracy.items()},
         "layers": layers,
     }
-
-
-def _mean_std(values: torch.Tensor) -> list[float]:
-    return [float(values.mean()), float(values.std(correction=0))]

@@ -13,7 +13,7 @@ Per MLP matrix (every matrix is read as (out_features, in_features)):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 
@@ -86,40 +86,47 @@ def projections(matrix: torch.Tensor, acts: torch.Tensor, top: int = 15) -> torc
     return (sigma[:top] * (unit @ right[:top].T)).float()
 
 
-def weight_changes(base, aligned, *, mlp_pattern: str | None = None, share: float = 0.9, keep: int = 64) -> list[dict]:
-    """One row per (layer, MLP matrix): how much it moved, ΔW's spectrum (top `keep` singular
-    values and the share of Σσ² they hold, cumulatively) and effective rank, and the column-space test."""
+def matrix_pairs(
+    base, aligned, mlp_pattern: str | None = None
+) -> Iterator[tuple[int, str, torch.Tensor, torch.Tensor]]:
+    """(layer, matrix name, base weight, aligned weight) of every MLP matrix of two models of one shape."""
     check_pair(base, aligned)
-    rows = []
     for layer, (mlp_base, mlp_aligned) in enumerate(
         zip(mlp_modules(base, mlp_pattern), mlp_modules(aligned, mlp_pattern), strict=True)
     ):
-        matrices_base, matrices_aligned = mlp_matrices(mlp_base), mlp_matrices(mlp_aligned)
-        for name, w_base in matrices_base.items():
-            w_aligned = matrices_aligned[name]
-            delta = (w_aligned.double() - w_base.double()).cpu()
-            sigma = torch.linalg.svdvals(delta)
-            total = float((sigma**2).sum())
-            k = effective_rank(sigma, share)
-            sines, random_sine = column_space_sines(w_aligned.cpu(), w_base.cpu(), share)
-            full_rank = min(delta.shape)
-            rows.append(
-                {
-                    "layer": layer,
-                    "matrix": name,
-                    "shape": list(delta.shape),
-                    "full_rank": full_rank,
-                    "relative_change": float(delta.norm() / w_base.double().norm().clamp(min=1e-12)),
-                    "effective_rank": k,
-                    "effective_rank_fraction": k / full_rank,
-                    "top_share": float(sigma[0] ** 2) / total if total else None,
-                    "singular_values": [float(s) for s in sigma[:keep]],
-                    "cumulative_share": [float(c) for c in (torch.cumsum(sigma**2, 0) / total)[:keep]] if total else [],
-                    "sin_mean": float(sines.mean()),
-                    "sin_max": float(sines.max()),
-                    "sin_random": random_sine,
-                }
-            )
+        matrices_aligned = mlp_matrices(mlp_aligned)
+        for name, w_base in mlp_matrices(mlp_base).items():
+            yield layer, name, w_base, matrices_aligned[name]
+
+
+def weight_changes(base, aligned, *, mlp_pattern: str | None = None, share: float = 0.9, keep: int = 64) -> list[dict]:
+    """One row per (layer, MLP matrix): how much it moved, ΔW's spectrum (top `keep` singular
+    values and the share of Σσ² they hold, cumulatively) and effective rank, and the column-space test."""
+    rows = []
+    for layer, name, w_base, w_aligned in matrix_pairs(base, aligned, mlp_pattern):
+        delta = (w_aligned.double() - w_base.double()).cpu()
+        sigma = torch.linalg.svdvals(delta)
+        total = float((sigma**2).sum())
+        k = effective_rank(sigma, share)
+        sines, random_sine = column_space_sines(w_aligned.cpu(), w_base.cpu(), share)
+        full_rank = min(delta.shape)
+        rows.append(
+            {
+                "layer": layer,
+                "matrix": name,
+                "shape": list(delta.shape),
+                "full_rank": full_rank,
+                "relative_change": float(delta.norm() / w_base.double().norm().clamp(min=1e-12)),
+                "effective_rank": k,
+                "effective_rank_fraction": k / full_rank,
+                "top_share": float(sigma[0] ** 2) / total if total else None,
+                "singular_values": [float(s) for s in sigma[:keep]],
+                "cumulative_share": [float(c) for c in (torch.cumsum(sigma**2, 0) / total)[:keep]] if total else [],
+                "sin_mean": float(sines.mean()),
+                "sin_max": float(sines.max()),
+                "sin_random": random_sine,
+            }
+        )
     return rows
 
 
@@ -134,25 +141,19 @@ def projection_rows(
     """Per (layer, matrix, which ∈ {delta, base, aligned}): mean |σ_j·cos(a, v_j)| over the top
     directions for each group of activations. `inputs[group][width]` holds (n, n_layers, width)
     activations entering matrices with `width` inputs (the MLP input, or its hidden activation)."""
-    check_pair(base, aligned)
     rows = []
-    for layer, (mlp_base, mlp_aligned) in enumerate(
-        zip(mlp_modules(base, mlp_pattern), mlp_modules(aligned, mlp_pattern), strict=True)
-    ):
-        matrices_base, matrices_aligned = mlp_matrices(mlp_base), mlp_matrices(mlp_aligned)
-        for name, w_base in matrices_base.items():
-            w_aligned = matrices_aligned[name]
-            candidates = {"delta": w_aligned.double() - w_base.double(), "base": w_base, "aligned": w_aligned}
-            for which, matrix in candidates.items():
-                row = {"layer": layer, "matrix": name, "which": which}
-                for group, by_width in inputs.items():
-                    acts = by_width.get(matrix.shape[1])
-                    if acts is None:
-                        raise UserError(f"no activations of width {matrix.shape[1]} for matrix {name}")
-                    profile = projections(matrix.cpu(), acts[:, layer], top).abs()
-                    row[group] = float(profile.mean())
-                    row[f"{group}_profile"] = [float(v) for v in profile.mean(0)]
-                rows.append(row)
+    for layer, name, w_base, w_aligned in matrix_pairs(base, aligned, mlp_pattern):
+        candidates = {"delta": w_aligned.double() - w_base.double(), "base": w_base, "aligned": w_aligned}
+        for which, matrix in candidates.items():
+            row = {"layer": layer, "matrix": name, "which": which}
+            for group, by_width in inputs.items():
+                acts = by_width.get(matrix.shape[1])
+                if acts is None:
+                    raise UserError(f"no activations of width {matrix.shape[1]} for matrix {name}")
+                profile = projections(matrix.cpu(), acts[:, layer], top).abs()
+                row[group] = float(profile.mean())
+                row[f"{group}_profile"] = [float(v) for v in profile.mean(0)]
+            rows.append(row)
     return rows
 
 
