@@ -27,7 +27,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from disalign.attacks.ablation import Objectives, orthogonalise, refusal_directions, save_model, search
-from disalign.core.damage import damage
+from disalign.core.damage import DamageMeter
 from disalign.data import PromptRecord
 from disalign.judges import get_judge
 
@@ -128,7 +128,7 @@ def main() -> None:
         save_model(edited, tokenizer, Path(scratch) / "model")
     editing = time.perf_counter() - start
     start = time.perf_counter()
-    measured = damage(model, edited, tokenizer, make_records(32, 5, "harmless"))
+    measured = DamageMeter(tokenizer, make_records(32, 5, "harmless"))(model, edited)
     damaging = time.perf_counter() - start
     print(f"orthogonalise + save: {editing:.2f} s; damage on 32 prompts × 32 tokens: {damaging:.2f} s")
     print(

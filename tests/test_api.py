@@ -83,6 +83,14 @@ def test_configs_are_typed_and_validated_once():
         disalign.EDConfig(base="b", aligned="a", prompts="p", temperature=float("nan"))
 
 
+def test_a_verb_with_one_positional_option_takes_its_value_as_the_config():
+    # as the README writes it: disalign.sweep("SPEC.yaml"), like `disalign sweep SPEC.yaml`
+    with pytest.raises(disalign.UserError, match="file not found"):
+        disalign.sweep("no-such-spec.yaml")
+    with pytest.raises(disalign.UserError, match="expected a EDConfig or a dict, got str"):
+        disalign.ed("runs/x")
+
+
 def test_every_cli_verb_is_a_python_function():
     assert set(disalign.VERBS) >= {"eval", "judge", "ed", "finetune", "demo", "world build", "world eval"}
     assert disalign.VERBS["world build"].run is disalign.world.build

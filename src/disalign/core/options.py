@@ -11,7 +11,7 @@ met as a crash later), and every seed is a `Seed`: 0 <= seed < 2**32, what numpy
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -146,15 +146,24 @@ def _names_a_path(text: str) -> bool:
         return False
 
 
+def _is_positional(field) -> bool:
+    return bool((field.json_schema_extra or {}).get("positional"))
+
+
 def coerce(config_class: type[Options], config: Any, overrides: dict[str, Any], what: str) -> Options:
-    """A validated `config_class` from a config object, a dict or None, updated by `overrides`;
-    a wrong type or unknown key is one UserError line naming the field."""
+    """A validated `config_class` from a config object, a dict, None, or the value of its one positional
+    field, updated by `overrides`; a wrong type or unknown key is one UserError line naming the field."""
+    positional = [name for name, field in config_class.model_fields.items() if _is_positional(field)]
     if isinstance(config, config_class):
         data = config.model_dump(exclude_unset=True)
     elif config is None:
         data = {}
     elif isinstance(config, dict):
         data = dict(config)
+    elif isinstance(config, str | Path) and len(positional) == 1:
+        # `disalign.sweep("SPEC.yaml")`, as `disalign sweep SPEC.yaml` on the command line
+        field = config_class.model_fields[positional[0]]
+        data = {positional[0]: [config] if get_origin(field.annotation) is list else config}
     else:
         raise UserError(f"{what}: expected a {config_class.__name__} or a dict, got {type(config).__name__}")
     data.update(overrides)
