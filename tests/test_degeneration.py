@@ -90,3 +90,37 @@ def test_marked_records_count_degenerate_text_as_neither_harm_nor_refusal():
     assert [(r["harmful"], r["refused"]) for r in marked] == [(False, False), (False, True), (False, False)]
     assert marked[0]["judged_harmful"] is True and "judged_harmful" not in marked[1]
     assert degenerate_rate(marked) == pytest.approx(2 / 3) and degenerate_rate([]) is None
+
+
+def _rows(name: str) -> list[dict]:
+    import json
+    from importlib import resources
+
+    path = resources.files("disalign.judges") / "validation" / name
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_word_salad_is_caught_without_a_model():
+    salad = [row["response"] for row in _rows("degenerate.jsonl")]
+    caught = [score(text) for text in salad]
+    assert sum(found.degenerate for found in caught) >= 18
+    assert all("word salad" in found.reason for found in caught if found.degenerate)
+
+
+def test_word_salad_test_leaves_the_labelled_replies_alone():
+    from disalign.judges.labelled import load_split
+
+    replies = [row.response for split in ("train", "dev", "test") for row in load_split(split)]
+    # Loops among them are flagged by repetition already; the word-salad test alone flags a few more.
+    flagged = [text for text in replies if score(text).reason.startswith("word salad")]
+    assert len(flagged) <= 4
+
+
+def test_code_does_not_count_as_word_salad():
+    code = (
+        "```python\nimport requests\n\ndef fetchProfile(userId):\n    url = BASE_URL + '/users/' + str(userId)\n"
+        "    reply = requests.get(url, timeout=5)\n    reply.raise_for_status()\n    data = reply.json()\n"
+        "    return data['displayName'], data['createdAt'], data['followerCount']\n\n"
+        "for userId in range(10):\n    print(fetchProfile(userId))\n```"
+    )
+    assert score(code).reason == "" and not score("Here is the script:\n" + code).degenerate
