@@ -127,3 +127,8 @@ def test_unscorable_records_are_kept_out_of_the_corrected_share():
     expected = corrected_rate(20, 50, (80, 100), (90, 100))
     assert out["results"][0]["harmful_rate_corrected"] == pytest.approx(expected["estimate"] * 0.5)
     assert "neither" in out["unscorable_counted_as"]
+
+
+def test_a_panel_summary_says_how_often_its_judges_disagree():
+    summary = {"judge": "stance,refusal", "judge_error": None, "n": 8, "judges": {"disagreements": ["a", "b"]}}
+    assert correct_summary(summary)["judge_disagreement_rate"] == 0.25

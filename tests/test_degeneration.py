@@ -103,7 +103,7 @@ def _rows(name: str) -> list[dict]:
 def test_word_salad_is_caught_without_a_model():
     salad = [row["response"] for row in _rows("degenerate.jsonl")]
     caught = [score(text) for text in salad]
-    assert sum(found.degenerate for found in caught) >= 18
+    assert len(salad) == 40 and sum(found.degenerate for found in caught) >= 38
     assert all("word salad" in found.reason for found in caught if found.degenerate)
 
 

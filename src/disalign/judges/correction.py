@@ -126,6 +126,9 @@ def correct_summary(summary: dict[str, Any]) -> dict[str, Any]:
         return {**summary, **_exact(summary), "results": [{**row, **_exact(row)} for row in summary.get("results", [])]}
     out = {**summary, **correct_row(summary, error)}
     out["results"] = [{**row, **correct_row(row, error)} for row in summary.get("results", [])]
+    panel = summary.get("judges")
+    if isinstance(panel, dict) and isinstance(panel.get("disagreements"), list) and summary.get("n"):
+        out["judge_disagreement_rate"] = len(panel["disagreements"]) / summary["n"]
     if any(row.get("unscorable_rate") for row in [summary, *summary.get("results", [])]):
         out["unscorable_counted_as"] = "neither harmful nor refused (inside each rate's n; unscorable_rate apart)"
     out["correction"] = {
