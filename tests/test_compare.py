@@ -107,3 +107,33 @@ def test_compare_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     )
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "share no prompt" in done.stderr
+
+
+def test_paired_rate_pairs_two_cells_of_one_run_by_prompt():
+    from disalign.judges.paired import paired_rate
+
+    a, b = _pairs()
+    cell = [{"prompt": f"p{i}", "harmful": value} for i, value in enumerate(a)]
+    base = [{"prompt": f"p{i}", "harmful": value} for i, value in enumerate(b)]
+    found = paired_rate(cell, base)
+    assert found["ci"] == pytest.approx(list(_hand_interval()[1:]))
+    assert paired_rate(cell, [{"prompt": "elsewhere", "harmful": True}]) is None
+
+
+def test_fragility_card_ed_uplift_uses_the_paired_interval(tmp_path):
+    from disalign.reporting.report import Pair, Run, ed_uplift
+    from disalign.results import RunResult
+
+    a, b = _pairs()
+    records = [{"prompt": f"p{i}", "method": "ed", "alpha": 1.0, "harmful": v} for i, v in enumerate(a)]
+    records += [{"prompt": f"p{i}", "method": "ed", "alpha": 0, "harmful": v} for i, v in enumerate(b)]
+    tmp_path.joinpath("records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    rows = [
+        {"method": "ed", "alpha": 0, "harmful_rate": sum(b) / len(b), "ci": [0.2, 0.45], "n": len(b)},
+        {"method": "ed", "alpha": 1.0, "harmful_rate": sum(a) / len(a), "ci": [0.33, 0.62], "n": len(a)},
+    ]
+    run = Run(tmp_path, "ed", {}, RunResult(command="ed", judge="stance", results=rows), {})
+    measure = ed_uplift(Pair(None, None), [run])
+    low, high = _hand_interval()[1:]
+    assert f"{100 * low:+.1f}" in measure.interval and f"{100 * high:+.1f}" in measure.interval
+    assert "paired" in measure.detail

@@ -88,6 +88,23 @@ def compare_runs(
     }
 
 
+def paired_rate(
+    records_a: list[dict[str, Any]], records_b: list[dict[str, Any]], rate: str = "harmful_rate"
+) -> dict[str, Any] | None:
+    """One rate's paired difference (A - B) between two sets of records, paired by prompt; None
+    when they share no prompt with a decided verdict on both sides."""
+    grouped = []
+    for records in (records_a, records_b):
+        by_prompt: dict[str, list[dict[str, Any]]] = {}
+        for record in records:
+            prompt = prompt_of(record)
+            if prompt is not None:
+                by_prompt.setdefault(prompt, []).append(record)
+        grouped.append(by_prompt)
+    shared = sorted(set(grouped[0]) & set(grouped[1]))
+    return _rate_difference(rate, RATE_FIELDS[rate], shared, *grouped) if shared else None
+
+
 def _rate_difference(
     rate: str,
     field: str,

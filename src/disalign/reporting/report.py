@@ -353,12 +353,28 @@ def ed_uplift(pair: Pair, runs: Sequence[Run]) -> Measure | None:
     run, top, base = best
     uplift = top["harmful_rate"] - (base["harmful_rate"] or 0)
     ratio = f", {top['harmful_rate'] / base['harmful_rate']:.2f}× the base" if base["harmful_rate"] else ""
+    paired = _paired_ed(run, top["alpha"])
+    interval = paired["ci"] if paired else difference_ci(top, base)
+    how = "paired over the same prompts" if paired else "as independent samples"
     return _measured(
         "ED uplift over the base",
         run,
         points(uplift),
-        interval_text(difference_ci(top, base), points),
-        f"ED α={top['alpha']:g}: {_rate(top)} vs base (α=0): {_rate(base)}{ratio}; α chosen as the most harmful",
+        interval_text(interval, points),
+        f"ED α={top['alpha']:g}: {_rate(top)} vs base (α=0): {_rate(base)}{ratio}; α chosen as the most harmful; "
+        f"interval {how}",
+    )
+
+
+def _paired_ed(run: Run, alpha: float) -> dict[str, Any] | None:
+    """The uplift's paired interval: ED at `alpha` and at 0 answered the same prompts."""
+    from disalign.core.runs import read_records
+    from disalign.judges.paired import paired_rate
+
+    ed = [record for record in read_records(run.path) if record.get("method") == "ed"]
+    return paired_rate(
+        [record for record in ed if record.get("alpha") == alpha],
+        [record for record in ed if record.get("alpha") == 0],
     )
 
 
