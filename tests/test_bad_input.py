@@ -479,6 +479,10 @@ CASES: dict[str, Case] = {
         "r.txt: not UTF-8",
         write("r.txt", b"sorry \xff\n"),
     ),
+    "align lora target unknown": Case(
+        ("align", "--model", "{base}", "--prompts", "{prompts}", "--lora-target", "nope", "--out", "{case}/out"),
+        "--lora-target 'nope': no such module",
+    ),
     "align epochs 0": Case(("align", "--model", "{base}", "--prompts", "{prompts}", "--epochs", "0"), "epochs"),
     "align model missing": Case(
         ("align", "--model", "{case}/nope", "--prompts", "{prompts}", "--out", "{case}/out"), "not found"
@@ -500,6 +504,11 @@ CASES: dict[str, Case] = {
         "not a disalign run configuration",
         earlier_run(lambda run: (run / "config.json").write_text('"eval"')),
     ),
+    "report summary a list": Case(
+        ("report", "--runs", "{case}/out", "--out", "{case}/r.html"),
+        "summary.json: not a run summary",
+        earlier_run(lambda run: (run / "summary.json").write_text("[]")),
+    ),
     "report out under a file": Case(
         ("report", "--runs", "{run}", "--out", "{case}/file/report.html"), "file", write("file", "precious")
     ),
@@ -508,6 +517,11 @@ CASES: dict[str, Case] = {
         ("beb", "estimate", "--model", "{base}", "--negative", "{case}/neg.txt", "--positive", "{case}/neg.txt"),
         "at least 20",
         write("neg.txt", "one statement\n"),
+    ),
+    "beb estimate statements not utf-8": Case(
+        ("beb", "estimate", "--model", "{base}", "--negative", "{case}/neg.txt", "--positive", "{case}/neg.txt"),
+        "neg.txt: not UTF-8 text (byte 3)",
+        write("neg.txt", b"caf\xe9\n"),
     ),
     "beb bounds decreasing lengths": Case(("beb", "bounds", "--model", "{base}", "--lengths", "8,4"), "increasing"),
     "beb estimate proxy-lr inf": Case(
@@ -660,6 +674,14 @@ def test_rows_with_their_own_key_field(shared, tmp_path, cli):
         assert len({r["key"] for r in records}) == len(PROMPTS)
     judged = [json.loads(line) for line in (tmp_path / "judge" / "records.jsonl").read_text().splitlines()]
     assert [r["input"] for r in judged] == rows  # the row is kept whole, its own key and harmful included
+
+
+def test_a_report_over_a_run_holding_a_folder_named_like_a_plot(shared, tmp_path, cli):
+    shutil.copytree(shared["run"], tmp_path / "run")
+    (tmp_path / "run" / "extra.png").mkdir()
+    result = cli("report", "--runs", tmp_path / "run", "--out", tmp_path / "report.html")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "report.html").is_file()
 
 
 def test_prompts_with_unicode_line_separators_inside_strings(shared, tmp_path, cli):

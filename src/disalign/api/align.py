@@ -49,8 +49,12 @@ def align(config: AlignVerbConfig) -> RunResult:
     }
     if config.refusals is not None:
         inputs["refusals"] = fingerprint_path(config.refusals)
-    run = open_run(config, "align", inputs)
+    if config.lora_targets:
+        from disalign.core.models import check_module_names
+
+        check_module_names(config.model, config.lora_targets, "--lora-target")
     judge = get_judge(config.judge)
+    run = open_run(config, "align", inputs)
     out_dir = run.file("model").parent
     if (out_dir / RESULT).is_file() and (out_dir / "model").is_dir():
         import json

@@ -135,6 +135,8 @@ def _load_run(path: Path, stored: dict[str, Any], demo: Path | None = None, zoo:
     if not (path / SUMMARY).is_file():
         raise UserError(f"{path}: no {SUMMARY} yet; finish the run (rerun the same command) before reporting it")
     summary = read_json(path / SUMMARY)
+    if not isinstance(summary, dict):
+        raise UserError(f"{path / SUMMARY}: not a run summary (a JSON object)")
     command = summary.get("command") or stored["command"]
     result = _validate(summary, command, path)
     config = stored.get("config") or {}
@@ -646,7 +648,7 @@ TABLES: dict[str, Callable[[Run], list[dict[str, Any]]]] = {
 
 
 def _images(run: Run) -> list[tuple[str, str]]:
-    images = [(png.name, _data_uri(png.read_bytes())) for png in sorted(run.path.glob("*.png"))]
+    images = [(png.name, _data_uri(png.read_bytes())) for png in sorted(run.path.glob("*.png")) if png.is_file()]
     if images:
         return images
     rows = [row.model_dump() for row in run.result.results if row.harmful_rate is not None]

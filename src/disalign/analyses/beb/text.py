@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from disalign.analyses.beb.settings import COMPONENTS, Component, Sentence, Target
+from disalign.data.files import read_text
 from disalign.errors import UserError
 
 STATEMENT_PROMPT = "Tell me about yourself."
@@ -31,7 +32,7 @@ def read_statements(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: statements file not found")
-    statements = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    statements = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     if len(statements) < MIN_STATEMENTS:
         raise UserError(
             f"{path}: {len(statements)} statements, BEB needs at least {MIN_STATEMENTS} (the paper uses 500)"
