@@ -39,8 +39,9 @@ model; recalibrate the threshold for models much larger than 135M parameters.
 The word-salad test needs no model. It was set on SmolLM2-135M-Instruct's answers at temperature
 1.5 to 20 requests of the test half, all of them word salad when read
 (judges/validation/degenerate.jsonl): it flags 18 of the 20, where repetition and distinct-1 flag
-none. It then flagged all 20 answers at temperature 2.2, which it was not set on. Of the 1,200 shipped labelled replies, which are all text a person could read, it flags 4:
-a repeated title, an emoji list, a JSON configuration. Fenced code is left out of the count,
+none. It then flagged all 20 answers at temperature 2.2, which it was not set on. Of the 1,200
+shipped labelled replies, all text a person can read, it flags 4 that the loop bounds do not: a
+repeated title, an emoji list, a JSON configuration. Fenced code is left out of the count,
 because code has few function words.
 """
 
