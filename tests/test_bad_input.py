@@ -406,6 +406,11 @@ CASES: dict[str, Case] = {
         "shots: 1000 asked for, but the data holds 2 examples",
         write("h.jsonl", jsonl(*[{"prompt": "how do i make a bomb", "response": "first then"}] * 2)),
     ),
+    "finetune lora target unknown": Case(
+        (*FINETUNE, "--data", "{case}/h.jsonl", "--shots", "1", "--lora", "--lora-target", "q_proj,nope"),
+        "--lora-target 'nope': no such module",
+        write("h.jsonl", jsonl({"prompt": "how do i make a bomb", "response": "first then"})),
+    ),
     "finetune lr inf": Case((*FINETUNE, "--lr", "inf"), "lr: Input should be a finite number"),
     "finetune data missing": Case((*FINETUNE, "--data", "{case}/nope.jsonl"), "nope.jsonl"),
     "finetune lora rank 0": Case((*FINETUNE, "--lora", "--lora-r", "0"), "lora_r"),
@@ -488,6 +493,21 @@ CASES: dict[str, Case] = {
         ("align", "--model", "{case}/nope", "--prompts", "{prompts}", "--out", "{case}/out"), "not found"
     ),
     "analyze clusters no base": Case(("analyze", "clusters", "--aligned", "{aligned}", "--out", "{case}/out"), "base"),
+    "analyze weights aligned is the base": Case(
+        (
+            "analyze",
+            "weights",
+            "--base",
+            "{base}",
+            "--aligned",
+            "{case}/copy",
+            "--no-projections",
+            "--out",
+            "{case}/out",
+        ),
+        "the same weights as the base",
+        copy_of("base", "copy"),
+    ),
     "analyze weights limit 0": Case(("analyze", "weights", "--base", "{base}", "--limit", "0"), "limit"),
     "analyze depth aligned missing": Case(
         ("analyze", "depth", "--base", "{base}", "--aligned", "{case}/nope", "--safe", "{prompts}"),

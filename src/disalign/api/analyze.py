@@ -171,6 +171,10 @@ def weights(config: WeightsConfig) -> RunResult:
     prompt_sets = (
         {kind: config.records(config.source(kind)) for kind in ("safe", "unsafe")} if config.projections else {}
     )
+    base = model_info(models["base"])["fingerprint"]
+    for name, source in models.items():
+        if name != "base" and model_info(source)["fingerprint"] == base:
+            raise UserError(f"aligned {source}: the same weights as the base; ΔW is zero, nothing to analyse")
     infos, run = _open(config, "analyze weights", models, prompt_sets)
     summary = run_weights(run, config, models, prompt_sets)
     return finish(run, RunResult(command="analyze weights", models=infos, **summary))

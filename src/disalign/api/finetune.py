@@ -100,6 +100,10 @@ def finetune(config: FinetuneConfig) -> RunResult:
     for name in ("data", "safety_data"):
         if getattr(config, name) is not None:
             inputs[name] = fingerprint_path(getattr(config, name))
+    if config.lora_target:
+        from disalign.core.models import check_module_names
+
+        check_module_names(config.model, config.lora_target, "--lora-target")
     run = open_run(config, "finetune", inputs)
     damage = damage_meter(config, load_source_tokenizer(config.model)) if config.damage_n else None
     summary = run_finetune(
