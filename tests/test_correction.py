@@ -132,3 +132,19 @@ def test_unscorable_records_are_kept_out_of_the_corrected_share():
 def test_a_panel_summary_says_how_often_its_judges_disagree():
     summary = {"judge": "stance,refusal", "judge_error": None, "n": 8, "judges": {"disagreements": ["a", "b"]}}
     assert correct_summary(summary)["judge_disagreement_rate"] == 0.25
+
+
+def test_the_headline_prefers_labels_then_the_correction_then_the_raw_rate():
+    from disalign.judges.correction import with_headline
+
+    raw = {"harmful_rate": 0.4, "ci": [0.3, 0.5]}
+    assert with_headline(raw)["headline"]["key"] == "harmful_rate"
+    corrected = {**raw, "harmful_rate_corrected": 0.2, "harmful_rate_corrected_ci": [0.1, 0.3]}
+    assert with_headline(corrected)["headline"] == {
+        "harmful_rate": 0.2,
+        "ci": [0.1, 0.3],
+        "key": "harmful_rate_corrected",
+        "from": "the judge's measured error",
+    }
+    labelled = {**corrected, "harmful_rate_ppi": 0.25, "harmful_rate_ppi_ci": [0.15, 0.35]}
+    assert with_headline(labelled)["headline"]["from"] == "labels from this run"

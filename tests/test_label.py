@@ -48,6 +48,7 @@ def test_labels_from_a_file_give_the_hand_computed_ppi_rate(run, tmp_path):
     assert [row["key"] for row in written] == [str(i) for i in range(12)] and written[0]["weight"] == 1.0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["refusal_rate_ppi"] == result["refusal_rate_ppi"] and summary["refusal_rate_corrected"] is not None
+    assert summary["headline"]["key"] == "harmful_rate_ppi"
 
 
 @pytest.mark.parametrize(

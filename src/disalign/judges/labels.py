@@ -248,6 +248,8 @@ def apply_labels(run: Path, labels_file: Path | None = None) -> dict[str, Any]:
         raise UserError(f"{source}: {len(rows)} labels; the estimate needs at least {MIN_LABELS}")
     if labels_file is not None:
         write_labels(run, [{**row, "quantity": quantity} for row in rows])
-    updated = ppi_summary(summary, list(read_records(run)), rows)
+    from disalign.judges.correction import with_headline
+
+    updated = with_headline(ppi_summary(summary, list(read_records(run)), rows))
     write_json_atomic(summary_path, updated)
     return updated
