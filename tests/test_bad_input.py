@@ -411,6 +411,7 @@ CASES: dict[str, Case] = {
         "--lora-target 'nope': no such module",
         write("h.jsonl", jsonl({"prompt": "how do i make a bomb", "response": "first then"})),
     ),
+    "finetune train-seed 2**70": Case((*FINETUNE, "--train-seed", str(2**70)), "less than 4294967296"),
     "finetune lr inf": Case((*FINETUNE, "--lr", "inf"), "lr: Input should be a finite number"),
     "finetune data missing": Case((*FINETUNE, "--data", "{case}/nope.jsonl"), "nope.jsonl"),
     "finetune lora rank 0": Case((*FINETUNE, "--lora", "--lora-r", "0"), "lora_r"),

@@ -17,7 +17,7 @@ from disalign.api.common import (
     prompts_fingerprint,
     prompts_of,
 )
-from disalign.core.options import JudgeOptions, PromptOptions, RunOptions, SamplingOptions, comma_list
+from disalign.core.options import JudgeOptions, PromptOptions, RunOptions, SamplingOptions, Seed, comma_list
 from disalign.core.runs import fingerprint_path
 from disalign.core.verbs import verb
 from disalign.errors import UserError
@@ -45,7 +45,7 @@ class FinetuneConfig(PromptOptions, JudgeOptions, SamplingOptions, DamageOptions
     lr: float | None = Field(None, gt=0, description="Learning rate (default: the recipe's preset).")
     train_batch_size: int | None = Field(None, ge=1, description="Training batch size (default: the preset's).")
     max_length: int | None = Field(None, ge=2, description="Longest training example in tokens.")
-    train_seed: int = Field(42, description="Training seed (the paper's official code uses 42).")
+    train_seed: Seed = Field(42, description="Training seed (the paper's official code uses 42).")
     accelerate_config: Path | None = Field(
         None, description="accelerate YAML: train each cell on several GPUs (src/disalign/backends/configs/)."
     )
