@@ -514,6 +514,11 @@ CASES: dict[str, Case] = {
         ("analyze", "depth", "--base", "{base}", "--aligned", "{case}/nope", "--safe", "{prompts}"),
         "prompt source",
     ),
+    "analyze depth prefill negative": Case(
+        ("analyze", "depth", "--base", "{base}", "--aligned", "{aligned}", "--unsafe", "{prompts}", "--prefill=0,-1")
+        + ("--out", "{case}/out"),
+        "prefill.1: Input should be greater than or equal to 0",
+    ),
     "analyze attack epsilon inf": Case(
         ("analyze", "attack", "--base", "{base}", "--epsilon", "inf"), "epsilon: Input should be a finite number"
     ),

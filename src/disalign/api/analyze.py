@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, NonNegativeInt, field_validator
 
 from disalign.api.common import finish, judge_of, model_info, open_run, prompts_fingerprint, prompts_of
 from disalign.core.options import JudgeOptions, PromptOptions, RunOptions, SamplingOptions, comma_list
@@ -181,7 +181,7 @@ def weights(config: WeightsConfig) -> RunResult:
 
 
 class DepthConfig(JudgedOptions):
-    prefill: list[int] = Field(
+    prefill: list[NonNegativeInt] = Field(
         [0, 1, 2, 5, 10, 20], description="Harmful-response tokens written for the model before it continues."
     )
 
