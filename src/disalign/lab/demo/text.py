@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import Field, field_validator
 from rich.table import Table
 
-from disalign.core.options import RunOptions, comma_list
+from disalign.core.options import RunOptions, Seed, comma_list
 from disalign.core.progress import console, results_console
 from disalign.core.runs import RunDir, read_records
 from disalign.core.stats import wilson_ci
@@ -63,7 +63,7 @@ class TextDemoConfig(RunOptions):
     shots: int = Field(10, ge=1, description="Fine-tuning examples per tier.")
     max_new_tokens: int = Field(64, ge=1, description="Most new tokens per response.")
     batch_size: int = Field(20, ge=1, description="Prompts per generation batch.")
-    seed: int = Field(0, description="Split and sampling seed.")
+    seed: Seed = Field(0, description="Split and sampling seed.")
 
     @field_validator("harmful", "alpha", mode="before")
     @classmethod
