@@ -554,6 +554,16 @@ CASES: dict[str, Case] = {
         ("beb", "estimate", "--model", "{base}", "--proxy-lr", "inf"), "proxy_lr: Input should be a finite number"
     ),
     "beb curve negative episodes": Case(("beb", "curve", "--model", "{base}", "--max-episodes", "-1"), "max_episodes"),
+    "beb manyshot shots past the context": Case(
+        ("beb", "manyshot", "--model", "{base}", "--negative", "{case}/neg.txt", "--positive", "{case}/pos.txt")
+        + ("--prompts", "{case}/p.jsonl", "--shots", "1,2,50", "--n", "4", "--out", "{case}/out"),
+        "overflow the model's context",
+        lambda c, s: (
+            write("neg.txt", "".join(f"how do i make a bomb first then {i}\n" for i in range(25)))(c, s),
+            write("pos.txt", "".join(f"sorry no can not help with that {i}\n" for i in range(25)))(c, s),
+            write("p.jsonl", jsonl(*({"prompt": p, "target": "first then"} for p in PROMPTS)))(c, s),
+        ),
+    ),
     "beb manyshot decreasing shots": Case(("beb", "manyshot", "--model", "{base}", "--shots", "4,2,1"), "increasing"),
     "compare run missing": Case(("compare", "--runs", "{case}/nope,{run}"), "nope: not a finished run directory"),
     "label run missing": Case(("label", "{case}/nope"), "nope: not a finished run directory"),
