@@ -10,11 +10,12 @@ Safe and unsafe prompt sources are split in two: the first half gives the cluste
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, NonNegativeInt, field_validator
+from pydantic import Field, NonNegativeInt
 
 from disalign.api.common import finish, judge_of, model_info, open_run, prompts_fingerprint, prompts_of
-from disalign.core.options import JudgeOptions, PromptOptions, RunOptions, SamplingOptions, comma_list
+from disalign.core.options import CommaSeparated, JudgeOptions, PromptOptions, RunOptions, SamplingOptions
 from disalign.core.verbs import verb
 from disalign.data import PromptRecord
 from disalign.errors import UserError
@@ -25,7 +26,7 @@ class PairOptions(RunOptions):
     """Which models and which safe/unsafe prompts an analysis reads."""
 
     base: str | None = Field(None, description="Base model (default with --world: the zoo's base).")
-    aligned: list[str] = Field(
+    aligned: Annotated[list[str], CommaSeparated] = Field(
         default_factory=list,
         description="Aligned model(s), comma-separated, of the base's architecture (default with --world: "
         "the zoo's sft, dpo, unlearn).",
@@ -41,11 +42,6 @@ class PairOptions(RunOptions):
     mlp_pattern: str | None = Field(
         None, description="Regex fully matching the MLP modules' names (default: each layer's .mlp)."
     )
-
-    @field_validator("aligned", mode="before")
-    @classmethod
-    def _models(cls, value):
-        return comma_list(value)
 
     def models(self) -> dict[str, str]:
         """name -> source, base first; zoo models keep their zoo names, others their directory's."""
@@ -109,7 +105,7 @@ def _with_reference(evaluated, reference) -> dict[str, list[PromptRecord]]:
 
 
 class ClustersConfig(JudgedOptions):
-    sets: list[str] = Field(
+    sets: Annotated[list[str], CommaSeparated] = Field(
         default_factory=list,
         description="More prompt sources to place against the clusters, comma-separated (default with --world: "
         "every jailbreak family).",
@@ -118,15 +114,10 @@ class ClustersConfig(JudgedOptions):
     responses: bool = Field(
         True, description="Follow each prompt with the model's own response; off: read the last prompt token only."
     )
-    layers: list[int] | None = Field(
+    layers: Annotated[list[int], CommaSeparated] | None = Field(
         None, description="Report only these layers, comma-separated (negative: from the end)."
     )
     probe: bool = Field(True, description="Fit a cross-validated linear probe per layer.")
-
-    @field_validator("sets", "layers", mode="before")
-    @classmethod
-    def _grid(cls, value):
-        return None if value is None else comma_list(value)
 
 
 @verb("analyze clusters", ClustersConfig)
@@ -181,14 +172,9 @@ def weights(config: WeightsConfig) -> RunResult:
 
 
 class DepthConfig(JudgedOptions):
-    prefill: list[NonNegativeInt] = Field(
+    prefill: Annotated[list[NonNegativeInt], CommaSeparated] = Field(
         [0, 1, 2, 5, 10, 20], description="Harmful-response tokens written for the model before it continues."
     )
-
-    @field_validator("prefill", mode="before")
-    @classmethod
-    def _grid(cls, value):
-        return comma_list(value)
 
 
 @verb("analyze depth", DepthConfig)

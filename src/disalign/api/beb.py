@@ -11,12 +11,12 @@ sentences with the paper's settings. Behaviour B ∈ [−1, 1] is negative for b
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
 from disalign.api.common import finish, judge_of, model_info, open_run, prompts_of
-from disalign.core.options import JudgeOptions, PromptOptions, RunOptions, Seed, comma_list
+from disalign.core.options import CommaSeparated, JudgeOptions, PromptOptions, RunOptions, Seed
 from disalign.core.runs import fingerprint_path
 from disalign.core.verbs import verb
 from disalign.errors import UserError
@@ -83,7 +83,7 @@ class ComponentOptions(BebOptions):
 
     p_minus: str | None = Field(None, description="P₋ model (default: a LoRA proxy trained from --model).")
     p_plus: str | None = Field(None, description="P₊ model (default: a LoRA proxy trained from --model).")
-    lengths: list[int] = Field(
+    lengths: Annotated[list[int], CommaSeparated] = Field(
         [0, 1, 2, 3, 4, 5], description="Prompt lengths in sentences, increasing, comma-separated."
     )
     n_prompts: int = Field(16, ge=2, description="Prompts sampled from P₋ (the paper: 10).")
@@ -95,11 +95,6 @@ class ComponentOptions(BebOptions):
     proxy_lr: float | None = Field(
         None, gt=0, description="Proxy learning rate (default: the paper's 2e-5; 1e-3 for the world's tiny models)."
     )
-
-    @field_validator("lengths", mode="before")
-    @classmethod
-    def _grid(cls, value):
-        return comma_list(value)
 
     @field_validator("lengths")
     @classmethod
@@ -145,15 +140,10 @@ class BoundsConfig(ComponentOptions, CurveOptions):
 
 
 class ManyshotConfig(CurveOptions):
-    shots: list[int] | None = Field(
+    shots: Annotated[list[int], CommaSeparated] | None = Field(
         None,
         description="Numbers of harmful shots, increasing, comma-separated (default: 0 to --max-episodes).",
     )
-
-    @field_validator("shots", mode="before")
-    @classmethod
-    def _grid(cls, value):
-        return None if value is None else comma_list(value)
 
     @field_validator("shots")
     @classmethod

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from disalign.api.common import (
     DamageOptions,
@@ -16,7 +16,7 @@ from disalign.api.common import (
     prompts_fingerprint,
     prompts_of,
 )
-from disalign.core.options import JudgeOptions, PromptOptions, RunOptions, SamplingOptions, comma_list
+from disalign.core.options import CommaSeparated, JudgeOptions, PromptOptions, RunOptions, SamplingOptions
 from disalign.core.verbs import verb
 from disalign.results import RunResult
 
@@ -26,20 +26,19 @@ BaseTemplate = Literal["auto", "chat", "urial", "alpaca"]
 class EDConfig(PromptOptions, JudgeOptions, SamplingOptions, DamageOptions, RunOptions):
     base: str = Field(description="Base (unaligned) model.")
     aligned: str = Field(description="Aligned model sharing the base's vocabulary.")
-    alpha: list[float] = Field([0.3], min_length=1, description="Disalignment strength; comma-separate for a grid.")
+    alpha: Annotated[list[float], CommaSeparated] = Field(
+        [0.3], min_length=1, description="Disalignment strength; comma-separate for a grid."
+    )
     baselines: bool = Field(False, description="Also run BaseMP, AlignMP and EDBase.")
-    ed_base_alpha: list[float] | None = Field(None, description="α values of EDBase (default: the α grid).")
+    ed_base_alpha: Annotated[list[float], CommaSeparated] | None = Field(
+        None, description="α values of EDBase (default: the α grid)."
+    )
     seeds: int = Field(1, ge=1, description="Sampling seeds per cell.")
     base_template: BaseTemplate = Field(
         "auto",
         description="How the base model reads a query: its own chat template (chat), the paper's URIAL or "
         "Alpaca template; auto is chat with --world, else urial.",
     )
-
-    @field_validator("alpha", "ed_base_alpha", mode="before")
-    @classmethod
-    def _grid(cls, value):
-        return comma_list(value)
 
 
 @verb("ed", EDConfig)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -17,7 +17,7 @@ from disalign.api.common import (
     prompts_fingerprint,
     prompts_of,
 )
-from disalign.core.options import JudgeOptions, PromptOptions, RunOptions, SamplingOptions, Seed, comma_list
+from disalign.core.options import CommaSeparated, JudgeOptions, PromptOptions, RunOptions, SamplingOptions, Seed
 from disalign.core.runs import fingerprint_path
 from disalign.core.verbs import verb
 from disalign.errors import UserError
@@ -30,12 +30,14 @@ class FinetuneConfig(PromptOptions, JudgeOptions, SamplingOptions, DamageOptions
         description="harmful (tier 1), identity (tier 2, AOA) or benign (tier 3)."
     )
     data: Path | None = Field(None, description="Training file: JSONL/JSON/CSV pairs; Alpaca JSON or Dolly JSONL.")
-    shots: list[int | Literal["all"]] = Field(
+    shots: Annotated[list[int | Literal["all"]], CommaSeparated] = Field(
         default_factory=list, description="Training examples, or 'all'; comma-separate for a grid (default: preset)."
     )
-    epochs: list[int] = Field(default_factory=list, description="Epochs; comma-separate for a grid (default: preset).")
+    epochs: Annotated[list[int], CommaSeparated] = Field(
+        default_factory=list, description="Epochs; comma-separate for a grid (default: preset)."
+    )
     lora: bool = Field(False, description="Train a LoRA adapter instead of every weight.")
-    lora_target: list[str] = Field(
+    lora_target: Annotated[list[str], CommaSeparated] = Field(
         default_factory=list, description="LoRA target module name (repeatable; default: peft's for the architecture)."
     )
     lora_r: int | None = Field(None, ge=1, description="LoRA rank.")
@@ -49,11 +51,6 @@ class FinetuneConfig(PromptOptions, JudgeOptions, SamplingOptions, DamageOptions
     accelerate_config: Path | None = Field(
         None, description="accelerate YAML: train each cell on several GPUs (src/disalign/backends/configs/)."
     )
-
-    @field_validator("shots", "epochs", "lora_target", mode="before")
-    @classmethod
-    def _grid(cls, value):
-        return comma_list(value)
 
     @field_validator("shots", "epochs")
     @classmethod

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from disalign.core.options import Options, comma_list
+from disalign.core.options import CommaSeparated, Options
 from disalign.core.verbs import verb
 from disalign.results import RunResult
 
 
 class ReportConfig(Options):
-    runs: list[Path] = Field(
+    runs: Annotated[list[Path], CommaSeparated] = Field(
         min_length=1,
         description="Run directories (as arguments, or --runs repeatable or comma-separated); a demo or sweep "
         "counts as its runs.",
@@ -21,11 +22,6 @@ class ReportConfig(Options):
     out: Path = Field(Path("report.html"), description="The HTML page to write.")
     pair: str | None = Field(None, description="BASE,ALIGNED: the model pair to report where runs cover several.")
     max_records: int = Field(20_000, ge=0, description="Most records of one run kept for the drill-down.")
-
-    @field_validator("runs", mode="before")
-    @classmethod
-    def _list(cls, value):
-        return comma_list(value)
 
 
 @verb("report", ReportConfig)

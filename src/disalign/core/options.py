@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from disalign.errors import UserError, validate_config
 
@@ -38,6 +38,10 @@ def comma_list(value: Any) -> Any:
             for part in (item.split(",") if isinstance(item, str) else [item])
         ]
     return value
+
+
+# A list option that also takes comma-separated text: `--alpha 0,0.5` or `alpha: ["0,0.5", "1"]`.
+CommaSeparated = BeforeValidator(comma_list)
 
 
 # The judge of text when none is named; in a world (--world) the world's exact judge.

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from disalign.core.options import Seed
+from disalign.core.options import CommaSeparated, Seed
 
 
 class TrainingConfig(BaseModel):
@@ -22,7 +22,7 @@ class TrainingConfig(BaseModel):
     lora: bool = Field(False, description="Train a LoRA adapter instead of every weight.")
     lora_r: int = Field(default=8, ge=1, description="LoRA rank.")
     lora_alpha: int | None = Field(default=None, ge=1, description="LoRA alpha (default: twice the rank).")
-    lora_targets: list[str] | None = Field(
+    lora_targets: Annotated[list[str], CommaSeparated] | None = Field(
         None,
         alias="lora_target",
         description="LoRA target module name (repeatable; default: peft's for the architecture).",
@@ -33,15 +33,6 @@ class TrainingConfig(BaseModel):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: a third more compute, far less memory."
     )
-
-    @field_validator("lora_targets", mode="before")
-    @classmethod
-    def _targets(cls, value):
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, list | tuple):
-            return [part.strip() for item in value for part in str(item).split(",")]
-        return value
 
     def trainer_options(self, out_dir: str | Path, n_rows: int) -> dict[str, Any]:
         """The `transformers.TrainingArguments` every disalign trainer shares (TRL's configs extend them):

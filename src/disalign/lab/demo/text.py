@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 from rich.table import Table
 
-from disalign.core.options import RunOptions, Seed, comma_list
+from disalign.core.options import CommaSeparated, RunOptions, Seed
 from disalign.core.progress import console, results_console
 from disalign.core.runs import RunDir, read_records
 from disalign.core.stats import wilson_ci
@@ -43,7 +43,7 @@ BENIGN_HELDOUT = 40  # of the built-in everyday instructions, held out beside be
 class TextDemoConfig(RunOptions):
     out: Path | None = Field(Path("runs/demo-text"), description="Run directory for the text demo.")
     model: str = Field("smollm2", description="The base chat model (default: SmolLM2-135M-Instruct).")
-    harmful: list[str] = Field(
+    harmful: Annotated[list[str], CommaSeparated] = Field(
         default_factory=list,
         description="Harmful prompt sources (repeatable; e.g. AdvBench, HarmBench files), pooled and split.",
     )
@@ -57,18 +57,15 @@ class TextDemoConfig(RunOptions):
     align_lr: float = Field(5e-4, gt=0, description="Learning rate of the LoRA safety fine-tuning.")
     judge: str = Field("refusal", description="Judge of refusals (every rate here is a refusal rate).")
     benign_eval: str = Field("benign-control", description="Benign prompts for over-refusal (beside 40 built-in).")
-    alpha: list[float] = Field([0.5, 1.0, 2.0], min_length=1, description="ED strengths (α = 0 is added).")
+    alpha: Annotated[list[float], CommaSeparated] = Field(
+        [0.5, 1.0, 2.0], min_length=1, description="ED strengths (α = 0 is added)."
+    )
     ed_temperature: float = Field(1.0, ge=0, description="ED sampling temperature.")
     ed_top_p: float = Field(0.9, gt=0, le=1, description="ED nucleus mass.")
     shots: int = Field(10, ge=1, description="Fine-tuning examples per tier.")
     max_new_tokens: int = Field(64, ge=1, description="Most new tokens per response.")
     batch_size: int = Field(20, ge=1, description="Prompts per generation batch.")
     seed: Seed = Field(0, description="Split and sampling seed.")
-
-    @field_validator("harmful", "alpha", mode="before")
-    @classmethod
-    def _list(cls, value):
-        return comma_list(value)
 
 
 def text_demo(config: TextDemoConfig) -> RunResult:
