@@ -25,6 +25,7 @@ class AlignConfig(TrainingConfig):
         default=2e-4, gt=0, description="Learning rate (2e-4 suits LoRA; full fine-tuning wants about 2e-5)."
     )
     lora: bool = Field(True, description="Train a LoRA adapter (--no-lora: every weight).")
+    lora_alpha: int | None = Field(default=None, ge=1, description="LoRA alpha (default: twice the rank).")
     refusals: Path | None = Field(default=None, description="Text file of refusals, one per line (default: built in).")
     answer_tokens: int = Field(default=128, ge=1, description="Longest self-generated benign answer, in tokens.")
     beta: float = Field(default=0.1, gt=0, description="DPO β.")

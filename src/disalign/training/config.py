@@ -21,7 +21,7 @@ class TrainingConfig(BaseModel):
     batch_size: int = Field(default=8, ge=1, alias="train_batch_size", description="Training batch size.")
     lora: bool = Field(False, description="Train a LoRA adapter instead of every weight.")
     lora_r: int = Field(default=8, ge=1, description="LoRA rank.")
-    lora_alpha: int | None = Field(default=None, ge=1, description="LoRA alpha (default: twice the rank).")
+    lora_alpha: int | None = Field(default=16, ge=1, description="LoRA alpha (none: twice the rank).")
     lora_targets: Annotated[list[str], CommaSeparated] | None = Field(
         None,
         alias="lora_target",
