@@ -95,6 +95,9 @@ def test_every_cli_verb_is_a_python_function():
     assert set(disalign.VERBS) >= {"eval", "judge", "ed", "finetune", "demo", "world build", "world eval"}
     assert disalign.VERBS["world build"].run is disalign.world.build
     assert disalign.VERBS["ed"].run is disalign.ed
+    for name, entry in disalign.VERBS.items():
+        group, _, command = name.rpartition(" ")
+        assert entry.run is getattr(getattr(disalign, group) if group else disalign, command), name
 
 
 def test_judges_side_by_side_in_eval(tmp_path):

@@ -12,12 +12,12 @@ import disalign.world  # noqa: F401  (registers the world's prompt source, judge
 from disalign.api import analyze, beb  # analyze.clusters, .weights, ...; beb.estimate, .curve, ...
 from disalign.api.ablate import AblateConfig, ablate
 from disalign.api.align import AlignVerbConfig, align
-from disalign.api.compare import CompareConfig, compare  # noqa: F401  (registers the verb)
+from disalign.api.compare import CompareConfig, compare
 from disalign.api.ed import EDConfig, ed
 from disalign.api.eval import EvalConfig, eval
 from disalign.api.finetune import FinetuneConfig, finetune
 from disalign.api.judge import JudgeConfig, judge
-from disalign.api.label import LabelConfig, label  # noqa: F401  (registers the verb)
+from disalign.api.label import LabelConfig, label
 from disalign.api.report import ReportConfig, report
 from disalign.core.verbs import VERBS
 
@@ -25,18 +25,22 @@ __all__ = [
     "VERBS",
     "AblateConfig",
     "AlignVerbConfig",
+    "CompareConfig",
     "EDConfig",
     "EvalConfig",
     "FinetuneConfig",
     "JudgeConfig",
+    "LabelConfig",
     "ReportConfig",
     "ablate",
     "align",
     "analyze",
     "beb",
+    "compare",
     "ed",
     "eval",
     "finetune",
     "judge",
+    "label",
     "report",
 ]
