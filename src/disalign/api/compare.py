@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from disalign.core.options import Options, comma_list
+from disalign.core.options import KeyValues, Options, comma_list
 from disalign.core.verbs import verb
 from disalign.results import RunResult
-
-
-def _key_values(value: Any) -> Any:
-    if not isinstance(value, list | tuple):
-        return value
-    parsed = {}
-    for item in value:
-        key, sep, text = str(item).partition("=")
-        if not sep or not key:
-            raise ValueError(f"{item!r}: expected KEY=VALUE")
-        parsed[key] = text
-    return parsed
 
 
 class CompareConfig(Options):
@@ -32,10 +20,10 @@ class CompareConfig(Options):
         json_schema_extra={"positional": True},
     )
     allow_different_judges: bool = Field(False, description="Compare runs judged by different judges.")
-    where_a: dict[str, str] = Field(
+    where_a: Annotated[dict[str, str], KeyValues] = Field(
         default_factory=dict, description="KEY=VALUE: keep only run A's records with that field value (repeatable)."
     )
-    where_b: dict[str, str] = Field(
+    where_b: Annotated[dict[str, str], KeyValues] = Field(
         default_factory=dict, description="KEY=VALUE: keep only run B's records with that field value (repeatable)."
     )
 
@@ -43,11 +31,6 @@ class CompareConfig(Options):
     @classmethod
     def _list(cls, value):
         return comma_list(value)
-
-    @field_validator("where_a", "where_b", mode="before")
-    @classmethod
-    def _where(cls, value):
-        return _key_values(value)
 
 
 @verb("compare", CompareConfig)

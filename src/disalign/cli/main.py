@@ -20,6 +20,7 @@ import click
 import typer
 from pydantic.fields import FieldInfo
 
+from disalign.core.options import key_values
 from disalign.core.runs import read_mapping
 from disalign.errors import DisalignWarning, UserError
 
@@ -56,13 +57,10 @@ def _option_type(annotation: Any) -> tuple[Any, str]:
 
 
 def _mapping(option: str, items: list[str]) -> dict[str, str]:
-    parsed = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"{option} {item!r}: expected KEY=VALUE")
-        parsed[key] = value
-    return parsed
+    try:
+        return key_values(items)
+    except ValueError as err:
+        raise UserError(f"{option} {err}") from None
 
 
 def _command(verb) -> None:

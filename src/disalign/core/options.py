@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from disalign.errors import UserError, validate_config
 
@@ -42,6 +42,24 @@ def comma_list(value: Any) -> Any:
 
 # A list option that also takes comma-separated text: `--alpha 0,0.5` or `alpha: ["0,0.5", "1"]`.
 CommaSeparated = BeforeValidator(comma_list)
+
+
+def key_values(items: Any) -> Any:
+    """`["k=v", "x="]` -> `{"k": "v", "x": ""}`: repeatable KEY=VALUE options arrive as a list of text;
+    a mapping (a config file's) passes as it is."""
+    if not isinstance(items, list | tuple):
+        return items
+    parsed = {}
+    for item in items:
+        key, sep, text = str(item).partition("=")
+        if not sep or not key:
+            raise ValueError(f"{item!r}: expected KEY=VALUE")
+        parsed[key] = text
+    return parsed
+
+
+# A mapping option given as repeatable KEY=VALUE text: `--judge-option k=v` or `judge_option: ["k=v"]`.
+KeyValues = BeforeValidator(key_values)
 
 
 # The judge of text when none is named; in a world (--world) the world's exact judge.
@@ -82,22 +100,9 @@ class JudgeOptions(WorldOptions):
         description="Judge name: keyword, refusal, stance, rubric, classifier, world; comma-separate for a panel "
         f"(default: world with --world, else {TEXT_JUDGE}).",
     )
-    judge_option: dict[str, str] = Field(
+    judge_option: Annotated[dict[str, str], KeyValues] = Field(
         default_factory=dict, description="KEY=VALUE passed to the judge (repeatable)."
     )
-
-    @field_validator("judge_option", mode="before")
-    @classmethod
-    def _key_values(cls, value: Any) -> Any:
-        if not isinstance(value, list | tuple):
-            return value
-        parsed = {}
-        for item in value:
-            key, sep, text = str(item).partition("=")
-            if not sep or not key:
-                raise ValueError(f"{item!r}: expected KEY=VALUE")
-            parsed[key] = text
-        return parsed
 
     def judge_name(self) -> str:
         return self.judge or self.world_default("world", TEXT_JUDGE)
