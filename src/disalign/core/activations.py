@@ -198,12 +198,7 @@ def encode(
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         sequences = [prompt + response for _, prompt, response in chunk]
-        width = max(len(sequence) for sequence in sequences)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, sequence in enumerate(sequences):
-            ids[row, : len(sequence)] = torch.tensor(sequence)
-            mask[row, : len(sequence)] = 1
+        ids, mask = right_padded(sequences, pad)
         batches.append(
             TokenBatch(
                 ids=ids,
@@ -214,6 +209,17 @@ def encode(
             )
         )
     return batches
+
+
+def right_padded(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token sequences as one batch: ids padded on the right with `pad_id`, and the attention mask."""
+    width = max(len(sequence) for sequence in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(sequence)
+        mask[row, : len(sequence)] = 1
+    return ids, mask
 
 
 class _Done(Exception):

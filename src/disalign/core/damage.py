@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from disalign.core.activations import right_padded
 from disalign.core.evaluate import rendered_prompts
 from disalign.core.generation import SamplingConfig, check_context, generate
 from disalign.core.logprobs import kl_per_position
@@ -69,7 +70,7 @@ class DamageMeter:
         device = _device(original)
         with progress_bar("damage: KL from the original", len(self.harmless)) as advance:
             for rows in batches:
-                ids, mask = _right_padded([prompt + response for prompt, response in rows], self.tokenizer.pad_token_id)
+                ids, mask = right_padded([prompt + response for prompt, response in rows], self.tokenizer.pad_token_id)
                 with torch.no_grad():
                     try:
                         kl = kl_per_position(original, attacked, ids.to(device), mask.to(device)).cpu()
@@ -159,13 +160,3 @@ def _greedy_continuations(model, tokenizer, prompts: list[str], tokens: int) -> 
                 break
         rows.append((prompt, response))
     return rows
-
-
-def _right_padded(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, : len(sequence)] = torch.tensor(sequence)
-        mask[row, : len(sequence)] = 1
-    return ids, mask
