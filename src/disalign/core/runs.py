@@ -73,6 +73,19 @@ def read_records(run_path: Path) -> Iterator[dict[str, Any]]:
                 raise UserError(f"{path}: line {number} is corrupt; repair it or rerun with --overwrite") from None
 
 
+def cut_torn_line(path: Path) -> int:
+    """A process killed mid-write leaves a partial last line in the JSONL file at `path`: cut it, or the
+    next append would be glued onto it. Returns the bytes cut (0: the file is whole or absent)."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    kept = data[: data.rfind(b"\n") + 1]
+    path.write_bytes(kept)
+    return len(data) - len(kept)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as handle:
@@ -252,15 +265,10 @@ class RunDir:
         self._claimed = True
 
     def _drop_torn_tail(self) -> None:
-        """A run killed mid-write leaves a partial last line; cut it so appends stay valid."""
         path = self.path / RECORDS
-        if not path.exists():
-            return
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            kept = data[: data.rfind(b"\n") + 1]
-            path.write_bytes(kept)
-            print(f"disalign: {path}: dropped a torn last line ({len(data) - len(kept)} bytes)", file=sys.stderr)
+        dropped = cut_torn_line(path)
+        if dropped:
+            print(f"disalign: {path}: dropped a torn last line ({dropped} bytes)", file=sys.stderr)
 
     def records(self) -> Iterator[dict[str, Any]]:
         if self.path is None:

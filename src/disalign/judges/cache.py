@@ -10,6 +10,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from disalign.core.runs import cut_torn_line
+
 
 def cache_key(*parts: str) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
@@ -19,14 +21,10 @@ class ReplyCache:
     def __init__(self, path: Path):
         self.path = path
         self._replies: dict[str, str] = {}
+        cut_torn_line(path)
         if not path.exists():
             return
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            # Cut a line torn by a killed run, or the next append would be glued onto it.
-            data = data[: data.rfind(b"\n") + 1]
-            path.write_bytes(data)
-        for line in data.decode("utf-8", "replace").splitlines():
+        for line in path.read_bytes().decode("utf-8", "replace").splitlines():
             try:
                 entry = json.loads(line)
                 self._replies[entry["key"]] = entry["reply"]
