@@ -96,11 +96,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    text = _read_text(path, str(path), "a JSON file")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    return _parse_json(_read_text(path, str(path), "a JSON file"), str(path))
 
 
 def read_mapping(path: Path, what: str, holds: str, *, option: str = "") -> dict[str, Any]:
@@ -109,21 +105,26 @@ def read_mapping(path: Path, what: str, holds: str, *, option: str = "") -> dict
     hold."""
     where = f"{option} {path}" if option else str(path)
     text = _read_text(path, where, what)
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{where}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    else:
-        import yaml  # a superset of JSON: JSON in a file of another name reads too
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise UserError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
+    data = _parse_json(text, where) if path.suffix.lower() == ".json" else _parse_yaml(text, where)
     if not isinstance(data, dict):
         raise UserError(f"{where}: {holds}")
     return data
+
+
+def _parse_json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{where}: not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    import yaml  # a superset of JSON: JSON in a file of another name reads too
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UserError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
 
 
 def _read_text(path: Path, where: str, what: str) -> str:
