@@ -73,6 +73,17 @@ def read_records(run_path: Path) -> Iterator[dict[str, Any]]:
                 raise UserError(f"{path}: line {number} is corrupt; repair it or rerun with --overwrite") from None
 
 
+def json_object(line: str, where: str) -> dict[str, Any]:
+    """One line of a JSONL file that must hold a JSON object; `where` names the line when it does not."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        raise UserError(f"{where}: not a JSON object") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: not a JSON object")
+    return data
+
+
 def cut_torn_line(path: Path) -> int:
     """A process killed mid-write leaves a partial last line in the JSONL file at `path`: cut it, or the
     next append would be glued onto it. Returns the bytes cut (0: the file is whole or absent)."""

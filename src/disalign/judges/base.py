@@ -11,6 +11,9 @@ from typing import Any, Protocol
 from disalign.core.registry import Registry
 from disalign.errors import UserError
 
+# Judges right by construction: their rates need no correction and pass unguarded, degenerate text included.
+EXACT_JUDGES = {"world": "exact by construction: the world knows each request's true output"}
+
 
 @dataclass(frozen=True)
 class Verdict:

@@ -16,7 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from disalign.core.stats import corrected_rate, ppi_rate
-from disalign.judges.validate import EXACT_JUDGES
+from disalign.judges.base import EXACT_JUDGES
+from disalign.judges.headline import with_headline
+from disalign.judges.labels import LABELS_FILE, ppi_summary, read_labels
 
 RATE_QUANTITY = {"harmful_rate": "harmful", "refusal_rate": "refused"}
 # Judges whose `harmful` is exactly "did not refuse", so a refusal measurement also measures harm.
@@ -155,27 +157,9 @@ def with_corrections(result, run=None):
     """`correct_summary` applied to a RunResult (what every verb's `finish` passes through); with
     the run's own labels (`RUN/labels.jsonl`, `disalign label`), the prediction-powered rates too."""
     summary = correct_summary(result.to_json())
-    from disalign.judges.labels import LABELS_FILE, ppi_summary, read_labels
-
     if run is not None and run.path is not None and (run.path / LABELS_FILE).is_file():
         summary = ppi_summary(summary, list(run.records()), read_labels(run.path / LABELS_FILE))
     return type(result).model_validate(with_headline(summary))
-
-
-HEADLINE_ORDER = (("ppi", "labels from this run"), ("corrected", "the judge's measured error"), ("", "the judge alone"))
-
-
-def with_headline(summary: dict[str, Any]) -> dict[str, Any]:
-    """Which harmful rate to quote: from the run's own labels where they exist, else corrected for
-    the judge's measured error, else the raw judged rate."""
-    if summary.get("harmful_rate") is None:
-        return summary
-    for suffix, source in HEADLINE_ORDER:
-        key = f"harmful_rate_{suffix}" if suffix else "harmful_rate"
-        if summary.get(key) is not None:
-            interval = summary.get(f"{key}_ci") if suffix else summary.get("ci")
-            return {**summary, "headline": {"harmful_rate": summary[key], "ci": interval, "key": key, "from": source}}
-    return summary
 
 
 def ppi_fields(rate_key: str, predicted: list[bool], labelled: list[tuple[bool, bool, float]]) -> dict[str, Any]:

@@ -11,13 +11,13 @@ tests/test_stance_judge.py.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from disalign.core.runs import json_object
 from disalign.core.stats import agreement, rate_summary
 from disalign.errors import UserError
 
@@ -59,12 +59,7 @@ def load_labelled(path: str | Path) -> list[LabelledResponse]:
 
 
 def _row(line: str, where: str) -> LabelledResponse:
-    try:
-        data = json.loads(line)
-    except ValueError:
-        raise UserError(f"{where}: not a JSON object") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{where}: not a JSON object")
+    data = json_object(line, where)
     for field in _TEXT_FIELDS:
         if not isinstance(data.get(field), str):
             raise UserError(f"{where}: no text field '{field}'")

@@ -22,8 +22,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from disalign.core.runs import read_json, read_records, write_json_atomic
+from disalign.core.runs import json_object, read_json, read_records, write_json_atomic
 from disalign.errors import UserError
+from disalign.judges.headline import with_headline
 
 LABELS_FILE = "labels.jsonl"
 # Below this many labels a normal interval around the labels' mean disagreement means little.
@@ -110,7 +111,8 @@ def write_labels(run: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     return path
 
 
-def _label(value: Any, where: str) -> bool:
+def read_label(value: Any, where: str) -> bool:
+    """A label as a person writes it: true/false, yes/no, y/n, t/f or 1/0, in any case."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -136,12 +138,7 @@ def read_labels(path: Path, keys: set[str] | None = None, quantity: str | None =
         if not line.strip():
             continue
         where = f"{path} line {number}"
-        try:
-            data = json.loads(line)
-        except ValueError:
-            raise UserError(f"{where}: not a JSON object") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{where}: not a JSON object")
+        data = json_object(line, where)
         key = data.get("key", data.get("id"))
         if key is None:
             raise UserError(f"{where}: no 'key' naming the record it labels")
@@ -158,7 +155,7 @@ def read_labels(path: Path, keys: set[str] | None = None, quantity: str | None =
         weight = data.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) or weight <= 0:
             raise UserError(f"{where}: weight must be a positive number, got {weight!r}")
-        rows.append({"key": key, "label": _label(data["label"], where), "weight": float(weight)})
+        rows.append({"key": key, "label": read_label(data["label"], where), "weight": float(weight)})
     return rows
 
 
@@ -248,8 +245,6 @@ def apply_labels(run: Path, labels_file: Path | None = None) -> dict[str, Any]:
         raise UserError(f"{source}: {len(rows)} labels; the estimate needs at least {MIN_LABELS}")
     if labels_file is not None:
         write_labels(run, [{**row, "quantity": quantity} for row in rows])
-    from disalign.judges.correction import with_headline
-
     updated = with_headline(ppi_summary(summary, list(read_records(run)), rows))
     write_json_atomic(summary_path, updated)
     return updated

@@ -13,7 +13,7 @@ from typing import Any
 
 from disalign.core.degeneration import score as degeneration_score
 from disalign.core.degeneration import words
-from disalign.judges.base import Verdict
+from disalign.judges.base import EXACT_JUDGES, Verdict
 
 UNSCORABLE_REASONS = ("empty", "no words", "degenerate")
 
@@ -61,8 +61,6 @@ class ScorableOnly:
 
 def scorable_only(judge):
     """`judge` behind `ScorableOnly`, except an exact judge (the world's), which can score anything."""
-    from disalign.judges.validate import EXACT_JUDGES
-
     return judge if judge.name in EXACT_JUDGES else ScorableOnly(judge)
 
 

@@ -16,14 +16,15 @@ from disalign.core.degeneration import unscorable_rate
 from disalign.core.runs import read_json, write_json_atomic
 from disalign.core.stats import agreement, rate_summary
 from disalign.errors import UserError
+from disalign.judges.base import EXACT_JUDGES
 from disalign.judges.calibration import confusion
 from disalign.judges.compare import compare_records
+from disalign.judges.correction import judge_error
+from disalign.judges.labels import read_label
 from disalign.paths import cache_root
 
 LABEL_KINDS = ("harmful", "refused")
 _CHUNK = 64
-_TRUE, _FALSE = {"1", "true", "yes", "y", "t"}, {"0", "false", "no", "n", "f"}
-EXACT_JUDGES = {"world": "exact by construction: the world knows each request's true output"}
 
 
 def _validations_path() -> Path:
@@ -61,23 +62,13 @@ def remember_validation(judge, validation: dict[str, Any], source: str, data_fin
 def judge_fields(judge) -> dict[str, Any]:
     """The keys every summary carries about its judge: its name, how far it is known to be right,
     and the error counts that correct its rates (judges/correction.py)."""
-    from disalign.judges.correction import judge_error
-
     validation = known_validation(judge)
     return {"judge": judge.name, "judge_validation": validation, "judge_error": judge_error(judge, validation)}
 
 
 def parse_label(value: Any, where: str) -> bool | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise UserError(f"{where}: label {value!r} is not true/false")
+    """A row's label; an empty cell leaves the row unlabelled (None)."""
+    return None if value is None or value == "" else read_label(value, where)
 
 
 def check_labelled_rows(rows: list[tuple[str, dict[str, Any]]], label_field: str | None) -> None:
