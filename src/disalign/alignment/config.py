@@ -9,12 +9,12 @@ from pydantic import Field, field_validator
 
 from disalign.alignment.refusals import read_refusals
 from disalign.core.options import Seed
-from disalign.training import TrainingConfig
+from disalign.training.config import DPOSettings, UnlearnSettings
 
 ALIGN_METHODS = ("sft", "dpo", "unlearn")
 
 
-class AlignConfig(TrainingConfig):
+class AlignConfig(DPOSettings, UnlearnSettings):
     method: Literal["sft", "dpo", "unlearn"] = Field(
         default="sft",
         description="sft: learn refusals and the model's own benign answers; dpo: prefer them over the model's "
@@ -28,10 +28,6 @@ class AlignConfig(TrainingConfig):
     lora_alpha: int | None = Field(default=None, ge=1, description="LoRA alpha (default: twice the rank).")
     refusals: Path | None = Field(default=None, description="Text file of refusals, one per line (default: built in).")
     answer_tokens: int = Field(default=128, ge=1, description="Longest self-generated benign answer, in tokens.")
-    beta: float = Field(default=0.1, gt=0, description="DPO β.")
-    nll_weight: float = Field(default=1.0, ge=0, description="DPO: weight of the NLL term on the chosen response.")
-    unlearn_weight: float = Field(default=0.1, ge=0, description="Unlearn: weight of the ascent on harmful answers.")
-    unlearn_ceiling: float = Field(default=5.0, gt=0, description="Unlearn: NLL per token beyond which ascent stops.")
     seed: Seed = Field(
         default=42, alias="train_seed", description="Training seed (also picks the refusal template per prompt)."
     )

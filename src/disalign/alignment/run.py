@@ -48,29 +48,11 @@ def run_align(
     elif config.method == "dpo":
         from disalign.training.dpo import dpo
 
-        result = dpo(
-            model_path,
-            pairs,
-            config,
-            out_dir,
-            beta=config.beta,
-            nll_weight=config.nll_weight,
-            model=model,
-            tokenizer=tokenizer,
-        )
+        result = dpo(model_path, pairs, config, out_dir, model=model, tokenizer=tokenizer)
     else:
         from disalign.training.unlearn import unlearn
 
-        result = unlearn(
-            model_path,
-            pairs,
-            config,
-            out_dir,
-            weight=config.unlearn_weight,
-            ceiling=config.unlearn_ceiling,
-            model=model,
-            tokenizer=tokenizer,
-        )
+        result = unlearn(model_path, pairs, config, out_dir, model=model, tokenizer=tokenizer)
     result.extra.update({"method": config.method, "data": counts})
     (out_dir / RESULT).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     return result

@@ -58,3 +58,17 @@ class TrainingConfig(BaseModel):
             fp16=False,
             activation_checkpointing=self.gradient_checkpointing,
         )
+
+
+class DPOSettings(TrainingConfig):
+    """What `training.dpo` reads beside the trainer's settings, as TRL's DPOConfig extends TrainingArguments."""
+
+    beta: float = Field(default=0.1, gt=0, description="DPO β.")
+    nll_weight: float = Field(default=1.0, ge=0, description="DPO: weight of the NLL term on the chosen response.")
+
+
+class UnlearnSettings(TrainingConfig):
+    """What `training.unlearn` reads beside the trainer's settings."""
+
+    unlearn_weight: float = Field(default=0.1, ge=0, description="Unlearn: weight of the ascent on harmful answers.")
+    unlearn_ceiling: float = Field(default=5.0, gt=0, description="Unlearn: NLL per token beyond which ascent stops.")

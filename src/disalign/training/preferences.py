@@ -7,9 +7,12 @@ where there is none: unlearning then only keeps `chosen` likely, DPO skips the p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from disalign.errors import UserError
+from disalign.training.config import TrainingConfig
+from disalign.training.sft import FinetuneResult, check_lengths, check_trainable, prepare, train_and_save
 
 Pair = dict[str, Any]
 
@@ -27,3 +30,22 @@ def check_pairs(pairs: list[Pair], *, need_rejected: bool) -> list[Pair]:
     if not usable:
         raise UserError("no preference pair has a rejected response")
     return usable
+
+
+def train_on_pairs(
+    model_path, pairs: list[Pair], config: TrainingConfig, out_dir, make_trainer: Callable, *, model, tokenizer, **extra
+) -> FinetuneResult:
+    """What DPO and unlearning share: the model made ready to train, every conversation of the checked
+    `pairs` (chosen and rejected) refused if too long, the seed set, the trainer that
+    `make_trainer(model, tokenizer)` builds run quietly, and the result saved as `finetune` saves it."""
+    from transformers import PrinterCallback, set_seed
+
+    model, tokenizer = prepare(model_path, model, tokenizer)
+    context = getattr(model.config, "max_position_embeddings", None)
+    conversations = [as_conversation(p, p[side]) for side in ("chosen", "rejected") for p in pairs if p.get(side)]
+    n_tokens = check_lengths(conversations, tokenizer, config.max_length, context)
+    set_seed(config.seed)
+    trainer = make_trainer(model, tokenizer)
+    trainer.remove_callback(PrinterCallback)
+    check_trainable(trainer.model)
+    return train_and_save(trainer, tokenizer, model_path, config, out_dir, len(pairs), n_tokens, **extra)

@@ -18,58 +18,47 @@ from transformers import Trainer
 
 from disalign.core.logprobs import IGNORE, token_logprobs
 from disalign.errors import UserError
-from disalign.training.config import TrainingConfig
-from disalign.training.preferences import Pair, as_conversation, check_pairs
-from disalign.training.sft import FinetuneResult, check_lengths, check_trainable, lora_config, prepare, train_and_save
+from disalign.training.config import UnlearnSettings
+from disalign.training.preferences import Pair, as_conversation, check_pairs, train_on_pairs
+from disalign.training.sft import FinetuneResult, lora_config
 
 
 def unlearn(
-    model_path,
-    pairs: list[Pair],
-    config: TrainingConfig,
-    out_dir,
-    *,
-    weight: float = 0.1,
-    ceiling: float = 5.0,
-    model=None,
-    tokenizer=None,
+    model_path, pairs: list[Pair], config: UnlearnSettings, out_dir, *, model=None, tokenizer=None
 ) -> FinetuneResult:
-    """Train `model_path` on `pairs` with the unlearning loss; saves as `finetune` does."""
-    from datasets import Dataset
-    from peft import get_peft_model
-    from transformers import PrinterCallback, TrainingArguments, set_seed
-
+    """Train `model_path` on `pairs` with the unlearning loss (`config.unlearn_weight`,
+    `config.unlearn_ceiling`); saves as `finetune` does."""
     pairs = check_pairs(pairs, need_rejected=False)
     if not any(pair.get("rejected") for pair in pairs):
         raise UserError("unlearning needs at least one pair with a rejected response")
-    model, tokenizer = prepare(model_path, model, tokenizer)
-    context = getattr(model.config, "max_position_embeddings", None)
-    rows, n_tokens = [], 0
-    for pair in pairs:
-        chosen = _encode(tokenizer, pair, pair["chosen"])
-        rejected = _encode(tokenizer, pair, pair["rejected"]) if pair.get("rejected") else ([], [])
-        rows.append(
-            {"chosen": chosen[0], "chosen_labels": chosen[1], "rejected": rejected[0], "rejected_labels": rejected[1]}
+
+    def trainer(model, tokenizer):
+        from datasets import Dataset
+        from peft import get_peft_model
+        from transformers import TrainingArguments
+
+        rows = [_encoded_pair(tokenizer, pair) for pair in pairs]
+        if config.lora:
+            model = get_peft_model(model, lora_config(model, config))
+        args = TrainingArguments(**config.trainer_options(out_dir, len(rows)), remove_unused_columns=False)
+        return UnlearnTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            data_collator=_Collator(tokenizer.pad_token_id),
+            weight=config.unlearn_weight,
+            ceiling=config.unlearn_ceiling,
         )
-    for side in ("chosen", "rejected"):
-        convs = [as_conversation(p, p[side]) for p in pairs if p.get(side)]
-        n_tokens += check_lengths(convs, tokenizer, config.max_length, context)
-    set_seed(config.seed)
-    if config.lora:
-        model = get_peft_model(model, lora_config(model, config))
-    check_trainable(model)
-    args = TrainingArguments(**config.trainer_options(out_dir, len(rows)), remove_unused_columns=False)
-    trainer = UnlearnTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        data_collator=_Collator(tokenizer.pad_token_id),
-        weight=weight,
-        ceiling=ceiling,
-    )
-    trainer.remove_callback(PrinterCallback)
-    extra: dict[str, Any] = {"method": "unlearn", "weight": weight, "ceiling": ceiling}
-    return train_and_save(trainer, tokenizer, model_path, config, out_dir, len(rows), n_tokens, **extra)
+
+    extra: dict[str, Any] = {"method": "unlearn", "weight": config.unlearn_weight, "ceiling": config.unlearn_ceiling}
+    return train_on_pairs(model_path, pairs, config, out_dir, trainer, model=model, tokenizer=tokenizer, **extra)
+
+
+def _encoded_pair(tokenizer, pair: Pair) -> dict[str, list[int]]:
+    """Both answers' token ids and answer-only labels (empty where the pair has no rejected answer)."""
+    chosen, chosen_labels = _encode(tokenizer, pair, pair["chosen"])
+    rejected, rejected_labels = _encode(tokenizer, pair, pair["rejected"]) if pair.get("rejected") else ([], [])
+    return {"chosen": chosen, "chosen_labels": chosen_labels, "rejected": rejected, "rejected_labels": rejected_labels}
 
 
 def _encode(tokenizer, pair: Pair, response: str) -> tuple[list[int], list[int]]:
