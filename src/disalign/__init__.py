@@ -12,61 +12,12 @@ config and returning the result its run writes as summary.json:
 
 __version__ = "0.1.0"
 
-from disalign import world  # noqa: E402
-from disalign.api import (  # noqa: E402
-    VERBS,
-    AblateConfig,
-    AlignVerbConfig,
-    CompareConfig,
-    EDConfig,
-    EvalConfig,
-    FinetuneConfig,
-    JudgeConfig,
-    LabelConfig,
-    ablate,
-    align,
-    analyze,
-    beb,
-    compare,
-    ed,
-    eval,
-    finetune,
-    judge,
-    label,
-    report,
-)
+from disalign import api, world  # noqa: E402
+from disalign.api import *  # noqa: E402, F403  (every verb and its config, as api.__all__ lists them)
 from disalign.errors import UserError  # noqa: E402
 from disalign.lab.demo.run import DemoConfig, demo  # noqa: E402
 from disalign.lab.sweep import SweepConfig, sweep  # noqa: E402
 from disalign.results import ResultRow, RunResult  # noqa: E402
 
-__all__ = [
-    "VERBS",
-    "AblateConfig",
-    "AlignVerbConfig",
-    "CompareConfig",
-    "DemoConfig",
-    "EDConfig",
-    "EvalConfig",
-    "FinetuneConfig",
-    "JudgeConfig",
-    "LabelConfig",
-    "ResultRow",
-    "RunResult",
-    "SweepConfig",
-    "UserError",
-    "ablate",
-    "align",
-    "analyze",
-    "beb",
-    "compare",
-    "demo",
-    "ed",
-    "eval",
-    "finetune",
-    "judge",
-    "label",
-    "report",
-    "sweep",
-    "world",
-]
+__all__ = ["DemoConfig", "ResultRow", "RunResult", "SweepConfig", "UserError", "demo", "sweep", "world"]
+__all__ += api.__all__
