@@ -83,14 +83,14 @@ def _set_name(source: str) -> str:
     return source.split(":", 1)[1] if source.startswith("world:") else Path(source).stem or source
 
 
-def _halves(config: PairOptions) -> tuple[dict[str, list[PromptRecord]], dict[str, list[PromptRecord]]]:
-    """(reference, evaluated) halves of the safe and unsafe sources."""
-    from disalign.analyses.mechanism.run import reference_halves
+def _halves(config: PairOptions):
+    """The reference and evaluated halves of the safe and unsafe sources."""
+    from disalign.analyses.mechanism.run import Halves, reference_halves
 
-    reference, evaluated = {}, {}
+    halves = Halves(reference={}, evaluated={})
     for kind in ("safe", "unsafe"):
-        reference[kind], evaluated[kind] = reference_halves(config.records(config.source(kind)), kind)
-    return reference, evaluated
+        halves.reference[kind], halves.evaluated[kind] = reference_halves(config.records(config.source(kind)), kind)
+    return halves
 
 
 def _open(config, command: str, models: dict[str, str], prompt_sets: dict[str, list[PromptRecord]]):
@@ -98,10 +98,6 @@ def _open(config, command: str, models: dict[str, str], prompt_sets: dict[str, l
     inputs = {f"prompts:{name}": prompts_fingerprint(records) for name, records in prompt_sets.items()}
     inputs.update({f"model:{name}": info["fingerprint"] for name, info in infos.items()})
     return infos, open_run(config, command, inputs)
-
-
-def _with_reference(evaluated, reference) -> dict[str, list[PromptRecord]]:
-    return {**evaluated, **{f"reference:{kind}": records for kind, records in reference.items()}}
 
 
 class ClustersConfig(JudgedOptions):
@@ -129,16 +125,16 @@ def clusters(config: ClustersConfig) -> RunResult:
     from disalign.world import JAILBREAK_FAMILIES
 
     models = config.models()
-    reference, evaluated = _halves(config)
+    halves = _halves(config)
     extra = config.sets or ([f"world:{family}" for family in JAILBREAK_FAMILIES] if config.world else [])
     for source in extra:
         name = _set_name(source)
-        if name in evaluated:
+        if name in halves.evaluated:
             raise UserError(f"sets: '{name}' is given twice (or clashes with safe/unsafe)")
-        evaluated[name] = config.records(source)
+        halves.evaluated[name] = config.records(source)
     judge = judge_of(config) if config.responses else None
-    infos, run = _open(config, "analyze clusters", models, _with_reference(evaluated, reference))
-    summary = run_clusters(run, config, models, reference, evaluated, judge)
+    infos, run = _open(config, "analyze clusters", models, halves.prompt_sets())
+    summary = run_clusters(run, config, models, halves, judge)
     judged = judge_fields(judge) if judge else {}
     return finish(run, RunResult(command="analyze clusters", models=infos, **judged, **summary))
 
@@ -208,8 +204,8 @@ def attack(config: AttackAnalysisConfig) -> RunResult:
     from disalign.judges.validate import judge_fields
 
     models = config.models()
-    reference, evaluated = _halves(config)
+    halves = _halves(config)
     judge = judge_of(config)
-    infos, run = _open(config, "analyze attack", models, _with_reference(evaluated, reference))
-    summary = run_attack(run, config, models, reference, evaluated, judge)
+    infos, run = _open(config, "analyze attack", models, halves.prompt_sets())
+    summary = run_attack(run, config, models, halves, judge)
     return finish(run, RunResult(command="analyze attack", models=infos, **judge_fields(judge), **summary))

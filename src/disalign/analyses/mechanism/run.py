@@ -19,6 +19,7 @@ fields and knows nothing else of the API.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from disalign.analyses.mechanism.claims import cluster_checks
@@ -45,6 +46,19 @@ from disalign.errors import UserError
 RATE_KEYS = ("harmful_rate", "ci", "n", "refusal_rate")
 
 
+@dataclass(frozen=True)
+class Halves:
+    """The prompt sets of `clusters` and `attack`: `reference` gives the cluster centres, `evaluated`
+    is scored (safe and unsafe split by `reference_halves`, any further set whole)."""
+
+    reference: dict[str, list[PromptRecord]]
+    evaluated: dict[str, list[PromptRecord]]
+
+    def prompt_sets(self) -> dict[str, list[PromptRecord]]:
+        """Every set the run reads, each reference half as `reference:KIND`."""
+        return {**self.evaluated, **{f"reference:{kind}": records for kind, records in self.reference.items()}}
+
+
 def reference_halves(records: list[PromptRecord], kind: str) -> tuple[list[PromptRecord], list[PromptRecord]]:
     """(reference, evaluated): the first half gives the cluster centres, the second is scored."""
     if len(records) < 4:
@@ -55,14 +69,7 @@ def reference_halves(records: list[PromptRecord], kind: str) -> tuple[list[Promp
     return records[:middle], records[middle:]
 
 
-def run_clusters(
-    run: RunDir,
-    config,
-    models: dict[str, str],
-    reference: dict[str, list[PromptRecord]],
-    evaluated: dict[str, list[PromptRecord]],
-    judge,
-) -> dict[str, Any]:
+def run_clusters(run: RunDir, config, models: dict[str, str], halves: Halves, judge) -> dict[str, Any]:
     """`analyze clusters`: per model, τ per layer (MLP and residual) of every evaluated set and,
     with a judge, each set's harmful rate; then the checks against the base."""
     summary: dict[str, dict] = {}
@@ -78,8 +85,8 @@ def run_clusters(
         report = analyze_clusters(
             lm,
             tokenizer,
-            evaluated,
-            reference,
+            halves.evaluated,
+            halves.reference,
             respond=respond,
             positions=config.positions,
             layer_pattern=config.layer_pattern,
@@ -87,7 +94,7 @@ def run_clusters(
             batch_size=config.batch_size,
             probe=config.probe,
         )
-        rates = {set_name: summarise(verdicts[set_name]) for set_name in evaluated if set_name in verdicts}
+        rates = {set_name: summarise(verdicts[set_name]) for set_name in halves.evaluated if set_name in verdicts}
         summary[name] = {
             "layers": [report.layers["mlp"][i] for i in chosen],
             "residual_layers": [report.layers["residual"][i] for i in chosen],
@@ -225,22 +232,15 @@ def run_depth(run: RunDir, config, models: dict[str, str], unsafe: list[PromptRe
     }
 
 
-def run_attack(
-    run: RunDir,
-    config,
-    models: dict[str, str],
-    reference: dict[str, list[PromptRecord]],
-    evaluated: dict[str, list[PromptRecord]],
-    judge,
-) -> dict[str, Any]:
+def run_attack(run: RunDir, config, models: dict[str, str], halves: Halves, judge) -> dict[str, Any]:
     """`analyze attack`: the base's harmful responses to the evaluated unsafe half are the targets;
     every model's Lipschitzness, attack success and where attacked activations land in τ."""
     base, tokenizer = load_model(models["base"])
     verdicts: dict[str, list[dict]] = {}
-    responder(run, "base", base, tokenizer, judge, config.sampling(), verdicts)("unsafe", evaluated["unsafe"])
+    responder(run, "base", base, tokenizer, judge, config.sampling(), verdicts)("unsafe", halves.evaluated["unsafe"])
     targeted = [
         (record, v["response"])
-        for record, v in zip(evaluated["unsafe"], verdicts["unsafe"], strict=True)
+        for record, v in zip(halves.evaluated["unsafe"], verdicts["unsafe"], strict=True)
         if v["harmful"] and v["response"].strip()
     ]
     if not targeted:
@@ -252,8 +252,8 @@ def run_attack(
         measured = analyze_attack(
             lm,
             tokenizer,
-            reference,
-            evaluated["safe"],
+            halves.reference,
+            halves.evaluated["safe"],
             [record for record, _ in targeted],
             [response for _, response in targeted],
             soft_tokens=config.soft_tokens,
