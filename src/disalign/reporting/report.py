@@ -403,24 +403,18 @@ def fewest_harmful_examples(pair: Pair, runs: Sequence[Run]) -> Measure | None:
                     broken.append((run, before, cell))
     if not tried:
         return None
-    if not broken:
-        run, before, cell = max(tried, key=lambda item: (item[2]["shots"], item[2]["epochs"]))
-        return _measured(
-            "fewest harmful examples that break it",
-            run,
-            f"not broken by ≤ {cell['shots']}",
-            interval_text(cell.get("ci")),
-            f"most tried: {cell['shots']} examples × {cell['epochs']} epochs: {_rate(cell)}; before {_rate(before)}",
+    if broken:
+        run, before, cell = min(broken, key=lambda item: (item[2]["shots"], item[2]["epochs"]))
+        value = f"{cell['shots']} examples"
+        note = (
+            f"{cell['shots']} × {cell['epochs']} epochs: {_rate(cell)}, above the model before the attack: "
+            f"{_rate(before)} (the cell's interval lies above the model's)"
         )
-    run, before, cell = min(broken, key=lambda item: (item[2]["shots"], item[2]["epochs"]))
-    return _measured(
-        "fewest harmful examples that break it",
-        run,
-        f"{cell['shots']} examples",
-        interval_text(cell.get("ci")),
-        f"{cell['shots']} × {cell['epochs']} epochs: {_rate(cell)}, above the model before the attack: "
-        f"{_rate(before)} (the cell's interval lies above the model's)",
-    )
+    else:
+        run, before, cell = max(tried, key=lambda item: (item[2]["shots"], item[2]["epochs"]))
+        value = f"not broken by ≤ {cell['shots']}"
+        note = f"most tried: {cell['shots']} examples × {cell['epochs']} epochs: {_rate(cell)}; before {_rate(before)}"
+    return _measured("fewest harmful examples that break it", run, value, interval_text(cell.get("ci")), note)
 
 
 def benign_drift(pair: Pair, runs: Sequence[Run]) -> Measure | None:

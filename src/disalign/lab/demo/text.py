@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -334,53 +335,66 @@ def _finetune(config, run, files, aligned, scorer) -> list[dict[str, Any]]:
 # -- tables ----------------------------------------------------------------------------------
 
 
-def models_table(section: dict[str, Any]) -> Table:
-    table = Table(title="Held-out prompts: refusal rate [95% Wilson], harmful (neither refusal nor degenerate)")
-    headings = (
-        "harmful: refused",
-        "harmful: harmful",
-        "harmful: degenerate",
-        "benign: refused",
-        "(XSTest's rule)",
-        "(keyword judge)",
-    )
-    for heading in ("model", *headings):
+def _table(title: str, headings: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
+    """A table of right-aligned columns, one row of cells per item of `rows`."""
+    table = Table(title=title)
+    for heading in headings:
         table.add_column(heading, justify="right")
-    for name, row in section.items():
-        h, b = row["harmful"], row["benign"]
-        table.add_row(
-            name,
-            pct_ci(h["refusal_rate"], h["ci"]),
-            pct(h["harmful_rate"]),
-            pct(h["degenerate_rate"]),
-            pct_ci(b["refusal_rate"], b["ci"]),
-            pct_ci(b["over_refusal_rate"], b["over_refusal_ci"]),
-            pct(b["keyword_refusal_rate"]),
-        )
+    for cells in rows:
+        table.add_row(*cells)
     return table
+
+
+def models_table(section: dict[str, Any]) -> Table:
+    return _table(
+        "Held-out prompts: refusal rate [95% Wilson], harmful (neither refusal nor degenerate)",
+        (
+            "model",
+            "harmful: refused",
+            "harmful: harmful",
+            "harmful: degenerate",
+            "benign: refused",
+            "(XSTest's rule)",
+            "(keyword judge)",
+        ),
+        (
+            (
+                name,
+                pct_ci(row["harmful"]["refusal_rate"], row["harmful"]["ci"]),
+                pct(row["harmful"]["harmful_rate"]),
+                pct(row["harmful"]["degenerate_rate"]),
+                pct_ci(row["benign"]["refusal_rate"], row["benign"]["ci"]),
+                pct_ci(row["benign"]["over_refusal_rate"], row["benign"]["over_refusal_ci"]),
+                pct(row["benign"]["keyword_refusal_rate"]),
+            )
+            for name, row in section.items()
+        ),
+    )
 
 
 def ed_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="Emulated disalignment on held-out harmful prompts (α = 0: the base model)")
-    for heading in ("α", "harmful", "refused", "degenerate", "n"):
-        table.add_column(heading, justify="right")
-    for row in rows:
-        table.add_row(
-            f"{row['alpha']:g}",
-            pct(row["harmful_rate"]),
-            pct(row["refusal_rate"]),
-            pct(row["degenerate_rate"]),
-            str(row["n"]),
-        )
-    return table
+    return _table(
+        "Emulated disalignment on held-out harmful prompts (α = 0: the base model)",
+        ("α", "harmful", "refused", "degenerate", "n"),
+        (
+            (
+                f"{row['alpha']:g}",
+                pct(row["harmful_rate"]),
+                pct(row["refusal_rate"]),
+                pct(row["degenerate_rate"]),
+                str(row["n"]),
+            )
+            for row in rows
+        ),
+    )
 
 
 def finetune_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="Fine-tuning attacks on the aligned model: held-out harmful prompts")
-    for heading in ("tier", "cell", "refused", "harmful", "degenerate"):
-        table.add_column(heading, justify="right")
-    for row in rows:
-        table.add_row(
-            row["tier"], row["cell"], pct(row["refusal_rate"]), pct(row["harmful_rate"]), pct(row["degenerate_rate"])
-        )
-    return table
+    return _table(
+        "Fine-tuning attacks on the aligned model: held-out harmful prompts",
+        ("tier", "cell", "refused", "harmful", "degenerate"),
+        (
+            (row["tier"], row["cell"], pct(row["refusal_rate"]), pct(row["harmful_rate"]), pct(row["degenerate_rate"]))
+            for row in rows
+        ),
+    )
