@@ -14,6 +14,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from builders import tiny_llama, word_tokenizer
 from disalign.analyses.mechanism import (
+    AttackOptions,
     analyze_clusters,
     check_pair,
     column_space_sines,
@@ -286,7 +287,7 @@ def test_local_lipschitz_matches_a_single_prompt_gradient(tokenizer):
 def test_embedding_attack_stays_in_budget_and_scores_clean_prompts_directly(tokenizer):
     model = tiny_llama(tokenizer, 0)
     targets = ["a b c", "d", "e f g h"]
-    result = embedding_attack(model, tokenizer, PROMPTS, targets, soft_tokens=2, steps=5, batch_size=2)
+    result = embedding_attack(model, tokenizer, PROMPTS, targets, AttackOptions(soft_tokens=2, steps=5), batch_size=2)
     for batch in result.batches["attacked"]:
         for row in range(len(batch.rows)):
             end = int(batch.prompt_lengths[row])

@@ -14,6 +14,7 @@ from typing import Annotated
 
 from pydantic import Field, NonNegativeInt
 
+from disalign.analyses.mechanism.robustness import AttackOptions
 from disalign.api.common import finish, judge_of, model_info, open_run, prompts_fingerprint, prompts_of
 from disalign.core.options import CommaSeparated, JudgeOptions, PromptOptions, RunOptions, SamplingOptions
 from disalign.core.verbs import verb
@@ -189,11 +190,8 @@ def depth(config: DepthConfig) -> RunResult:
     return finish(run, RunResult(command="analyze depth", models=infos, **judge_fields(judge), **summary))
 
 
-class AttackAnalysisConfig(JudgedOptions):
-    soft_tokens: int = Field(2, ge=1, description="Soft tokens inserted before the prompt's last token.")
-    steps: int = Field(10, ge=1, description="Attack steps (SGD, per-token normalised gradients).")
-    epsilon: float | None = Field(None, gt=0, description="L2 budget per soft token (default: mean embedding norm).")
-    scored: int = Field(10, ge=1, description="Target tokens that must all be predicted for a success.")
+class AttackAnalysisConfig(JudgedOptions, AttackOptions):
+    """`analyze attack`: the models, prompts and judge of an analysis, and the attack's own settings."""
 
 
 @verb("analyze attack", AttackAnalysisConfig)

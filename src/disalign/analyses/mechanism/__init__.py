@@ -16,7 +16,13 @@ from disalign.analyses.mechanism.clusters import (
     tau,
 )
 from disalign.analyses.mechanism.depth import PREFILL_TOKENS, kl_profile, prefill_rates, response_kl
-from disalign.analyses.mechanism.robustness import AttackResult, analyze_attack, embedding_attack, local_lipschitz
+from disalign.analyses.mechanism.robustness import (
+    AttackOptions,
+    AttackResult,
+    analyze_attack,
+    embedding_attack,
+    local_lipschitz,
+)
 from disalign.analyses.mechanism.weights import (
     check_configs,
     check_pair,
@@ -31,6 +37,7 @@ from disalign.analyses.mechanism.weights import (
 __all__ = [
     "PREFILL_TOKENS",
     "SITES",
+    "AttackOptions",
     "AttackResult",
     "Respond",
     "ClusterReport",

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from disalign.analyses.mechanism.clusters import activation_sites, cluster_centres, collect, mean_std, tau
 from disalign.core.activations import Positions, TokenBatch, capture_sites, encode
 from disalign.core.evaluate import rendered_prompts
+from disalign.core.options import Options
 from disalign.core.stats import rate_summary
 from disalign.data import PromptRecord
 from disalign.errors import UserError
@@ -92,31 +94,37 @@ def _teacher_forced(model, embeds, mask, predict, target_ids):
     return torch.stack(losses), torch.stack(accuracies).detach()
 
 
+class AttackOptions(Options):
+    """The embedding attack's settings (see the module docstring); `analyze attack`'s config inherits
+    them, and the attack reads them from it."""
+
+    soft_tokens: int = Field(2, ge=1, description="Soft tokens inserted before the prompt's last token.")
+    steps: int = Field(10, ge=1, description="Attack steps (SGD, per-token normalised gradients).")
+    epsilon: float | None = Field(None, gt=0, description="L2 budget per soft token (default: mean embedding norm).")
+    scored: int = Field(10, ge=1, description="Target tokens that must all be predicted for a success.")
+
+
 def embedding_attack(
     model,
     tokenizer,
     prompts: Sequence[str],
     targets: Sequence[str],
+    options: AttackOptions = AttackOptions(),
     *,
-    soft_tokens: int = 2,
-    steps: int = 10,
-    epsilon: float | None = None,
-    scored: int = 10,
     batch_size: int = 32,
     seed: int = 0,
 ) -> AttackResult:
     """Attack each rendered prompt towards its target response; see the module docstring."""
     if len(prompts) != len(targets):
         raise UserError(f"{len(prompts)} prompts but {len(targets)} targets")
-    if soft_tokens < 1 or steps < 1 or scored < 1:
-        raise UserError("soft tokens, steps and scored tokens must each be at least 1")
+    soft_tokens, steps, epsilon = options.soft_tokens, options.steps, options.epsilon
     embedding = model.get_input_embeddings()
     if epsilon is None:
         epsilon = float(embedding.weight.detach().norm(dim=-1).mean())
     prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     if any(not row for row in prompt_ids):
         raise UserError("a prompt is empty after tokenisation")
-    target_ids = _target_ids(tokenizer, targets, scored)
+    target_ids = _target_ids(tokenizer, targets, options.scored)
     generator = torch.Generator().manual_seed(seed)
     n, d = len(prompts), embedding.weight.shape[1]
     kinds = ("clean", "control", "attacked")
@@ -173,11 +181,8 @@ def analyze_attack(
     safe: Sequence[PromptRecord],
     unsafe: Sequence[PromptRecord],
     targets: Sequence[str],
+    options: AttackOptions = AttackOptions(),
     *,
-    soft_tokens: int = 2,
-    steps: int = 10,
-    epsilon: float | None = None,
-    scored: int = 10,
     batch_size: int = 32,
     layer_pattern: str | None = None,
     mlp_pattern: str | None = None,
@@ -200,18 +205,7 @@ def analyze_attack(
         for name in ("safe", "unsafe")
     }
     lipschitz = {name: local_lipschitz(model, tokenizer, text, batch_size=batch_size) for name, text in prompts.items()}
-    attack = embedding_attack(
-        model,
-        tokenizer,
-        prompts["unsafe"],
-        targets,
-        soft_tokens=soft_tokens,
-        steps=steps,
-        epsilon=epsilon,
-        scored=scored,
-        batch_size=batch_size,
-        seed=seed,
-    )
+    attack = embedding_attack(model, tokenizer, prompts["unsafe"], targets, options, batch_size=batch_size, seed=seed)
     acts = {name: collect(model, tokenizer, texts, sites, positions=decision) for name, texts in prompts.items()}
     for kind, batches in attack.batches.items():
         acts[kind] = capture_sites(model, batches, dict(sites), decision)
