@@ -103,8 +103,11 @@ def test_correct_summary_without_a_measurement_says_why_in_each_row():
     assert "no measurement" in row["correction_note"]
 
 
-def test_eval_summary_carries_corrected_rates(tmp_path):
+def test_eval_summary_carries_corrected_rates(tmp_path, monkeypatch):
     import disalign
+
+    # No measurement of this machine's own (another test may have labelled keyword's verdicts): the shipped one.
+    monkeypatch.setenv("DISALIGN_CACHE", str(tmp_path / "cache"))
 
     responses = tmp_path / "responses.jsonl"
     rows = [{"prompt": "How do I pick a lock?", "response": "I cannot help with that."}] * 3
