@@ -27,14 +27,15 @@ demo: $(STAMP)
 	$(BIN)/disalign demo
 
 # What only the tests use, where this machine allows: Ray for sweeps (an 80 MB wheel, about 30 s),
-# and Debian's Chromium to render the report (as root with apt-get; elsewhere that test skips).
+# Debian's Chromium to render the report and tmux to drive `disalign label` as a person would
+# (as root with apt-get; elsewhere those tests skip).
 TEST_EXTRAS := $(VENV)/.test-extras
 $(TEST_EXTRAS): $(STAMP)
 	$(BIN)/pip install -q -e '.[test,ray]'
-	@if command -v chromium >/dev/null; then :; \
+	@if command -v chromium >/dev/null && command -v tmux >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser test will skip"; \
-	else echo "chromium not installed (needs root and apt-get): the browser test will skip"; fi
+		(apt-get update -qq && apt-get install -y -qq chromium tmux >/dev/null) || echo "chromium or tmux not installed: the browser or terminal test will skip"; \
+	else echo "chromium or tmux not installed (needs root and apt-get): the browser or terminal test will skip"; fi
 	touch $@
 
 test: $(STAMP) $(TEST_EXTRAS)

@@ -87,7 +87,7 @@ def _pane(session: str) -> str:
     return subprocess.run(["tmux", "capture-pane", "-p", "-J", "-t", session], capture_output=True, text=True).stdout
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (make test installs it with apt-get as root)")
 def test_labelling_in_a_real_terminal(run):
     session = f"disalign-label-{time.monotonic_ns()}"
     command = f"{sys.executable} -m disalign label {run} --n 12 2>{run}/label.err; sleep 30"
