@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from functools import cache, partial
 from typing import Any
 
 from disalign.attacks.finetune.config import AttackConfig
@@ -86,13 +87,10 @@ def run_finetune(
         return all(run.is_done(f"{prefix}|{p.id}") for p in eval_prompts)
 
     def evaluate(prefix: str, load, fields: dict[str, Any]) -> list[dict[str, Any]]:
-        cache: dict[str, Any] = {}
+        """Judge the model `load()` gives (cached: loaded only if a batch is still to answer)."""
 
         def respond(batch, seed):
-            if "respond" not in cache:
-                model, tokenizer = load()
-                cache["respond"] = chat_responder(model, tokenizer, sampling)
-            return cache["respond"](batch, seed)
+            return chat_responder(*load(), sampling)(batch, seed)
 
         return generate_and_judge(
             run,
@@ -119,13 +117,7 @@ def run_finetune(
     for shots in shots_grid:
         dataset = dataset_builder(shots)
         datasets[len(dataset) if shots is None else shots] = dataset
-    original: dict[str, Any] = {}
-
-    def load_original():
-        if "model" not in original:
-            original["model"], original["tokenizer"] = load_model(model_path)
-        return original["model"], original["tokenizer"]
-
+    load_original = cache(partial(load_model, model_path))  # loaded once: for `before` and each cell's damage
     before = evaluate("before", load_original, {"cell": "before"})
     summary: dict[str, Any] = {"before": short(before), "cells": [], "config": config.model_dump()}
     for shots in datasets:
@@ -138,13 +130,7 @@ def run_finetune(
             elif not evaluated(name):  # a cell judged in full needs no model, even if its training record is gone
                 cell_config = config.model_copy(update={"shots": shots, "epochs": epochs})
                 training = train(model_path, datasets[shots], cell_config, cell_dir).as_dict()
-            attacked: dict[str, Any] = {}
-
-            def load_attacked(cell_dir=cell_dir, attacked=attacked):
-                if "model" not in attacked:
-                    attacked["model"], attacked["tokenizer"] = load_finetuned(cell_dir / "model", base_model=model_path)
-                return attacked["model"], attacked["tokenizer"]
-
+            load_attacked = cache(partial(load_finetuned, cell_dir / "model", base_model=model_path))
             records = evaluate(name, load_attacked, {"cell": name, "shots": shots, "epochs": epochs})
             cell = {
                 "shots": shots,
