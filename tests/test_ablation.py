@@ -269,16 +269,19 @@ def test_full_ablation_grid_skips_degenerate_layers(built, tokenizer):
     assert [(c.layer, c.position) for c in full_ablation_grid(directions)] == [(1, -1)]
 
 
-@pytest.fixture(scope="module")
-def ablate_inputs(built, tokenizer, tmp_path_factory):
-    """The hand-built model as a model directory, and 48 harmful and 48 harmless prompts as text files."""
-    model, _ = built
-    root = tmp_path_factory.mktemp("ablate")
+def write_ablate_inputs(root, model, tokenizer):
+    """`model` as a model directory under `root`, and 48 harmful and 48 harmless prompts as text files."""
     model.save_pretrained(root / "model")
     tokenizer.save_pretrained(root / "model")
     for name, harmful, seed in (("harmful", True, 11), ("harmless", False, 12)):
         (root / f"{name}.txt").write_text("\n".join(p.prompt for p in records(48, harmful, seed)) + "\n")
     return root
+
+
+@pytest.fixture(scope="module")
+def ablate_inputs(built, tokenizer, tmp_path_factory):
+    """The hand-built model and its prompts, written as `write_ablate_inputs` does."""
+    return write_ablate_inputs(tmp_path_factory.mktemp("ablate"), built[0], tokenizer)
 
 
 def ablate_options(root, **extra):

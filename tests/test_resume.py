@@ -247,15 +247,9 @@ def refusing_model():
 
 @pytest.fixture(scope="module")
 def ablate_inputs(tmp_path_factory) -> Path:
-    from test_ablation import records
+    from test_ablation import write_ablate_inputs
 
-    model, tokenizer = refusing_model()
-    root = tmp_path_factory.mktemp("ablate")
-    model.save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
-    for name, harmful, seed in (("harmful", True, 11), ("harmless", False, 12)):
-        (root / f"{name}.txt").write_text("\n".join(p.prompt for p in records(48, harmful, seed)) + "\n")
-    return root
+    return write_ablate_inputs(tmp_path_factory.mktemp("ablate"), *refusing_model())
 
 
 def test_an_interrupted_ablation_search_replays_its_recorded_trials_and_measures_only_the_rest(tmp_path):

@@ -52,8 +52,9 @@ class DamageMeter:
         if task_judge is not None and sampling is None:
             raise ValueError("a task judge needs the sampling that answers its prompts")
         self.tokenizer, self.harmless, self.batch_size = tokenizer, list(harmless), batch_size
+        self.rendered = rendered_prompts(tokenizer, self.harmless)
         self.task_judge, self.sampling = task_judge, sampling
-        self._baselines: dict[int, tuple[list[list[tuple[list[int], list[int]]]], float | None]] = {}
+        self._baseline_of: tuple[Any, list[list[tuple[list[int], list[int]]]], float | None] | None = None
 
     def on(self, harmless: Sequence[PromptRecord]) -> DamageMeter:
         """The same measure on other harmless prompts (an ablation keeps its own held-out split)."""
@@ -96,23 +97,21 @@ class DamageMeter:
     def _baseline(self, original):
         """The original's greedy responses (at most 32 new tokens, up to and including its end-of-turn
         token), along which both models are scored, and its task accuracy."""
-        if id(original) not in self._baselines:
-            rendered = rendered_prompts(self.tokenizer, self.harmless)
+        if self._baseline_of is None or self._baseline_of[0] is not original:
             batches = []
-            with progress_bar("damage: the original's responses", len(rendered)) as advance:
-                for start in range(0, len(rendered), self.batch_size):
-                    prompts = rendered[start : start + self.batch_size]
+            with progress_bar("damage: the original's responses", len(self.rendered)) as advance:
+                for start in range(0, len(self.rendered), self.batch_size):
+                    prompts = self.rendered[start : start + self.batch_size]
                     batches.append(_greedy_continuations(original, self.tokenizer, prompts, KL_TOKENS))
                     advance(len(prompts))
             accuracy = self._accuracy(original, None) if self.task_judge is not None else None
-            self._baselines[id(original)] = (batches, accuracy)
-        return self._baselines[id(original)]
+            self._baseline_of = (original, batches, accuracy)
+        return self._baseline_of[1:]
 
     def _accuracy(self, model, respond: Respond | None) -> float | None:
         """The share of the harmless prompts whose responses the task judge calls `correct`."""
         if respond is None:
-            rendered = rendered_prompts(self.tokenizer, self.harmless)
-            responses = generate(model, self.tokenizer, rendered, self.sampling)
+            responses = generate(model, self.tokenizer, self.rendered, self.sampling)
         else:
             responses = respond(model, self.harmless)
         verdicts = self.task_judge.judge([p.prompt for p in self.harmless], responses)
