@@ -53,6 +53,14 @@ def test_a_run_claims_its_directory_only_when_it_first_writes(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["config"] == {"model": "right"}
 
 
+def test_a_claim_stopped_while_writing_its_config_does_not_lock_the_folder_out(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json.tmp").write_text('{"command": "ev')
+    RunDir(tmp_path / "run", "eval", {}).append([{"key": "a"}])
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["command"] == "eval"
+    assert not (tmp_path / "run" / "config.json.tmp").exists()
+
+
 def test_changed_inputs_are_named_and_overwrite_starts_afresh(tmp_path):
     RunDir(tmp_path, "eval", {}, inputs={"prompts": "aaa"}).append([{"key": "a"}])
     with pytest.raises(UserError, match='input \'prompts\' \\("aaa" -> "bbb"\\) differs'):

@@ -248,7 +248,8 @@ class RunDir:
             self._drop_torn_tail()
             self._claimed = True
             return
-        if path.exists() and any(entry.name != LOCK for entry in path.iterdir()):
+        # A claim stopped mid-write leaves only its own config.json.tmp, which the next claim overwrites.
+        if path.exists() and any(entry.name not in (LOCK, CONFIG + ".tmp") for entry in path.iterdir()):
             raise UserError(f"{path}: not empty and not a disalign run directory; choose another --out")
         _check_writable(path)
 
