@@ -10,6 +10,7 @@ from disalign.alignment.instructions import INSTRUCTIONS, SENSITIVE_SOUNDING
 from disalign.core.runs import RunDir
 from disalign.data import load_prompts
 from disalign.errors import UserError
+from disalign.judges.calibration import shipped_calibration
 from disalign.lab.demo.text import TextDemoConfig, _records, _Scorer, text_demo
 
 torch.set_num_threads(1)
@@ -64,6 +65,10 @@ def test_text_demo_end_to_end(tiny, harmful, tmp_path):
             entry = summary["models"][name][role]
             assert entry["n"] == n and {"refusal_rate", "ci", "degenerate_rate", "keyword_refusal_rate"} <= entry.keys()
             assert ("over_refusal_rate" in entry) == (role == "benign")
+            # keyword's shipped measurement corrects every rate; degenerate responses stay outside it
+            low, high = entry["refusal_rate_corrected_ci"]
+            assert low <= entry["refusal_rate_corrected"] <= high <= 1 - entry["unscorable_rate"] + 1e-9
+    assert summary["judge_error"]["source"] == "shipped" and summary["judge_error"]["judge"] == "keyword"
     assert [row["alpha"] for row in summary["ed"]] == [0.0, 1.0]
     for row in summary["ed"]:
         assert {"harmful_rate", "refusal_rate", "degenerate_rate"} <= row.keys()
@@ -108,11 +113,17 @@ def test_over_refusal_counts_refusals_in_words_warnings_and_referrals_not_evasio
         }
         for i, reason in enumerate(reasons)
     ]
-    scorer = _Scorer(str(tiny))
+    scorer = _Scorer(str(tiny), "refusal")
     assert "over_refusal_rate" not in scorer.rates(records)  # harmful prompts: no over-refusal to count
     rates = scorer.rates(records, benign=True)
     assert rates["refusal_rate"] == 4 / 5 and rates["over_refusal_rate"] == 3 / 5
     assert rates["over_refusal_ci"][0] <= 3 / 5 <= rates["over_refusal_ci"][1]
+    # Rogan-Gladen by hand from the refusal judge's shipped confusion counts on the test half
+    counts = shipped_calibration()["judges"]["refusal"]["test"]["overall"]
+    sensitivity = counts["tp"] / (counts["tp"] + counts["fn"])
+    specificity = counts["tn"] / (counts["tn"] + counts["fp"])
+    expected = min(1.0, (4 / 5 + specificity - 1) / (sensitivity + specificity - 1))
+    assert rates["refusal_rate_corrected"] == pytest.approx(expected)
 
 
 def test_too_few_prompts_for_the_split(tiny, harmful, tmp_path):
