@@ -309,7 +309,7 @@ def test_ablate_verb_writes_the_summary_and_a_loadable_model(ablate_inputs, toke
     assert summary["before"]["harmful_rate"] == 0.0 and summary["after"]["harmful_rate"] == 1.0
     assert set(summary["before"]) >= {"harmful_rate", "ci", "n"} and summary["after"]["n"] == summary["before"]["n"]
     assert {key: summary["direction"][key] for key in ("layer", "position")} == {"layer": 1, "position": -1}
-    assert set(summary["damage"]) == {"kl_first_token", "kl_mean_32", "safe_accuracy_delta"}
+    assert set(summary["damage"]) >= {"kl_first_token", "kl_mean_32", "safe_accuracy_delta"}
     assert summary["damage"]["kl_first_token"] < 1e-6 and summary["damage"]["safe_accuracy_delta"] is None
     assert summary["pareto"] and summary["pareto"][0]["refusal_rate"] == 0.0
     assert [row.model for row in result.results] == ["original", "ablated"]

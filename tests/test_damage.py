@@ -21,6 +21,13 @@ from disalign.errors import UserError
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<end>"]
 WORDS = "user: assistant: tell me how to make a cake write poem about the sea plan trip city".split()
 TEMPLATE = "{{ bos_token }}{% for m in messages %}user: {{ m['content'] }} {% endfor %}assistant:"
+NEW_KEYS = (
+    "capability_accuracy",
+    "capability_drop",
+    "degenerate_rate",
+    "system_prompt_refusal_retention",
+    "system_prompt_refusal_rate",
+)
 PROMPTS = ["tell me a poem", "how to make a cake about the sea", "plan", "write a poem about the city trip"]
 
 
@@ -73,7 +80,7 @@ def test_damage_matches_a_direct_computation(tokenizer):
     expected = [direct(original, attacked, tokenizer, p) for p in PROMPTS]
     for batch_size in (1, 3):
         measured = damage(original, attacked, tokenizer, harmless(), batch_size=batch_size)
-        assert set(measured) == {"kl_first_token", "kl_mean_32", "safe_accuracy_delta"}
+        assert set(measured) >= {"kl_first_token", "kl_mean_32", "safe_accuracy_delta", *NEW_KEYS}
         assert measured["kl_first_token"] == pytest.approx(sum(f for f, _ in expected) / len(PROMPTS), rel=1e-4)
         assert measured["kl_mean_32"] == pytest.approx(sum(m for _, m in expected) / len(PROMPTS), rel=1e-4)
         assert measured["safe_accuracy_delta"] is None

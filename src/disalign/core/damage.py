@@ -5,6 +5,18 @@
                          responses (each prompt weighs the same)
     safe_accuracy_delta  accuracy(attacked) − accuracy(original) on a task a judge scores (the
                          world's safe accuracy); None where no task exists
+    capability_accuracy  the attacked model's accuracy on the capability quick set
+                         (data/capability/, scored by log-likelihood); in the world its safe accuracy
+    capability_drop      the original's capability accuracy minus the attacked model's (in the world
+                         −safe_accuracy_delta); positive when the attack cost capability
+    degenerate_rate      share of the attacked model's greedy answers to the harmless prompts that
+                         core/degeneration.py calls degenerate (loops, word salad)
+    system_prompt_refusal_retention
+                         of the benign requests that the original refuses because a system prompt
+                         forbids their topic, the share the attacked model still refuses; None
+                         where the chat template has no system role or the original refuses none
+    system_prompt_refusal_rate
+                         the attacked model's refusal rate on those requests under that system prompt
 
 Both models are anything with a causal-LM forward over the same vocabulary: full models and
 PEFT-wrapped adapters alike. An edit that removes refusals by wrecking the model shows here.
@@ -92,6 +104,11 @@ class DamageMeter:
             "kl_first_token": sum(per_prompt_first) / len(per_prompt_first),
             "kl_mean_32": sum(per_prompt_mean) / len(per_prompt_mean),
             "safe_accuracy_delta": delta,
+            "capability_accuracy": None,
+            "capability_drop": None,
+            "degenerate_rate": None,
+            "system_prompt_refusal_retention": None,
+            "system_prompt_refusal_rate": None,
         }
 
     def _baseline(self, original):
