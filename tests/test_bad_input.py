@@ -565,6 +565,28 @@ CASES: dict[str, Case] = {
         ),
     ),
     "beb manyshot decreasing shots": Case(("beb", "manyshot", "--model", "{base}", "--shots", "4,2,1"), "increasing"),
+    # surface: each refused before its run folder is claimed
+    "surface negative epsilon": Case(
+        ("surface", "--model", "{aligned}", "--prompts", "{prompts}", "--epsilon-kl", "0.1,-1", "--out", "{case}/o"),
+        "epsilon_kl.1: Input should be greater than or equal to 0",
+    ),
+    "surface nan epsilon": Case(
+        ("surface", "--model", "{aligned}", "--prompts", "{prompts}", "--epsilon-capability", "nan"),
+        "epsilon_capability.0: Input should be a finite number",
+    ),
+    "surface unknown family": Case(
+        ("surface", "--model", "{aligned}", "--prompts", "{prompts}", "--families", "ed,telepathy"),
+        "families.1: Input should be 'ed', 'ablation'",
+    ),
+    "surface family that needs a world": Case(
+        ("surface", "--model", "{aligned}", "--prompts", "{prompts}", "--families", "jailbreak", "--out", "{case}/o"),
+        "'jailbreak' needs --world",
+    ),
+    "surface base of another vocabulary": Case(
+        ("surface", "--model", "{aligned}", "--base", "{case}/other", "--prompts", "{prompts}", "--out", "{case}/o"),
+        "another vocabulary",
+        lambda case, shared: save_tiny(case / "other", 0, words=[*WORDS, "extra"]) and None,
+    ),
     "compare run missing": Case(("compare", "--runs", "{case}/nope,{run}"), "nope: not a finished run directory"),
     "label run missing": Case(("label", "{case}/nope"), "nope: not a finished run directory"),
     "sweep spec missing": Case(("sweep", "--spec", "{case}/nope.yaml"), "nope.yaml"),
