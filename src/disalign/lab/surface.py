@@ -32,6 +32,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from disalign.core.options import (
+    WORLD_HARMLESS,
     CommaSeparated,
     JudgeOptions,
     PromptOptions,
@@ -152,7 +153,9 @@ def _ed_spec(config, where):
 
 
 def _ablation_spec(config, where):
-    fixed = {**_judged(config), "model": config.model, "harmful": config.prompts, "harmless": config.harmless}
+    # ablate has no default harmless prompts for a text model; the damage measure's default serves it
+    harmless = config.harmless or config.world_default(WORLD_HARMLESS, "benign-control")
+    fixed = {**_judged(config), "model": config.model, "harmful": config.prompts, "harmless": harmless}
     return fixed, {"trials": list(config.trials)}
 
 
@@ -265,13 +268,16 @@ def surface(config: SurfaceConfig) -> RunResult:
     from disalign.lab.sweep import run_sweep
 
     points: list[dict[str, Any]] = []
+    unattacked: dict[str, Any] | None = None
     families: dict[str, Any] = {name: {"skipped": reason} for name, reason in skipped.items()}
     for name in chosen:
         family = FAMILIES[name]
         console.print(f"surface: {name} ({family.verb} over {family.knob})")
         spec = {**specs[name], "out": str(run.file(name)), "workers": config.workers}
         swept = run_sweep(spec)
-        found = _configurations(name, family, swept.to_json()["results"])
+        swept_rows = swept.to_json()["results"]
+        found = _configurations(name, family, swept_rows)
+        unattacked = unattacked or _unattacked(swept_rows)
         points += found
         families[name] = {
             "verb": family.verb,
@@ -288,6 +294,7 @@ def surface(config: SurfaceConfig) -> RunResult:
         "damage_correlation": damage_correlation(points),
         "pareto": {name: {figure: pareto_front(points, name, figure) for figure in FIGURES} for name in chosen},
         "configurations": points,
+        "unattacked": unattacked,
         "families": families,
         "capability_reference": _capability_reference(points),
         "harm_measures": sorted({point["harm_measure"] for point in points}),
@@ -383,19 +390,14 @@ def _configurations(name: str, family: Family, rows: list[dict[str, Any]]) -> li
         configuration = family.reads(row)
         if configuration is None or row.get("harmful_rate") is None:
             continue
-        corrected = row.get("harmful_rate_corrected")
-        harm, ci, measure = (
-            (corrected, row.get("harmful_rate_corrected_ci"), "corrected")
-            if corrected is not None
-            else (row["harmful_rate"], row.get("ci"), "raw")
-        )
+        harm, ci, measure = _harm(row)
         damage = _damage(row) if family.changes_weights else dict.fromkeys(FIGURES, 0.0)
         points.append(
             {
                 "family": name,
                 "config": configuration,
                 "harm": harm,
-                "harm_ci": list(ci) if ci else [None, None],
+                "harm_ci": ci,
                 "harm_measure": measure,
                 "n": row.get("n"),
                 "changes_weights": family.changes_weights,
@@ -403,6 +405,23 @@ def _configurations(name: str, family: Family, rows: list[dict[str, Any]]) -> li
             }
         )
     return points
+
+
+def _unattacked(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The model's own harm on the harmful prompts, where a family's run measured it (its `before`)."""
+    for row in rows:
+        if (row.get("cell") == "before" or row.get("model") == "original") and row.get("harmful_rate") is not None:
+            harm, ci, measure = _harm(row)
+            return {"harm": harm, "harm_ci": ci, "harm_measure": measure, "n": row.get("n")}
+    return None
+
+
+def _harm(row: dict[str, Any]) -> tuple[float, list[float | None], str]:
+    """The corrected harmful rate where the row has one, else the raw rate; with its interval and which."""
+    corrected = row.get("harmful_rate_corrected")
+    if corrected is not None:
+        return corrected, list(row.get("harmful_rate_corrected_ci") or [None, None]), "corrected"
+    return row["harmful_rate"], list(row.get("ci") or [None, None]), "raw"
 
 
 def _damage(row: dict[str, Any]) -> dict[str, Any]:
