@@ -30,7 +30,8 @@ def run_align(
     """Align `model_path` on `harmful` and `benign` prompts; the aligned model (full) or adapter (LoRA)
     goes to OUT_DIR/model, loadable by `disalign.core.models.load_model`, the training pairs to
     OUT_DIR/pairs.jsonl and the result to OUT_DIR/result.json. `judge` finds refusals among the model's
-    own answers (default: the `keyword` judge)."""
+    own answers (default: the `keyword` judge). The result's `extra` holds the edit audit of the saved
+    model against `model_path` (core/audit.py)."""
     from disalign.core.models import load_model
 
     out_dir = Path(out_dir)
@@ -53,6 +54,16 @@ def run_align(
         from disalign.training.unlearn import unlearn
 
         result = unlearn(model_path, pairs, config, out_dir, model=model, tokenizer=tokenizer)
-    result.extra.update({"method": config.method, "data": counts})
+    result.extra.update({"method": config.method, "data": counts, "edit_audit": _edit_audit(model_path, result)})
     (out_dir / RESULT).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     return result
+
+
+def _edit_audit(model_path, result: FinetuneResult) -> dict:
+    """Which weights the alignment changed: both models read back from disk, since training changed
+    (or, with LoRA, wrapped) the one in memory."""
+    from disalign.core.audit import edit_audit
+    from disalign.core.models import load_model
+    from disalign.training import load_finetuned
+
+    return edit_audit(load_model(model_path)[0], load_finetuned(result.model_dir, base_model=model_path)[0])

@@ -77,5 +77,6 @@ def align(config: AlignVerbConfig) -> RunResult:
         results=[row],
         **judge_fields(judge),
         training=trained.as_dict(),
+        edit_audit=trained.extra.get("edit_audit"),
     )
     return finish(run, result)

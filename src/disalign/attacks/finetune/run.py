@@ -13,6 +13,7 @@ from functools import cache, partial
 from typing import Any
 
 from disalign.attacks.finetune.config import AttackConfig
+from disalign.core.audit import edit_audit
 from disalign.core.damage import DamageMeter
 from disalign.core.evaluate import chat_responder, generate_and_judge, summarise
 from disalign.core.generation import SamplingConfig
@@ -74,7 +75,8 @@ def run_finetune(
     example the builder has, recorded as their number. `references` (name: harmful rate) are drawn
     as lines in the plot beside the model before the attack. `train` trains one cell (as
     `training.finetune`; backends.multi_gpu.launcher trains it on several GPUs). With `damage`, each cell
-    also says what it costs on harmless prompts against the original model."""
+    also says what it costs on harmless prompts against the original model; each cell whose model is
+    saved says which weights it changed (`edit_audit`, core/audit.py)."""
     from disalign.core.models import load_model
 
     if not eval_prompts:
@@ -140,9 +142,10 @@ def run_finetune(
                 "final_loss": (training.get("losses") or [None])[-1],
                 "tokens_per_second": training.get("tokens_per_second"),
             }
+            saved = (cell_dir / "model").is_dir()
             if damage is not None:
-                saved = (cell_dir / "model").is_dir()
                 cell["damage"] = damage(load_original()[0], load_attacked()[0]) if saved else None
+            cell["edit_audit"] = edit_audit(load_original()[0], load_attacked()[0]) if saved else None
             summary["cells"].append(cell)
     if run.persistent:
         plot_finetune(run.file("harm_curve.png"), summary, references)
