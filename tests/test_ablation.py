@@ -17,13 +17,16 @@ from torch import nn
 
 from builders import tiny_llama, word_tokenizer
 from disalign.attacks.ablation import (
+    Budget,
     Candidate,
+    Directions,
     Measurement,
     Objectives,
     ablation_hooks,
     activation_addition,
     full_ablation_grid,
     kernel_weights,
+    optuna_plan,
     orthogonalise,
     pareto_front,
     plot_pareto,
@@ -32,7 +35,7 @@ from disalign.attacks.ablation import (
     save_model,
     search,
 )
-from disalign.attacks.ablation.search import Trial, choose
+from disalign.attacks.ablation.search import SearchResult, Trial, choose
 from disalign.core.generation import SamplingConfig, generate
 from disalign.core.models import load_model
 from disalign.data import PromptRecord
@@ -169,15 +172,44 @@ def test_search_finds_the_direction_that_removes_refusal(built, tokenizer, tmp_p
     assert by_harm.chosen.measured.harmful_rate == 1.0 and by_harm.chosen.miss == 0.0
 
 
-def test_pareto_front_and_choice():
-    def trial(number, miss, kl):
-        return Trial(number, Candidate(1, -1, (1.0,)), Measurement(miss, None, kl), miss, 0.0)
+def trial_of(number, miss, kl, degenerate=None):
+    return Trial(number, Candidate(1, -1, (1.0,)), Measurement(miss, None, kl, degenerate), miss, 0.0)
 
-    trials = [trial(0, 0.0, 2.0), trial(1, 0.02, 0.1), trial(2, 0.5, 0.05), trial(3, 0.5, 0.5), trial(4, 0.9, 0.0)]
-    front = pareto_front(trials)
-    assert [t.number for t in front] == [4, 2, 1, 0]
-    assert choose(front, tolerance=0.05).number == 1
-    assert choose(front, tolerance=0.0).number == 0
+
+def test_pareto_front_and_choice_within_the_budget():
+    original = Measurement(0.9, None, 0.0, 0.1)
+    trials = [trial_of(0, 0.0, 2.0), trial_of(1, 0.02, 0.1), trial_of(2, 0.5, 0.05), trial_of(3, 0.5, 0.5)]
+    trials.append(trial_of(4, 0.9, 0.0))
+    assert [t.number for t in pareto_front(trials)] == [4, 2, 1, 0]
+    wide = Budget(kl=10.0)
+    assert choose(trials, original, "refusal", wide, tolerance=0.05).number == 1
+    assert choose(trials, original, "refusal", wide, tolerance=0.0).number == 0
+    assert choose(trials, original, "refusal", Budget(kl=0.5), tolerance=0.0).number == 1
+    assert choose(trials, original, "refusal", Budget(kl=0.07), tolerance=0.0).number == 2
+    assert choose(trials, original, "refusal", Budget(kl=0.0), tolerance=0.0) is None  # trial 4 lowers nothing
+
+
+def test_an_edit_whose_answers_degenerate_is_never_chosen():
+    original = Measurement(0.9, None, 0.0, 0.1)
+    noisy, coherent = trial_of(0, 0.0, 0.05, degenerate=0.6), trial_of(1, 0.4, 0.2, degenerate=0.15)
+    budget = Budget(kl=0.5, degenerate_margin=0.1)
+    assert choose([noisy, coherent], original, "refusal", budget, tolerance=0.0) is coherent
+    assert choose([noisy], original, "refusal", budget, tolerance=0.0) is None
+    assert choose([noisy], original, "refusal", Budget(kl=0.5, degenerate_margin=0.5), tolerance=0.0) is noisy
+    result = SearchResult("grid", "refusal", original, [noisy], pareto_front([noisy]), None, budget)
+    assert result.outcome.startswith("no edit within budget: of 1 trials, 0 kept")
+    assert "60% of its answers degenerate" in result.outcome
+
+
+def test_optuna_plan_strides_over_every_layer():
+    directions = Directions(vectors=torch.ones(30, 5, 4), norms=torch.ones(30, 5))
+    plan = optuna_plan(directions, 40)
+    assert [layer for layer, _ in plan.grid] == [0, 3, 6, 10, 13, 16, 19, 23, 26, 29]
+    assert (plan.random, plan.tpe) == (10, 20)
+    short = optuna_plan(directions, 3)  # one grid trial: the middle layer, not the first
+    assert [layer for layer, _ in short.grid] == [15] and (short.random, short.tpe) == (1, 1)
+    assert [layer for layer, _ in optuna_plan(directions, 8).grid] == [0, 29]
+    assert "full ablation at 10 layer(s) (0, 3, 6, 10, 13, 16, 19, 23, 26, 29)" in plan.describe()
 
 
 def test_kernel_weights():
@@ -312,12 +344,30 @@ def test_ablate_verb_writes_the_summary_and_a_loadable_model(ablate_inputs, toke
     assert set(summary["damage"]) >= {"kl_first_token", "kl_mean_32", "safe_accuracy_delta"}
     assert summary["damage"]["kl_first_token"] < 1e-6 and summary["damage"]["safe_accuracy_delta"] is None
     assert summary["pareto"] and summary["pareto"][0]["refusal_rate"] == 0.0
+    assert summary["outcome"].startswith("edit within budget") and summary["edit_found"] is True
+    assert summary["search"]["tried"]["direction_layers"] == [1] and summary["after"]["degenerate_rate"] == 0.0
     assert [row.model for row in result.results] == ["original", "ablated"]
     assert (out / "pareto.png").is_file() and (out / "directions.safetensors").is_file()
     edited, edited_tokenizer = load_model(out / "model")
     assert set(first_words(edited, edited_tokenizer, records(8, True, 13))) == {"answer"}
     again = ablate(**ablate_options(ablate_inputs, sampler="grid", out=out))  # reuses the search and the records
     assert again.after == result.after and again.direction == result.direction
+
+
+def test_ablate_says_no_edit_within_budget_when_nothing_lowers_refusals(ablate_inputs, tmp_path):
+    """Requests the original never refuses: no edit can lower refusals, so none is saved or claimed."""
+    from disalign.api.ablate import ablate
+
+    unrefused = tmp_path / "unrefused.txt"
+    unrefused.write_text("\n".join(p.prompt for p in records(48, False, 14)) + "\n")
+    out = tmp_path / "run"
+    result = ablate(**{**ablate_options(ablate_inputs, sampler="grid", out=out), "harmful": str(unrefused)})
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["outcome"].startswith("no edit within budget") and summary["edit_found"] is False
+    assert summary["after"] is None and summary["direction"] is None and summary["ablated_model"] is None
+    assert summary["before"]["refusal_rate"] == 0.0 and summary["pareto"]
+    assert summary["search"]["chosen"] is None and summary["search"]["budget"] == {"kl": 0.5, "degenerate_margin": 0.1}
+    assert [row.model for row in result.results] == ["original"] and not (out / "model").exists()
 
 
 def test_ablate_with_a_named_layer(ablate_inputs):

@@ -20,8 +20,9 @@ class AblateConfig(AblationOptions, PromptSourceOptions, JudgeOptions, SamplingO
 
 @verb("ablate", AblateConfig)
 def ablate(config: AblateConfig) -> RunResult:
-    """Refusal-direction ablation: find the direction, choose the edit by refusals and KL, save the
-    orthogonalised model, judge it before and after, and measure its damage."""
+    """Refusal-direction ablation: find the direction, choose the edit with the fewest refusals within
+    the damage budget, save the orthogonalised model, judge it before and after, and measure its
+    damage; or say that no edit within the budget lowers refusals."""
     from disalign.attacks.ablation.run import run_ablate
     from disalign.core.damage import DamageMeter
     from disalign.core.models import load_model
@@ -40,12 +41,15 @@ def ablate(config: AblateConfig) -> RunResult:
     # In a world the damage includes the change in safe accuracy, the share the world judge calls correct.
     task = {"task_judge": judge, "sampling": sampling} if judge.name == "world" else {}
     damage = DamageMeter(tokenizer, harmless, **task)
-    summary = run_ablate(run, lm, tokenizer, harmful, harmless, judge, sampling, config, damage)
-    direction = {key: summary["direction"][key] for key in ("layer", "position")}
-    rows = [
-        {"model": "original", **summary["before"]},
-        {"model": "ablated", **direction, **summary["after"], **summary["damage"]},
-    ]
+    # The world's language is not English: the degeneration scores are calibrated on chat models' text.
+    degeneration = judge.name != "world"
+    summary = run_ablate(
+        run, lm, tokenizer, harmful, harmless, judge, sampling, config, damage, degeneration=degeneration
+    )
+    rows = [{"model": "original", **summary["before"]}]
+    if summary["edit_found"]:
+        direction = {key: summary["direction"][key] for key in ("layer", "position")}
+        rows.append({"model": "ablated", **direction, **summary["after"], **summary["damage"]})
     result = RunResult(
         command="ablate",
         models={"model": model, "ablated": {"path": summary["ablated_model"]}},

@@ -41,6 +41,7 @@ def run(ctx: DemoContext) -> dict[str, Any]:
             "after": result.after,
             "damage": result.damage,
             "direction": result.direction,
+            "outcome": result.outcome,
             "finetune_10x5": _finetune_cell(ctx.results.get("finetune", {}).get(name, {}), shots=10, epochs=5),
         }
     return section
@@ -73,15 +74,16 @@ def render(section: dict[str, Any]) -> Table:
         table.add_column(heading, justify="left" if heading == "aligned" else "right")
     for name, row in section.items():
         finetuned = row["finetune_10x5"] or {}
+        after, damage = row["after"] or {}, row["damage"] or {}  # none: no edit within the KL budget
         table.add_row(
             name,
             pct(row["base"]),
             pct(row["before"]["harmful_rate"]),
-            pct(row["after"]["harmful_rate"]),
-            pct(row["after"]["refusal_rate"]),
-            number(row["damage"]["kl_first_token"]),
-            number(row["damage"]["kl_mean_32"]),
-            pct(row["damage"]["safe_accuracy_delta"], signed=True),
+            pct(after.get("harmful_rate")) if after else "no edit",
+            pct(after.get("refusal_rate")),
+            number(damage.get("kl_first_token")),
+            number(damage.get("kl_mean_32")),
+            pct(damage.get("safe_accuracy_delta"), signed=True),
             pct(finetuned.get("harmful_rate")),
             number((finetuned.get("damage") or {}).get("kl_mean_32")),
         )
@@ -92,6 +94,9 @@ def notes(section: dict[str, Any]) -> list[str]:
     lines = []
     for name, row in section.items():
         base, after = row["base"], row["after"]
+        if after is None:
+            lines.append(f"{name}: {row['outcome']}")
+            continue
         if base is None:
             continue
         low, high = after["ci"]
