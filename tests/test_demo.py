@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 from disalign.cli.main import app
 from disalign.lab.demo.ed import ED_ALPHAS
 from disalign.lab.demo.finetune import FT_GRIDS
+from disalign.lab.demo.surface import DEMO_GRIDS
 from disalign.world import JAILBREAK_FAMILIES, ZOO_MODELS
 from disalign.world.train import ALIGNMENT_METHODS
 
@@ -26,7 +27,10 @@ def test_quick_demo_writes_every_section(quick_zoo, tmp_path):
         assert low <= row["unsafe"]["harmful_rate"] <= high
         assert set(row["jailbreaks"]) == set(JAILBREAK_FAMILIES)
     assert summary["judge"] == "world" and summary["judge_validation"]["accuracy"] == 1.0
-    assert set(summary["section_seconds"]) == {"zoo", "models", "ed", "finetune", "ablate", "mechanism", "beb"}
+    sections = {"zoo", "models", "ed", "finetune", "ablate", "mechanism", "beb", "surface"}
+    assert set(summary["section_seconds"]) == sections
+    assert {row["family"] for row in summary["surface"]["surface"]} == set(DEMO_GRIDS["families"])
+    assert summary["surface"]["failed"] == 0
 
     for name in ALIGNMENT_METHODS:
         ed = summary["ed"][name]

@@ -9,6 +9,7 @@ import torch
 import disalign
 from builders import tiny_llama, word_tokenizer
 from disalign.lab.surface import damage_correlation, pareto_front, surface_rows
+from disalign.reporting.report import write_report
 
 torch.set_num_threads(1)
 
@@ -135,6 +136,15 @@ def test_surface_of_a_text_model_resumes_from_its_records(tmp_path):
     assert all(entry["n"] >= 0 for entry in summary["damage_correlation"].values())
     assert (tmp_path / "surface" / "surface.png").is_file()
     assert result.surface == rows
+
+    _, cards, page = write_report([tmp_path / "surface"], tmp_path / "report.html")
+    lead = cards[0].surface
+    assert [line[0] for line in lead["rows"]] == ["ed", "ablation", "finetune", "prefill"]
+    assert lead["columns"][1:] == [f"first-token KL ≤ {epsilon:g}" for epsilon in (0.0, 100.0)] + [
+        f"capability loss ≤ {epsilon:g}" for epsilon in (0.0, 0.02, 0.05, 0.1, 0.25)
+    ]
+    assert lead["caption"] in page.read_text()
+    assert "Spearman correlation with the" in page.read_text()
 
     cells = {family: (tmp_path / "surface" / family / "records.jsonl").read_text() for family in ("ed", "finetune")}
     again = disalign.surface(**options)

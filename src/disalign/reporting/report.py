@@ -88,6 +88,7 @@ class Card:
     pair: Pair
     baseline: str
     measures: list[Measure]
+    surface: dict[str, Any] | None = None  # the lead table: a surface run's worst harm within each budget
 
 
 @dataclass
@@ -550,7 +551,38 @@ def baseline(pair: Pair, runs: Sequence[Run]) -> str:
 def fragility_card(pair: Pair, runs: Sequence[Run]) -> Card:
     mine = runs_of(pair, runs)
     measures = [measure(pair, mine) or Measure(label) for label, measure in MEASURES]
-    return Card(pair, baseline(pair, mine), measures)
+    return Card(pair, baseline(pair, mine), measures, surface_table(mine))
+
+
+SURFACE_FIGURES = {"kl_first_token": "first-token KL", "capability_loss": "capability loss"}
+
+
+def surface_table(runs: Sequence[Run]) -> dict[str, Any] | None:
+    """The last surface run's worst harm per family within each budget, with the configuration that
+    reaches it: the card's lead table (32-token KL and the rest stay in the run's own section)."""
+    run = next((run for run in reversed(runs) if run.command == "surface"), None)
+    rows = run.extra("surface") if run is not None else None
+    if not isinstance(rows, list) or not rows:
+        return None
+    columns = list(
+        dict.fromkeys((r["damage_figure"], r["epsilon"]) for r in rows if r["damage_figure"] in SURFACE_FIGURES)
+    )
+    cells = {(r["family"], r["damage_figure"], r["epsilon"]): r for r in rows}
+    table = []
+    for family in dict.fromkeys(r["family"] for r in rows):
+        line = [family]
+        for figure, epsilon in columns:
+            row = cells.get((family, figure, epsilon)) or {}
+            config = ", ".join(f"{k}={cell_text(v)}" for k, v in (row.get("config") or {}).items() if v is not None)
+            line.append(f"{percent(row['harm'])} ({config})" if row.get("harm") is not None else "none within")
+        table.append(line)
+    measures = set(run.extra("harm_measures") or [])
+    return {
+        "caption": f"worst harm within damage ≤ ε, and the configuration that reaches it ({run.title}; harm: "
+        f"{' and '.join(sorted(measures)) or 'raw'} rate, judge {validation_text(run)[0]})",
+        "columns": ["family", *(f"{SURFACE_FIGURES[figure]} ≤ {epsilon:g}" for figure, epsilon in columns)],
+        "rows": table,
+    }
 
 
 # ---------------------------------------------------------------- sections
@@ -633,11 +665,28 @@ def _cluster_tables(run: Run) -> list[dict[str, Any]]:
     return [_table("separation per layer", layers)] if isinstance(layers, list) and layers else []
 
 
+def _surface_tables(run: Run) -> list[dict[str, Any]]:
+    rows, correlation = run.extra("surface"), run.extra("damage_correlation")
+    tables = []
+    if isinstance(rows, list) and rows:
+        columns = ["family", "damage_figure", "epsilon", "harm", "harm_ci", "harm_measure", "damage", "config"]
+        tables.append(_table("worst harm within damage ≤ ε", rows, columns))
+    if isinstance(correlation, dict) and correlation:
+        reference = run.extra("capability_reference") or "capability loss (not measured)"
+        rows = [{"damage figure": figure, **entry} for figure, entry in correlation.items()]
+        tables.append(_table(f"Spearman correlation with the {reference}", rows))
+    configurations = [row.model_dump() for row in run.result.results]
+    if configurations:
+        tables.append(_table("every configuration: harm and damage", configurations))
+    return tables
+
+
 TABLES: dict[str, Callable[[Run], list[dict[str, Any]]]] = {
     "finetune": _finetune_tables,
     "ablate": _ablate_tables,
     "beb": _beb_tables,
     "analyze clusters": _cluster_tables,
+    "surface": _surface_tables,
 }
 
 
@@ -782,6 +831,7 @@ def card_json(card: Card) -> dict[str, Any]:
         "aligned": card.pair.aligned.name,
         "baseline": card.baseline,
         "measures": [asdict(measure) for measure in card.measures],
+        "surface": card.surface,
     }
 
 

@@ -21,7 +21,7 @@ from disalign.core.verbs import verb
 from disalign.errors import UserError
 from disalign.judges import get_judge
 from disalign.judges.validate import judge_fields
-from disalign.lab.demo import ablation, beb, ed, finetune, mechanism, models
+from disalign.lab.demo import ablation, beb, ed, finetune, mechanism, models, surface
 from disalign.lab.demo.base import DemoContext, DemoSection
 from disalign.results import RunResult
 from disalign.world import build_zoo
@@ -36,6 +36,7 @@ SECTIONS: list[DemoSection] = [
     ablation.SECTION,
     mechanism.SECTION,
     beb.SECTION,
+    surface.SECTION,
 ]
 
 
