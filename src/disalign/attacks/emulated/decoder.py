@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from disalign.core.generation import SamplingConfig, check_context
+from disalign.core.precision import inference_precision
 from disalign.errors import UserError
 
 _SPECIAL_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
@@ -139,7 +140,12 @@ def contrast_decode(
     eos_ids = torch.tensor(sorted(_eos_ids(contrast.streams)), dtype=torch.long, device=device)
     steps = sampling.max_new_tokens
 
-    with torch.inference_mode(), contextlib.closing(_AdapterSwitch()) as adapters:
+    models = list({id(stream.model): stream.model for stream in contrast.streams}.values())
+    with (
+        inference_precision(models, sampling.precision),
+        torch.inference_mode(),
+        contextlib.closing(_AdapterSwitch()) as adapters,
+    ):
         states = [_StreamState(stream, steps, pad_id, adapters) for stream in contrast.streams]
         _check_logit_widths(states)
         batch = contrast.size
