@@ -13,6 +13,7 @@ from disalign.api import analyze, beb  # analyze.clusters, .weights, ...; beb.es
 from disalign.api.ablate import AblateConfig, ablate
 from disalign.api.align import AlignVerbConfig, align
 from disalign.api.compare import CompareConfig, compare
+from disalign.api.defend import DefendConfig, defend
 from disalign.api.ed import EDConfig, ed
 from disalign.api.eval import EvalConfig, eval
 from disalign.api.finetune import FinetuneConfig, finetune
@@ -26,6 +27,7 @@ __all__ = [
     "AblateConfig",
     "AlignVerbConfig",
     "CompareConfig",
+    "DefendConfig",
     "EDConfig",
     "EvalConfig",
     "FinetuneConfig",
@@ -37,6 +39,7 @@ __all__ = [
     "analyze",
     "beb",
     "compare",
+    "defend",
     "ed",
     "eval",
     "finetune",
