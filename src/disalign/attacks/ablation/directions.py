@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from disalign.core.activations import Positions, capture, decoder_layers, encode
+from disalign.core.activations import decoder_layers, encode, hooked
 from disalign.core.evaluate import rendered_prompts
 from disalign.data import PromptRecord
 from disalign.errors import UserError
@@ -88,16 +88,31 @@ def refusal_directions(
     shortest = min(len(row) for row in tokenizer(everything, add_special_tokens=False)["input_ids"])
     if not 1 <= positions <= shortest:
         raise UserError(f"positions must be between 1 and {shortest} (the shortest prompt's length), not {positions}")
-    means = {}
-    for name, prompts in texts.items():
-        batches = encode(tokenizer, prompts, batch_size=batch_size)
-        # capture averages the last k prompt tokens; the token at −k alone is k·avg_k − (k − 1)·avg_(k−1).
-        averages = [
-            capture(model, batches, modules, Positions("prompt", k), read="input").mean(0)
-            for k in range(1, positions + 1)
-        ]
-        single = [averages[0]] + [(k + 1) * averages[k] - k * averages[k - 1] for k in range(1, positions)]
-        means[name] = torch.stack(single, dim=1)  # (layers, positions, d)
+    means = {
+        name: _last_tokens_mean(model, encode(tokenizer, prompts, batch_size=batch_size), modules, positions)
+        for name, prompts in texts.items()
+    }
     difference = means["harmful"] - means["harmless"]
     norms = difference.norm(dim=-1)
     return Directions(vectors=difference / norms.clamp_min(1e-12).unsqueeze(-1), norms=norms)
+
+
+def _last_tokens_mean(model, batches, modules, positions: int) -> torch.Tensor:
+    """(layers, positions, d): the mean over prompts of the stream entering each layer at each of the
+    last `positions` prompt tokens, all read in one forward pass per batch."""
+    device = next(model.parameters()).device
+    sums: dict[int, torch.Tensor] = {}
+    ends = torch.zeros(0, dtype=torch.long)
+
+    def record(index: int, hidden: torch.Tensor) -> None:
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        tail = torch.stack([hidden[rows, ends - k] for k in range(1, positions + 1)], dim=1).float().sum(0).cpu()
+        sums[index] = sums[index] + tail if index in sums else tail
+
+    count = 0
+    with hooked(modules, record, read="input"):
+        for batch in batches:
+            ends = batch.prompt_lengths.to(device)
+            model(input_ids=batch.ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
+            count += len(batch.rows)
+    return torch.stack([sums[index] for index in range(len(modules))]) / count
