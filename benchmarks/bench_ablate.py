@@ -3,9 +3,11 @@
 1. Direction extraction: difference of means at every layer and post-instruction position over
    128 harmful and 128 harmless prompts (one capture pass per position and set).
 2. One full search: Optuna trials, each generating 16 greedy tokens for 32 held-out harmful
-   prompts under the ablation hooks, judging them, and the first-token KL on 32 harmless prompts;
-   seconds and trials per minute.
-3. The edit: orthogonalising the weights and saving the model; the damage measure on 32 prompts.
+   prompts under the ablation hooks, judging them, the first-token KL on 32 harmless prompts and
+   (with --degeneration) 16 greedy tokens for those, scored for degeneration; seconds and trials
+   per minute.
+3. The edit (the chosen one, or the first trial's where none is within budget): orthogonalising
+   the weights and saving the model; the damage measure on 32 prompts.
 
 The model is random, so the figures are speed only. Prints readable lines, then one JSON object
 on the last line.
@@ -87,6 +89,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--held-out", type=int, default=32, help="harmful and harmless prompts of the search")
+    parser.add_argument(
+        "--degeneration", action="store_true", help="also answer the harmless prompts and score them (text models)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -110,6 +115,7 @@ def main() -> None:
         make_records(args.held_out, 4, "harmless"),
         get_judge("keyword"),
         max_new_tokens=16,
+        degeneration=args.degeneration,
     )
     setup = time.perf_counter() - start
     start = time.perf_counter()
@@ -120,8 +126,9 @@ def main() -> None:
         f"search: {len(result.trials)} trials in {searching:.1f} s ({per_minute:.1f} trials/min; "
         f"set-up {setup:.2f} s; {args.held_out} + {args.held_out} prompts, 16 tokens, {args.threads} thread(s))"
     )
+    print(f"plan: {result.plan.describe()}; {result.outcome}")
 
-    chosen = result.chosen.candidate
+    chosen = (result.chosen or result.trials[0]).candidate
     start = time.perf_counter()
     edited = orthogonalise(copy.deepcopy(model), directions.get(chosen.layer, chosen.position), chosen.weights)
     with tempfile.TemporaryDirectory() as scratch:
@@ -143,7 +150,8 @@ def main() -> None:
                 "trials_per_minute": round(per_minute, 1),
                 "edit_and_save_seconds": round(editing, 3),
                 "damage_seconds": round(damaging, 3),
-                "chosen_kl": result.chosen.kl,
+                "degeneration": args.degeneration,
+                "chosen_kl": None if result.chosen is None else result.chosen.kl,
                 "damage": measured,
             }
         )
