@@ -277,7 +277,7 @@ def surface(config: SurfaceConfig) -> RunResult:
         swept = run_sweep(spec)
         swept_rows = swept.to_json()["results"]
         found = _configurations(name, family, swept_rows)
-        unattacked = unattacked or _unattacked(swept_rows)
+        unattacked = max(filter(None, [unattacked, _unattacked(swept_rows)]), key=lambda u: u["n"] or 0, default=None)
         points += found
         families[name] = {
             "verb": family.verb,

@@ -13,17 +13,16 @@ from disalign.lab.format import number, pct_ci
 from disalign.lab.surface import CAPABILITY, surface
 
 DEMO_MODEL = "sft"
-# Knob grids cut to fit the demo's budget (90 s on 2 cores): no LoRA fine-tuning, one ablation search,
-# one number of shots, two α, two prefills, two many-shot counts; `disalign surface` runs the full grids.
+# Knob grids cut to fit the demo's budget (90 s on 2 cores): no LoRA fine-tuning, no many-shot (the BEB
+# section measures it), one ablation search, one number of shots, two α, two prefills; `disalign surface`
+# runs the full grids.
 DEMO_GRIDS: dict[str, Any] = {
-    "families": ["ed", "ablation", "finetune", "prefill", "jailbreak", "manyshot"],
+    "families": ["ed", "ablation", "finetune", "prefill", "jailbreak"],
     "alpha": [1.0, 4.0],
     "trials": [8],
     "shots": [10],
     "epochs": [1, 5],
     "prefill": [2, 5],
-    "manyshot": [1, 4],
-    "manyshot_n": 50,
     "damage_n": 32,
 }
 BUDGETS = {"kl_first_token": [0.1, 1.0], CAPABILITY: [0.0, 0.1]}
