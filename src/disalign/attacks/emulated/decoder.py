@@ -7,13 +7,14 @@ is the coefficients (1, w_1, …, −Σw_i); emulated disalignment (Zhou et al. 
 z = (1+α)·z_base − α·z_aligned. Mixing raw logits is exact because each model's
 log-normaliser is the same for every token.
 
-Each stream keeps its own KV cache, so a generated token costs one forward pass per stream
-and the prompts are never re-encoded.
+The streams that one model reads are stacked into one batch with one KV cache (a PeftModel's
+rows say per row whether its adapter runs), so a generated token costs one forward pass per
+model, and the prompts are never re-encoded. The token prefix that every prompt of a stream
+shares (the chat template's system turn) is encoded once and its cache copied to every row.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,8 @@ from disalign.core.precision import inference_precision
 from disalign.errors import UserError
 
 _SPECIAL_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
+# PEFT's name for "no adapter" in a batch whose rows run different adapters.
+BASE_ADAPTER = "__base__"
 # A stop string spans at most this many more tokens than it has characters (tokens that decode
 # to nothing, such as skipped special tokens).
 _STOP_WINDOW_SLACK = 8
@@ -130,8 +133,10 @@ def contrast_decode(
     *,
     generator: torch.Generator | None = None,
     return_logprobs: bool = False,
+    share_prefix: bool = True,
 ) -> Decoded:
-    """Decode every row of `contrast` as one batch (`sampling.batch_size` is not applied here)."""
+    """Decode every row of `contrast` as one batch (`sampling.batch_size` is not applied here).
+    `share_prefix=False` encodes every prompt whole (the same tokens, for comparison)."""
     _check_sampling(sampling)
     check_compatible(contrast.streams)
     tokenizer = contrast.streams[0].tokenizer
@@ -140,14 +145,15 @@ def contrast_decode(
     eos_ids = torch.tensor(sorted(_eos_ids(contrast.streams)), dtype=torch.long, device=device)
     steps = sampling.max_new_tokens
 
-    models = list({id(stream.model): stream.model for stream in contrast.streams}.values())
-    with (
-        inference_precision(models, sampling.precision),
-        torch.inference_mode(),
-        contextlib.closing(_AdapterSwitch()) as adapters,
-    ):
-        states = [_StreamState(stream, steps, pad_id, adapters) for stream in contrast.streams]
-        _check_logit_widths(states)
+    by_model: dict[int, list[Stream]] = {}
+    for stream in contrast.streams:
+        by_model.setdefault(id(stream.model), []).append(stream)
+    models = [streams[0].model for streams in by_model.values()]
+    with inference_precision(models, sampling.precision), torch.inference_mode():
+        batches = [_ModelBatch(streams, steps, pad_id, share_prefix) for streams in by_model.values()]
+        _check_logit_widths(batches)
+        parts = [(batch, index) for batch in batches for index in range(len(batch.streams))]
+        parts.sort(key=lambda part: contrast.streams.index(part[0].streams[part[1]]))
         batch = contrast.size
         tokens = torch.full((batch, steps), pad_id, dtype=torch.long, device=device)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -156,7 +162,7 @@ def contrast_decode(
         logprobs: list[torch.Tensor] = []
         done = 0
         for step in range(steps):
-            mixed = _mix(states, device)
+            mixed = _mix(parts, device)
             if not torch.isfinite(mixed).all():
                 raise UserError(f"non-finite logits at step {step}")
             if return_logprobs:
@@ -173,9 +179,8 @@ def contrast_decode(
                 finished |= _hit_stop_string(recent, finished, contrast.stop_strings, tokenizer)
             if done == steps or finished.all():
                 break
-            # Alternating the order lets consecutive adapter-off passes share one disable_adapter().
-            for state in reversed(states) if step % 2 == 0 else states:
-                state.advance(next_tokens)
+            for batch in batches:
+                batch.advance(next_tokens)
 
     texts = [
         _cut_at_stop(tokenizer.decode(row[:length], skip_special_tokens=True), contrast.stop_strings)
@@ -202,67 +207,122 @@ def contrast_generate(
     return texts
 
 
-class _AdapterSwitch:
-    """Switches PeftModel adapters off for the streams that need the base model, lazily.
+class _ModelBatch:
+    """The rows of every stream that one model reads, as one batch with one KV cache, advanced one
+    token at a time.
 
-    `disable_adapter()` walks every module of the model, milliseconds per call, so its context
-    stays open for as long as consecutive forward passes want the adapter off.
+    A row is laid out [padding][its stream's shared prefix][padding][the rest of its prompt]: each
+    part right-aligned in its block, so that one forward pass encodes the rests of all rows after
+    the prefixes' caches, each prefix computed once. Positions count a row's real tokens, and the
+    mask hides the padding.
     """
 
-    def __init__(self) -> None:
-        self._disabled: dict[int, contextlib.ExitStack] = {}
-
-    def set(self, model, adapter_disabled: bool) -> None:
-        key = id(model)
-        if adapter_disabled and key not in self._disabled:
-            stack = contextlib.ExitStack()
-            stack.enter_context(model.disable_adapter())
-            self._disabled[key] = stack
-        elif not adapter_disabled and key in self._disabled:
-            self._disabled.pop(key).close()
-
-    def close(self) -> None:
-        while self._disabled:
-            self._disabled.popitem()[1].close()
-
-
-class _StreamState:
-    """One stream's KV cache, attention mask and positions, advanced one token at a time."""
-
-    def __init__(self, stream: Stream, max_new_tokens: int, pad_id: int, adapters: _AdapterSwitch) -> None:
-        from transformers import DynamicCache
-
-        self.stream = stream
-        self.adapters = adapters
-        self.device = _device(stream.model)
-        check_context(stream.model, [len(ids) for ids in stream.prompt_ids], max_new_tokens)
-        prompt_ids, prompt_mask = _left_pad(stream.prompt_ids, pad_id, self.device)
-        batch, self.length = prompt_ids.shape
+    def __init__(self, streams: Sequence[Stream], max_new_tokens: int, pad_id: int, share_prefix: bool) -> None:
+        self.streams = tuple(streams)
+        self.model = streams[0].model
+        self.device = _device(self.model)
+        check_context(self.model, [len(ids) for stream in streams for ids in stream.prompt_ids], max_new_tokens)
+        self.adapter_names = _adapter_names(self.model, streams)
+        prefixes = [_shared_prefix(stream.prompt_ids) if share_prefix else () for stream in streams]
+        rests = [
+            ids[len(prefix) :] for stream, prefix in zip(streams, prefixes, strict=True) for ids in stream.prompt_ids
+        ]
+        self.rows = len(rests)
+        prefix_width = max(len(prefix) for prefix in prefixes)
+        rest_ids, rest_mask = _left_pad(rests, pad_id, self.device)
+        self.length = prefix_width + rest_ids.shape[1]
         # Preallocated so that a step slices the mask instead of concatenating a new one.
-        self.mask = torch.ones(batch, self.length + max_new_tokens, dtype=torch.long, device=self.device)
-        self.mask[:, : self.length] = prompt_mask
-        # Left padding shifts each row's start, so positions count real tokens, not columns.
-        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        self.mask = torch.ones(self.rows, self.length + max_new_tokens, dtype=torch.long, device=self.device)
+        self.mask[:, prefix_width : self.length] = rest_mask
+        prefix_lengths = torch.tensor(
+            [len(prefix) for stream, prefix in zip(streams, prefixes, strict=True) for _ in stream.prompt_ids],
+            device=self.device,
+        )
+        self.mask[:, :prefix_width] = (
+            torch.arange(prefix_width, device=self.device) >= prefix_width - prefix_lengths[:, None]
+        )
+        positions = prefix_lengths[:, None] + (rest_mask.cumsum(-1) - 1).clamp(min=0)
         self.next_position = positions[:, -1:] + 1
-        self.cache = DynamicCache(config=stream.model.config)
-        self.logits = self._forward(prompt_ids, positions)
+        self.cache = self._prefix_cache(prefixes, prefix_width)
+        self.logits = self._forward(rest_ids, positions)
+        self.slices = []
+        start = 0
+        for stream in streams:
+            self.slices.append(slice(start, start + len(stream.prompt_ids)))
+            start += len(stream.prompt_ids)
+
+    def stream_logits(self, index: int) -> torch.Tensor:
+        return self.logits[self.slices[index]]
 
     def advance(self, tokens: torch.Tensor) -> None:
         self.length += 1
-        self.logits = self._forward(tokens.to(self.device)[:, None], self.next_position)
+        tokens = tokens.to(self.device).repeat(len(self.streams))[:, None]
+        self.logits = self._forward(tokens, self.next_position)
         self.next_position = self.next_position + 1
 
+    def _prefix_cache(self, prefixes: Sequence[Sequence[int]], width: int):
+        """A cache holding each stream's prefix, computed once, right-aligned in every row of its stream."""
+        from transformers import DynamicCache
+
+        config = self.model.config
+        if width == 0:
+            return DynamicCache(config=config)
+        layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        row = 0
+        for stream, prefix in zip(self.streams, prefixes, strict=True):
+            rows = slice(row, row + len(stream.prompt_ids))
+            row = rows.stop
+            if not prefix:
+                continue
+            ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
+            cache = DynamicCache(config=config)
+            names = None if self.adapter_names is None else self.adapter_names[rows.start : rows.start + 1]
+            self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1, **_adapters(names))
+            for index, layer in enumerate(cache.layers):
+                if len(layers) <= index:
+                    shape = (self.rows, layer.keys.shape[1], width, layer.keys.shape[3])
+                    layers.append((layer.keys.new_zeros(shape), layer.values.new_zeros(shape)))
+                keys, values = layers[index]
+                keys[rows, :, width - len(prefix) :] = layer.keys
+                values[rows, :, width - len(prefix) :] = layer.values
+        return DynamicCache(layers, config=config)
+
     def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        self.adapters.set(self.stream.model, self.stream.adapter_disabled)
-        output = self.stream.model(
+        output = self.model(
             input_ids=input_ids,
             attention_mask=self.mask[:, : self.length],
             position_ids=position_ids,
             cache=self.cache,
             use_cache=True,
             logits_to_keep=1,
+            **_adapters(self.adapter_names),
         )
         return output.logits[:, -1, :]
+
+
+def _shared_prefix(prompts: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """The tokens every prompt begins with, leaving each at least one token of its own (whose logits
+    start the decoding); none for a single prompt, which gains nothing from it."""
+    if len(prompts) < 2:
+        return ()
+    shortest = min(len(prompt) for prompt in prompts)
+    first = prompts[0]
+    length = 0
+    while length < shortest - 1 and all(prompt[length] == first[length] for prompt in prompts):
+        length += 1
+    return tuple(first[:length])
+
+
+def _adapter_names(model, streams: Sequence[Stream]) -> list[str] | None:
+    """Per row, the PeftModel adapter that runs ("__base__": none), when any stream wants it off."""
+    if not any(stream.adapter_disabled for stream in streams):
+        return None
+    active = model.active_adapter
+    return [BASE_ADAPTER if stream.adapter_disabled else active for stream in streams for _ in stream.prompt_ids]
+
+
+def _adapters(names: list[str] | None) -> dict[str, Any]:
+    return {} if names is None else {"adapter_names": names}
 
 
 def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -275,12 +335,13 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch
     return ids.to(device), mask.to(device)
 
 
-def _mix(states: Sequence[_StreamState], device) -> torch.Tensor:
+def _mix(parts: Sequence[tuple[_ModelBatch, int]], device) -> torch.Tensor:
+    """Σ c_i·z_i over the streams, `parts` being each stream's (batch, index in it) in stream order."""
     # float32 whatever the model dtype: (1+α)·z − α·z' cancels large terms.
-    first, *rest = states
-    mixed = first.logits.to(device, torch.float32) * first.stream.coefficient
-    for state in rest:
-        mixed.add_(state.logits.to(device, torch.float32), alpha=state.stream.coefficient)
+    (first, index), *rest = parts
+    mixed = first.stream_logits(index).to(device, torch.float32) * first.streams[index].coefficient
+    for batch, index in rest:
+        mixed.add_(batch.stream_logits(index).to(device, torch.float32), alpha=batch.streams[index].coefficient)
     return mixed
 
 
@@ -319,8 +380,8 @@ def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
     return text[:cut].strip()
 
 
-def _check_logit_widths(states: Sequence[_StreamState]) -> None:
-    widths = [(state.stream.name, state.logits.shape[-1]) for state in states]
+def _check_logit_widths(batches: Sequence[_ModelBatch]) -> None:
+    widths = [("+".join(stream.name for stream in batch.streams), batch.logits.shape[-1]) for batch in batches]
     if len({width for _, width in widths}) > 1:
         listed = ", ".join(f"{name} {width}" for name, width in widths)
         raise UserError(f"models disagree on the vocabulary size (logit widths: {listed})")
