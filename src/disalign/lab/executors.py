@@ -57,9 +57,9 @@ def resolve_verb(name: str) -> Callable[[dict[str, Any]], Any]:
 def registered_verbs() -> dict[str, Any]:
     """Verb name -> its registry entry (`.run`, `.config`); the sweep verb itself excluded."""
     # Imported here, not at the top: a pool or Ray worker unpickles `run_cell` by this module's
-    # name, and its verbs register when imported, the API's and the lab's demo alike.
-    import disalign.api  # noqa: F401
-    import disalign.lab.demo.run  # noqa: F401
+    # name, and its verbs register when imported, the API's and the lab's (demo, surface) alike;
+    # through the package, since the surface runs sweeps and a lab module importing it would be a circle.
+    import disalign  # noqa: F401
     from disalign.core.verbs import VERBS
 
     return {name: verb for name, verb in VERBS.items() if name != "sweep"}
