@@ -14,14 +14,14 @@ from disalign.lab.surface import CAPABILITY, surface
 
 DEMO_MODEL = "sft"
 # Knob grids cut to fit the demo's budget (90 s on 2 cores): no LoRA fine-tuning, no many-shot (the BEB
-# section measures it), one ablation search, one number of shots, two α, two prefills; `disalign surface`
-# runs the full grids.
+# section measures it), one 4-trial ablation search, one fine-tuning cell (10 shots × 5 epochs), two α,
+# two prefills; `disalign surface` runs the full grids.
 DEMO_GRIDS: dict[str, Any] = {
     "families": ["ed", "ablation", "finetune", "prefill", "jailbreak"],
     "alpha": [1.0, 4.0],
-    "trials": [8],
+    "trials": [4],
     "shots": [10],
-    "epochs": [1, 5],
+    "epochs": [5],
     "prefill": [2, 5],
     "damage_n": 32,
 }
