@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from disalign.attacks.ablation.directions import MIN_PROMPTS, Directions, refusal_directions
-from disalign.attacks.ablation.edits import orthogonalise, save_model
+from disalign.attacks.ablation.edits import orthogonalise, residual_writers, save_model
 from disalign.attacks.ablation.search import (
     Budget,
     Candidate,
@@ -34,6 +34,7 @@ from disalign.attacks.ablation.search import (
     plot_pareto,
     search,
 )
+from disalign.core.audit import edit_audit, module_type
 from disalign.core.damage import DamageMeter
 from disalign.core.degeneration import degenerate_rate, mark_records
 from disalign.core.evaluate import chat_responder, generate_and_judge, summarise
@@ -124,7 +125,7 @@ def run_ablate(
     evaluation = harmful_splits[2]
     models = {"before": model}
     chosen = found.chosen
-    edit: dict[str, Any] = {"direction": None, "damage": None, "ablated_model": None}
+    edit: dict[str, Any] = {"direction": None, "damage": None, "ablated_model": None, "audit": None}
     if chosen is not None:
         candidate = chosen.candidate
         edited = orthogonalise(
@@ -143,7 +144,7 @@ def run_ablate(
             },
             "damage": damage.on(harmless_splits[2])(model, edited),
             "ablated_model": str(model_dir),
-            **_audit(model, edited),
+            "audit": _audit(model, edited),
         }
     rates: dict[str, Any] = {"before": None, "after": None}
     for name, lm in models.items():
@@ -200,12 +201,11 @@ def _tried(found: SearchResult) -> dict[str, Any]:
 
 
 def _audit(original, edited) -> dict[str, Any]:
-    """The edit audit (core/audit.py, which modules changed and by how much), where this build has it."""
-    try:
-        from disalign.core.audit import audit_edit
-    except ImportError:
-        return {}
-    return {"audit": audit_edit(original, edited)}
+    """Which weights the edit changed and by how much; its targets are the modules that write to the
+    residual stream (a layer whose kernel weight is 0 is left untouched on purpose)."""
+    names = {id(module): name for name, module in original.named_modules()}
+    targets = sorted({module_type(f"{names[id(writer.module)]}.weight") for writer in residual_writers(original)})
+    return edit_audit(original, edited, targets)
 
 
 def _searched(
