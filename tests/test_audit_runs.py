@@ -75,3 +75,9 @@ def test_the_align_summary_holds_the_edit_audit(tiny, tmp_path):
     )  # fmt: skip
     audit = json.loads((tmp_path / "run" / "summary.json").read_text())["edit_audit"]
     assert audit["changed"] > 0 and audit["targets"] and audit["untouched_targets"] == []
+    from disalign.reporting.report import report
+
+    page = report([tmp_path / "run"], tmp_path / "report.html").read_text()
+    assert "edit audit: weights changed per module type" in page
+    for kind in audit["targets"]:
+        assert f"<td>{kind}</td>" in page

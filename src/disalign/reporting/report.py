@@ -681,6 +681,29 @@ def _surface_tables(run: Run) -> list[dict[str, Any]]:
     return tables
 
 
+def edit_audit_tables(run: Run) -> list[dict[str, Any]]:
+    """The edit audit (core/audit.py) of each model the run changed, align's, ablate's or each
+    fine-tuning cell's: per module type, how many weights changed and by how much."""
+    from disalign.core.audit import summary_table
+
+    audits = [("", run.extra("edit_audit"))]
+    if isinstance(run.extra("cells"), list):
+        audits += [
+            (f" of {cell.get('shots')} shots × {cell.get('epochs')} epochs", cell.get("edit_audit"))
+            for cell in run.extra("cells")
+            if isinstance(cell, dict)
+        ]
+    tables = []
+    for label, audit in audits:
+        if not isinstance(audit, dict):
+            continue
+        caption = f"edit audit{label}: weights changed per module type, relative norm ‖W′ − W‖ / ‖W‖"
+        if audit.get("untouched_targets"):
+            caption += f"; {len(audit['untouched_targets'])} targeted weights left untouched"
+        tables.append(_table(caption, summary_table(audit), ["module", "changed", "max", "mean"]))
+    return tables
+
+
 TABLES: dict[str, Callable[[Run], list[dict[str, Any]]]] = {
     "finetune": _finetune_tables,
     "ablate": _ablate_tables,
@@ -763,6 +786,7 @@ def section(run: Run, index: int, max_records: int) -> Section:
     tables = [*(TABLES.get(run.command, lambda _: [])(run))]
     if rows and not tables:
         tables.append(_table("results", rows))
+    tables += edit_audit_tables(run)
     records, total = _records(run, max_records)
     return Section(
         anchor=f"run-{index}",
