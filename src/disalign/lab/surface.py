@@ -123,7 +123,7 @@ class Family:
     knob: str
     needs: tuple[str, ...]  # "base" and/or "world"
     changes_weights: bool
-    spec: Callable[[SurfaceConfig, dict[str, Any]], tuple[dict[str, Any], dict[str, list[Any]]]]  # (config, grid)
+    spec: Callable[[SurfaceConfig, str | None], tuple[dict[str, Any], dict[str, list[Any]]]]  # (config, grid)
     reads: Callable[[dict[str, Any]], dict[str, Any] | None]  # a result row -> its configuration, or None
 
 
@@ -147,12 +147,12 @@ def _damaged(config: SurfaceConfig) -> dict[str, Any]:
     return {"harmless": config.harmless, "damage_n": config.damage_n}
 
 
-def _ed_spec(config, where):
-    fixed = {**_judged(config), **_damaged(config), "base": where["base"], "aligned": config.model}
+def _ed_spec(config, base):
+    fixed = {**_judged(config), **_damaged(config), "base": base, "aligned": config.model}
     return {**fixed, "prompts": config.prompts}, {"alpha": [list(config.alpha)]}
 
 
-def _ablation_spec(config, where):
+def _ablation_spec(config, base):
     # ablate has no default harmless prompts for a text model; the damage measure's default serves it
     harmless = config.harmless or config.world_default(WORLD_HARMLESS, "benign-control")
     fixed = {**_judged(config), "model": config.model, "harmful": config.prompts, "harmless": harmless}
@@ -160,7 +160,7 @@ def _ablation_spec(config, where):
 
 
 def _finetune_spec(lora: bool):
-    def spec(config, where):
+    def spec(config, base):
         recipe = "harmful" if config.world is not None or config.finetune_data is not None else "identity"
         fixed = {
             **_judged(config),
@@ -178,19 +178,19 @@ def _finetune_spec(lora: bool):
     return spec
 
 
-def _prefill_spec(config, where):
-    fixed = {**_judged(config), "base": where["base"], "aligned": [config.model], "unsafe": config.prompts}
+def _prefill_spec(config, base):
+    fixed = {**_judged(config), "base": base, "aligned": [config.model], "unsafe": config.prompts}
     return fixed, {"prefill": [list(config.prefill)]}
 
 
-def _jailbreak_spec(config, where):
+def _jailbreak_spec(config, base):
     from disalign.world import JAILBREAK_FAMILIES
 
     fixed = {**_judged(config), "model": config.model}
     return fixed, {"prompts": [f"world:{family}" for family in JAILBREAK_FAMILIES]}
 
 
-def _manyshot_spec(config, where):
+def _manyshot_spec(config, base):
     fixed = {
         "model": config.model,
         "world": config.world,
@@ -208,49 +208,54 @@ def _finetune_reads(row):
     return {"shots": row["shots"], "epochs": row["epochs"], "lr": row.get("lr") or "preset"}
 
 
+def _ed_reads(row):
+    return {"alpha": row["alpha"]} if row.get("method") == "ed" else None
+
+
+def _ablation_reads(row):
+    if row.get("model") != "ablated":  # no such row where the search found no edit within its budget
+        return None
+    return {"trials": row["trials"], "layer": row.get("layer"), "position": row.get("position")}
+
+
+def _prefill_reads(row):
+    return {"prefill_tokens": row["prefill_tokens"]} if "prefill_tokens" in row else None
+
+
+def _jailbreak_reads(row):
+    return {"jailbreak": row["prompts"].removeprefix("world:")}
+
+
+def _manyshot_reads(row):
+    return {"shots": row["shots"]} if row.get("shots") else None  # 0 shots: no attack
+
+
 FAMILIES: dict[str, Family] = {
-    "ed": Family(
-        "ed", "α", ("base",), True, _ed_spec, lambda row: {"alpha": row["alpha"]} if row.get("method") == "ed" else None
-    ),
+    "ed": Family("ed", "α", needs=("base",), changes_weights=True, spec=_ed_spec, reads=_ed_reads),
     "ablation": Family(
-        "ablate",
-        "search trials",
-        (),
-        True,
-        _ablation_spec,
-        lambda row: (
-            {"trials": row["trials"], "layer": row.get("layer"), "position": row.get("position")}
-            if row.get("model") == "ablated"
-            else None
-        ),
+        "ablate", "search trials", needs=(), changes_weights=True, spec=_ablation_spec, reads=_ablation_reads
     ),
-    "finetune": Family("finetune", "shots × epochs × lr", (), True, _finetune_spec(False), _finetune_reads),
-    "finetune-lora": Family("finetune", "shots × epochs × lr (LoRA)", (), True, _finetune_spec(True), _finetune_reads),
+    "finetune": Family(
+        "finetune", "shots × epochs × lr", needs=(), changes_weights=True, spec=_finetune_spec(False),
+        reads=_finetune_reads,
+    ),
+    "finetune-lora": Family(
+        "finetune", "shots × epochs × lr (LoRA)", needs=(), changes_weights=True, spec=_finetune_spec(True),
+        reads=_finetune_reads,
+    ),
     "prefill": Family(
-        "analyze depth",
-        "prefilled tokens k",
-        ("base",),
-        False,
-        _prefill_spec,
-        lambda row: {"prefill_tokens": row["prefill_tokens"]} if "prefill_tokens" in row else None,
+        "analyze depth", "prefilled tokens k", needs=("base",), changes_weights=False, spec=_prefill_spec,
+        reads=_prefill_reads,
     ),
     "jailbreak": Family(
-        "eval",
-        "jailbreak family",
-        ("world",),
-        False,
-        _jailbreak_spec,
-        lambda row: {"jailbreak": row["prompts"].removeprefix("world:")},
+        "eval", "jailbreak family", needs=("world",), changes_weights=False, spec=_jailbreak_spec,
+        reads=_jailbreak_reads,
     ),
     "manyshot": Family(
-        "beb manyshot",
-        "harmful shots k",
-        ("world",),
-        False,
-        _manyshot_spec,
-        lambda row: {"shots": row["shots"]} if row.get("shots") else None,
+        "beb manyshot", "harmful shots k", needs=("world",), changes_weights=False, spec=_manyshot_spec,
+        reads=_manyshot_reads,
     ),
-}
+}  # fmt: skip
 
 
 @verb("surface", SurfaceConfig)
@@ -258,9 +263,9 @@ def surface(config: SurfaceConfig) -> RunResult:
     """The attack surface: every attack family over its own knob, judged, its damage measured, and
     each family's worst harm within damage ≤ ε for a grid of ε, with one picture (harm against damage)."""
     start = time.perf_counter()
-    where = _checked(config)
-    chosen, skipped = _families(config, where)
-    specs = {name: _family_spec(config, name, where) for name in chosen}
+    base = _checked_base(config)
+    chosen, skipped = _families(config, base)
+    specs = {name: _family_spec(config, name, base) for name in chosen}
     _check_specs(specs)
     run = RunDir(config.out, "surface", config.model_dump(mode="json", exclude={"out", "overwrite"}))
     # Recorded first, so the folder is claimed before any family's sweep writes inside it.
@@ -303,8 +308,8 @@ def surface(config: SurfaceConfig) -> RunResult:
     if run.persistent and points:
         summary["plots"] = {"surface": str(surface_plot(run.file("surface.png"), points, chosen))}
     models = {"model": {"path": config.model}}
-    if where["base"] is not None:
-        models["base"] = {"path": where["base"]}
+    if base is not None:
+        models["base"] = {"path": base}
     result = RunResult(
         command="surface",
         models=models,
@@ -320,7 +325,7 @@ def surface(config: SurfaceConfig) -> RunResult:
 # -- what is checked before the folder is claimed ----------------------------------------------
 
 
-def _checked(config: SurfaceConfig) -> dict[str, Any]:
+def _checked_base(config: SurfaceConfig) -> str | None:
     """The base model (the zoo's by default), its vocabulary checked against the model's."""
     if config.world is None and config.prompts is None:
         raise UserError("prompts: harmful prompts are needed (or --world DIR for the world's)")
@@ -334,13 +339,13 @@ def _checked(config: SurfaceConfig) -> dict[str, Any]:
                 f"--base {base}: another vocabulary than --model {config.model} ({len(theirs)} tokens against "
                 f"{len(mine)}, or the same tokens numbered otherwise); ED and prefilling need one vocabulary"
             )
-    return {"base": base}
+    return base
 
 
-def _families(config: SurfaceConfig, where: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+def _families(config: SurfaceConfig, base: str | None) -> tuple[list[str], dict[str, str]]:
     """The families to run, and why each other one is not run; a family asked for by name that these
     options cannot run is an error."""
-    have = {"base": where["base"] is not None, "world": config.world is not None}
+    have = {"base": base is not None, "world": config.world is not None}
     missing = {name: [need for need in family.needs if not have[need]] for name, family in FAMILIES.items()}
     asked = list(dict.fromkeys(config.families))
     for name in asked:
@@ -356,9 +361,9 @@ def _families(config: SurfaceConfig, where: dict[str, Any]) -> tuple[list[str], 
     return chosen, skipped
 
 
-def _family_spec(config: SurfaceConfig, name: str, where: dict[str, Any]) -> dict[str, Any]:
+def _family_spec(config: SurfaceConfig, name: str, base: str | None) -> dict[str, Any]:
     family = FAMILIES[name]
-    fixed, grid = family.spec(config, where)
+    fixed, grid = family.spec(config, base)
     fixed = {key: str(value) if isinstance(value, Path) else value for key, value in fixed.items() if value is not None}
     return {"verb": family.verb, "config": fixed, "grid": grid}
 
