@@ -204,12 +204,12 @@ def test_an_edit_whose_answers_degenerate_is_never_chosen():
 def test_optuna_plan_strides_over_every_layer():
     directions = Directions(vectors=torch.ones(30, 5, 4), norms=torch.ones(30, 5))
     plan = optuna_plan(directions, 40)
-    assert [layer for layer, _ in plan.grid] == [0, 3, 6, 10, 13, 16, 19, 23, 26, 29]
+    assert [layer for layer, _ in plan.grid] == [1, 4, 7, 10, 13, 16, 19, 22, 25, 28]
     assert (plan.random, plan.tpe) == (10, 20)
     short = optuna_plan(directions, 3)  # one grid trial: the middle layer, not the first
     assert [layer for layer, _ in short.grid] == [15] and (short.random, short.tpe) == (1, 1)
-    assert [layer for layer, _ in optuna_plan(directions, 8).grid] == [0, 29]
-    assert "full ablation at 10 layer(s) (0, 3, 6, 10, 13, 16, 19, 23, 26, 29)" in plan.describe()
+    assert [layer for layer, _ in optuna_plan(directions, 8).grid] == [7, 22]
+    assert "full ablation at 10 layer(s) (1, 4, 7, 10, 13, 16, 19, 22, 25, 28)" in plan.describe()
 
 
 def test_kernel_weights():

@@ -413,12 +413,11 @@ def full_ablation_grid(directions: Directions) -> list[Candidate]:
 
 
 def strided(items: Sequence[int], count: int) -> list[int]:
-    """`count` of `items` spread evenly from the first to the last (all of them when count ≥ len)."""
+    """`count` of `items` spread evenly over them, each the middle of its share (all when count ≥ len):
+    10 of 30 layers are 1, 4, …, 28; one is the middle layer, not the first."""
     if count >= len(items):
         return list(items)
-    if count == 1:
-        return [items[len(items) // 2]]
-    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
+    return [items[int((i + 0.5) * len(items) / count)] for i in range(count)]
 
 
 def optuna_plan(directions: Directions, trials: int) -> SearchPlan:
