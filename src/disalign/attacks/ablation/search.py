@@ -43,7 +43,7 @@ from disalign.core.activations import encode
 from disalign.core.degeneration import response_nll, score_all
 from disalign.core.evaluate import rendered_prompts
 from disalign.core.generation import SamplingConfig, generate
-from disalign.core.progress import progress_bar
+from disalign.core.progress import console, progress_bar
 from disalign.data import PromptRecord
 from disalign.errors import UserError
 
@@ -377,6 +377,13 @@ def search(
     else:
         plan = SearchPlan([(c.layer, c.position) for c in full_ablation_grid(objectives.directions)], 0, 0)
 
+    original = objectives.original
+    console.print(
+        f"ablation search ({used}): {plan.describe()}; the original misses {original.miss(objective):.0%} of "
+        f"{len(objectives.harmful)} harmful prompts"
+        + ("" if original.degenerate_rate is None else f", {original.degenerate_rate:.0%} of its answers degenerate")
+        + f"; budget: first-token KL ≤ {budget.kl:g}"
+    )
     with progress_bar(f"ablation search ({used})", trials if used == "optuna" else len(plan.grid)) as advance:
 
         def evaluate(candidate: Candidate, params: dict[str, float] | None = None) -> Trial:
