@@ -254,3 +254,20 @@ def _python_knobs(flags):
     return {
         flag.removeprefix("--").replace("-", "_"): value for flag, value in zip(flags[::2], flags[1::2], strict=True)
     }
+
+
+@pytest.mark.slow
+def test_world_defence_trains_on_the_training_split_with_the_zoos_schedule(quick_zoo, tmp_path):
+    """--world defends the zoo's base on its training requests, never on the held-out prompt sets that
+    every verb evaluates on, fully fine-tuned at the zoo's alignment learning rate."""
+    from disalign.world import load_world_config, prompt_records
+
+    result = disalign.defend(method="deepen", world=quick_zoo, world_examples=40, out=tmp_path / "run")
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert stored["lora"] is False and stored["lr"] == load_world_config(quick_zoo).train.align_lr
+    trained = [json.loads(line) for line in (tmp_path / "run" / "defence_data.jsonl").read_text().splitlines()]
+    held_out = {r.prompt for name in ("unsafe", "safe") for r in prompt_records(quick_zoo, name)}
+    assert len(trained) == 40 and not {row["messages"][-1]["content"] for row in trained} & held_out
+    assert result.defence["recovery_examples"] > 0
+    model, _ = load_model(result.models["defended"]["path"])
+    assert model.config.num_hidden_layers == load_world_config(quick_zoo).model.n_layers
