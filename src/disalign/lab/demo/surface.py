@@ -14,11 +14,11 @@ from disalign.lab.surface import CAPABILITY, surface
 
 DEMO_MODEL = "sft"
 # Knob grids cut to fit the demo's budget (90 s on 2 cores): no LoRA fine-tuning, no many-shot (the BEB
-# section measures it), one 4-trial ablation search, one fine-tuning cell (10 shots × 5 epochs), two α,
-# two prefills; `disalign surface` runs the full grids.
+# section measures it), one 4-trial ablation search, one fine-tuning cell (10 shots × 5 epochs), ED at
+# α = 1 only, two prefills; `disalign surface` runs the full grids.
 DEMO_GRIDS: dict[str, Any] = {
     "families": ["ed", "ablation", "finetune", "prefill", "jailbreak"],
-    "alpha": [1.0, 4.0],
+    "alpha": [1.0],
     "trials": [4],
     "shots": [10],
     "epochs": [5],
