@@ -2,7 +2,12 @@
 
 Each ED token costs one forward pass per model, so ED can reach at most half the tokens per
 second of single-model generation; the goal is 0.45, i.e. little decode-loop overhead on top.
-Prints readable lines, then one JSON object on the last line.
+
+The templated case gives every prompt the same first tokens, as a chat template's system turn
+does (`--prefix`, default 31: SmolLM2's template with the paper's malicious system prompt), and
+compares ED with that prefix encoded once against every prompt encoded whole: tokens/s with ÷
+without, and whether both sampled the same tokens. Prints readable lines, then one JSON object
+on the last line.
 """
 
 from __future__ import annotations
@@ -64,6 +69,14 @@ def make_prompts(seed: int) -> list[list[int]]:
     return [[1, *torch.randint(4, VOCAB, (length - 1,), generator=generator).tolist()] for length in lengths]
 
 
+def make_templated_prompts(seed: int, prefix_length: int) -> list[list[int]]:
+    """One shared prefix (BOS, then `prefix_length` - 1 tokens), then 8 to 23 tokens of each prompt's own."""
+    generator = torch.Generator().manual_seed(seed)
+    prefix = [1, *torch.randint(4, VOCAB, (prefix_length - 1,), generator=generator).tolist()]
+    lengths = torch.randint(8, 24, (PROMPTS,), generator=generator).tolist()
+    return [prefix + torch.randint(4, VOCAB, (length,), generator=generator).tolist() for length in lengths]
+
+
 def time_generate(model, prompts: list[list[int]]) -> float:
     width = max(len(prompt) for prompt in prompts)
     input_ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
@@ -87,7 +100,10 @@ def time_generate(model, prompts: list[list[int]]) -> float:
     return elapsed
 
 
-def time_ed(base, aligned, tokenizer, prompts: list[list[int]]) -> float:
+def time_ed(
+    base, aligned, tokenizer, prompts: list[list[int]], share_prefix: bool = True
+) -> tuple[float, torch.Tensor]:
+    """(seconds, sampled ids) of one ED decode of every prompt."""
     ids = tuple(tuple(prompt) for prompt in prompts)
     contrast = Contrast(
         (
@@ -97,10 +113,10 @@ def time_ed(base, aligned, tokenizer, prompts: list[list[int]]) -> float:
     )
     sampling = SamplingConfig(max_new_tokens=NEW_TOKENS, temperature=1.0)
     start = time.perf_counter()
-    decoded = contrast_decode(contrast, sampling, generator=torch.Generator().manual_seed(0))
+    decoded = contrast_decode(contrast, sampling, generator=torch.Generator().manual_seed(0), share_prefix=share_prefix)
     elapsed = time.perf_counter() - start
     assert decoded.token_ids.shape == (PROMPTS, NEW_TOKENS), "a batch finished early; timings not comparable"
-    return elapsed
+    return elapsed, decoded.token_ids
 
 
 def main() -> None:
@@ -109,6 +125,7 @@ def main() -> None:
     # spend most of their time waiting for each other.
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--prefix", type=int, default=31, help="shared prefix tokens of the templated case")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tokenizer = make_tokenizer()
@@ -122,10 +139,17 @@ def main() -> None:
 
     time_generate(base, prompts)  # warm-up: first calls allocate and pick kernels
     time_ed(base, aligned, tokenizer, prompts)
-    generate_seconds, ed_seconds = [], []
-    for _ in range(args.repeats):  # interleaved so that load from other users hits both alike
+    templated = make_templated_prompts(seed=1, prefix_length=args.prefix)
+    generate_seconds, ed_seconds, shared_seconds, whole_seconds = [], [], [], []
+    for _ in range(args.repeats):  # interleaved so that load from other users hits all alike
         generate_seconds.append(time_generate(base, prompts))
-        ed_seconds.append(time_ed(base, aligned, tokenizer, prompts))
+        ed_seconds.append(time_ed(base, aligned, tokenizer, prompts)[0])
+        seconds, shared_ids = time_ed(base, aligned, tokenizer, templated)
+        shared_seconds.append(seconds)
+        seconds, whole_ids = time_ed(base, aligned, tokenizer, templated, share_prefix=False)
+        whole_seconds.append(seconds)
+    same_rows = sum(torch.equal(a, b) for a, b in zip(shared_ids, whole_ids, strict=True))
+    prefix_gain = min(whole_seconds) / min(shared_seconds)
 
     tokens = PROMPTS * NEW_TOKENS
     # The fastest run is the one least disturbed by other jobs on the machine.
@@ -137,6 +161,12 @@ def main() -> None:
     print(
         f"ratio ED/generate: {ed_rate / generate_rate:.3f} "
         "(goal >= 0.45; 0.5 = two forward passes per token at equal loop overhead)"
+    )
+    print(
+        f"templated prompts ({args.prefix}-token shared prefix): ED with it encoded once "
+        f"{tokens / min(shared_seconds):.1f} tokens/s, whole prompts {tokens / min(whole_seconds):.1f}: "
+        f"{prefix_gain:.3f}x; "
+        f"same sampled tokens in {same_rows}/{PROMPTS} rows"
     )
     print(f"peak RSS: {peak_rss_mb:.0f} MB")
     print(
@@ -150,6 +180,13 @@ def main() -> None:
                 "prompts": PROMPTS,
                 "new_tokens": NEW_TOKENS,
                 "threads": args.threads,
+                "templated": {
+                    "prefix_tokens": args.prefix,
+                    "shared_prefix_tokens_per_s": round(tokens / min(shared_seconds), 1),
+                    "whole_prompts_tokens_per_s": round(tokens / min(whole_seconds), 1),
+                    "ratio": round(prefix_gain, 4),
+                    "same_rows": same_rows,
+                },
             }
         )
     )

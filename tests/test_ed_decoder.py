@@ -19,6 +19,7 @@ from disalign.attacks.emulated import (
     MALICIOUS_SYSTEM_PROMPT,
     METHODS,
     Contrast,
+    EmulatedModel,
     Stream,
     contrast_decode,
     contrast_generate,
@@ -289,6 +290,9 @@ def test_peft_adapter_matches_two_separate_models(tokenizer):
     ids = torch.tensor([[1, 5, 6, 7]])
     with torch.no_grad():
         torch.testing.assert_close(adapted(ids).logits, merged(ids).logits, atol=1e-5, rtol=0)
+        emulated = EmulatedModel(adapted.get_base_model(), adapted, 0.8)(ids).logits
+        expected = EmulatedModel(untouched_base, merged, 0.8)(ids).logits
+        torch.testing.assert_close(emulated, expected, atol=1e-5, rtol=0)
 
 
 def test_generate_batches_and_seeds_reproducibly(base, aligned, tokenizer):

@@ -45,7 +45,7 @@ class EDConfig(PromptOptions, JudgeOptions, SamplingOptions, DamageOptions, RunO
 def ed(config: EDConfig) -> RunResult:
     """Emulated disalignment: sample from (1+α)·z_base − α·z_aligned, judged, over an α grid."""
     from disalign.attacks.emulated import BASE_STOP_STRINGS, EDPair, base_format, chat_format, grid, run_ed
-    from disalign.core.models import load_model
+    from disalign.core.models import load_pair
     from disalign.judges.validate import judge_fields
 
     cells = grid(config.alpha, config.baselines, config.ed_base_alpha)
@@ -54,8 +54,8 @@ def ed(config: EDConfig) -> RunResult:
     models = {"base": model_info(config.base), "aligned": model_info(config.aligned)}
     inputs = {"prompts": prompts_fingerprint(records), **{k: v["fingerprint"] for k, v in models.items()}}
     run = open_run(config, "ed", inputs)
-    base_model, tokenizer = load_model(config.base)
-    aligned_model, aligned_tokenizer = load_model(config.aligned)
+    # An adapter over the base shares its base's weights: one model in memory, one forward pass a step.
+    (base_model, tokenizer), (aligned_model, aligned_tokenizer) = load_pair(config.base, config.aligned)
     template = resolved_base_template(config.base_template, tokenizer)
     # The aligned model always reads its own chat template; the base model the chosen one, and a
     # base model in a plain template writes the next turn itself unless stopped.

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import torch
 
 from disalign.attacks.emulated import templates
-from disalign.attacks.emulated.decoder import Contrast, Stream
+from disalign.attacks.emulated.decoder import BASE_ADAPTER, Contrast, Stream
 from disalign.attacks.emulated.templates import PromptFormat
 from disalign.errors import UserError
 
@@ -97,7 +97,9 @@ class EmulatedModel(torch.nn.Module):
         self.base, self.aligned, self.alpha = base, aligned, alpha
 
     def forward(self, input_ids, attention_mask=None, **_):
-        base = self.base(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+        runner, adapter_disabled = _base_runner(self.base, self.aligned)
+        without_adapter = {"adapter_names": [BASE_ADAPTER] * len(input_ids)} if adapter_disabled else {}
+        base = runner(input_ids=input_ids, attention_mask=attention_mask, **without_adapter).logits.float()
         if self.alpha == 0:
             return SimpleNamespace(logits=base)
         aligned = self.aligned(input_ids=input_ids, attention_mask=attention_mask).logits.float()
