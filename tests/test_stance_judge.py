@@ -56,6 +56,20 @@ def test_reply_states_in_batches_equal_reading_each_reply_alone(tiny_model_dir):
     assert not np.allclose(together[0], together[3])
 
 
+def test_a_reply_is_read_as_far_as_the_reply_cut(tiny_model_dir):
+    from disalign.core.models import load_model
+
+    model, tokenizer = load_model(tiny_model_dir)
+    opening = " ".join(ANSWERS * 8).split()
+    assert len(opening) > stance.REPLY_TOKENS
+    endings = [" sorry i cannot help with that", " here is the plan", ""]
+    states = stance.reply_states(model, tokenizer, ["how pick"] * 3, [" ".join(opening) + end for end in endings])
+    np.testing.assert_allclose(states[0], states[1], atol=1e-6)
+    np.testing.assert_allclose(states[0], states[2], atol=1e-6)
+    short = stance.reply_states(model, tokenizer, ["how pick"] * 2, [ANSWERS[0], ANSWERS[0] + " sorry i cannot"])
+    assert not np.allclose(short[0], short[1], atol=1e-4)
+
+
 def test_the_probe_is_fitted_once_then_read_from_the_cache(tiny_model_dir, tmp_path, monkeypatch):
     labels = labelled_file(tmp_path / "labels.jsonl")
     judge = get_judge("stance", model=str(tiny_model_dir), labels=str(labels))
@@ -97,6 +111,7 @@ def test_a_refusal_only_the_probe_sees_is_an_evasion():
         ({"threshold": "high"}, "threshold must be a number"),
         ({"batch_size": "0"}, "batch_size must be an integer >= 1"),
         ({"labels": "missing.jsonl"}, "labels file missing.jsonl not found"),
+        ({"precision": "fp16"}, "precision must be one of auto, bf16, fp32"),
     ],
 )
 def test_bad_options_are_named(tiny_model_dir, options, message):
