@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from builders import word_tokenizer
+from builders import tiny_llama, word_tokenizer
 from disalign.core import damage as damage_module
 from disalign.core.damage import (
     DamageMeter,
@@ -147,3 +147,13 @@ def test_a_topic_refusal_is_read_from_the_start_of_the_answer(answer, refused):
 def test_the_meter_keeps_prompts_of_its_own(tokenizer):
     records = [PromptRecord(id="x", prompt=PROMPTS[0], category="", source="t")]
     assert DamageMeter(tokenizer, harmless()).on(records).harmless == records
+
+
+def test_a_small_context_leaves_out_what_does_not_fit_instead_of_failing():
+    tokenizer = word_tokenizer(SPECIALS, WORDS, SYSTEM_TEMPLATE, bos="<s>", eos="</s>", extra=["<end>"])
+    original = tiny_llama(tokenizer, seed=0, max_position_embeddings=48).eval()
+    attacked = tiny_llama(tokenizer, seed=1, max_position_embeddings=48).eval()
+    meter = DamageMeter(tokenizer, harmless())
+    figures = meter(original, attacked)
+    assert meter._baseline_of.answer_tokens < damage_module.DEGENERATE_TOKENS
+    assert figures["system_prompt_refusal_retention"] is None and figures["degenerate_rate"] is not None

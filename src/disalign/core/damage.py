@@ -83,7 +83,8 @@ class _Baseline:
     kl_rows: list[list[tuple[list[int], list[int]]]]  # per batch: (prompt ids, greedy response ids)
     accuracy: float | None  # the task judge's, in the world
     capability: float | None  # on the quick set, for a text model
-    topic_refused: list[bool] | None  # per forbidden-topic request; None without a system role
+    topic_refused: list[bool] | None  # per forbidden-topic request; None without a system role or room
+    answer_tokens: int  # greedy tokens of the answers scored for degeneration
 
 
 class DamageMeter:
@@ -133,7 +134,8 @@ class DamageMeter:
     def __call__(self, original, attacked, respond: Respond | None = None) -> dict[str, float | None]:
         """The damage of `attacked` against `original`; `respond(model, prompts)` answers the harmless
         prompts for an attacked model that `generate` cannot run (an emulated one): those answers
-        are scored for degeneration, and such a model has no system-prompt figures."""
+        are scored for degeneration, and such a model has no system-prompt figures (nor has a model
+        whose context leaves no room for the forbidden-topic requests)."""
         baseline = self._baseline(original)
         per_prompt_first: list[float] = []
         per_prompt_mean: list[float] = []
@@ -167,7 +169,7 @@ class DamageMeter:
         else:
             figures["capability_accuracy"] = after = self._capability(attacked)
             if respond is None:
-                responses = self._greedy(attacked, self.rendered, DEGENERATE_TOKENS)
+                responses = self._greedy(attacked, self.rendered, baseline.answer_tokens)
             else:
                 responses = respond(attacked, self.harmless)
             nlls = response_nll(original, self.tokenizer, self.rendered, responses, batch_size=self.batch_size)
@@ -193,9 +195,15 @@ class DamageMeter:
                 accuracy = capability = self._accuracy(self._task_responses(original, None))
             else:
                 capability = self._capability(original)
-            if self.topic_prompts is not None:
+            if (
+                self.topic_prompts is not None
+                and _room(original, self.tokenizer, self.topic_prompts) >= SYSTEM_PROMPT_TOKENS
+            ):
                 topic_refused = self._topic_refusals(original)
-            self._baseline_of = _Baseline(original, batches, accuracy, capability, topic_refused)
+            # The KL's 32 tokens fit the context (its responses were just generated); a small model
+            # may have no room for all 48 of the degeneration's.
+            answer_tokens = min(DEGENERATE_TOKENS, _room(original, self.tokenizer, self.rendered))
+            self._baseline_of = _Baseline(original, batches, accuracy, capability, topic_refused, answer_tokens)
         return self._baseline_of
 
     def _task_responses(self, model, respond: Respond | None) -> list[str]:
@@ -305,6 +313,12 @@ def capability_accuracy(
         best = max(own)
         right += own[item.answer] == best and own.count(best) == 1
     return right / len(items)
+
+
+def _room(model, tokenizer, prompts: Sequence[str]) -> int:
+    """New tokens the longest of `prompts` leaves in the model's context (plenty where it has no limit)."""
+    context = getattr(model.config, "max_position_embeddings", None) or 1 << 30
+    return context - max(len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) for prompt in prompts)
 
 
 def _device(model) -> torch.device:
