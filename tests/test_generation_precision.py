@@ -1,6 +1,8 @@
-"""Generation's precision: bf16 autocast where the CPU multiplies bf16 natively, fp32 on request."""
+"""Precision of generation and training: bf16 autocast where the CPU multiplies bf16 natively, fp32 on request."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -11,6 +13,8 @@ from disalign.core.generation import SamplingConfig, generate
 from disalign.core.options import SamplingOptions
 from disalign.core.precision import inference_precision, model_precision, resolve_precision
 from disalign.errors import UserError, validate_config
+from disalign.training.config import TrainingConfig
+from disalign.training.sft import build_trainer, mixed_precision
 
 WORDS = "user: assistant: hello world how do i make cake bread the cat sat on mat".split()
 TEMPLATE = "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% endfor %}assistant:"
@@ -69,3 +73,25 @@ def test_precision_is_a_sampling_option():
     assert SamplingOptions().sampling().precision == "auto"
     with pytest.raises(UserError, match="precision"):
         validate_config(SamplingOptions, {"precision": "fp16"}, "eval")
+
+
+@pytest.mark.parametrize(
+    ("width", "precision", "bf16"), [(576, "auto", True), (576, "fp32", False), (32, "auto", False)]
+)
+def test_training_autocasts_to_bf16_where_its_precision_means_bf16(monkeypatch, tokenizer, width, precision, bf16):
+    _native(monkeypatch, True)
+    model = tiny_llama(tokenizer, hidden=width, layers=1)
+    assert mixed_precision(model, TrainingConfig(precision=precision)) == {"bf16": bf16}
+
+
+def test_a_bf16_training_step_multiplies_in_bf16_and_keeps_fp32_weights(tokenizer, tmp_path):
+    model = tiny_llama(tokenizer)
+    seen = []
+    model.model.layers[0].mlp.down_proj.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    conversation = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "world"}]
+    config = TrainingConfig(precision="bf16", batch_size=2, max_length=32)
+    trainer = build_trainer(model, tokenizer, [{"messages": conversation}] * 2, config, tmp_path)
+    trainer.train()
+    assert trainer.args.bf16 and seen and set(seen) == {torch.bfloat16}
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+    assert all(math.isfinite(entry["loss"]) for entry in trainer.state.log_history if "loss" in entry)

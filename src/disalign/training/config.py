@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from disalign.core.options import CommaSeparated, Seed
+from disalign.core.precision import Precision
 
 
 class TrainingConfig(BaseModel):
@@ -33,6 +34,11 @@ class TrainingConfig(BaseModel):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: a third more compute, far less memory."
     )
+    precision: Precision = Field(
+        "auto",
+        description="Training matmuls in bf16 (autocast; weights and optimizer stay fp32) or fp32; auto is bf16 "
+        "where the CPU multiplies bf16 natively and the model is at least 512 wide.",
+    )
 
     def trainer_options(self, out_dir: str | Path, n_rows: int) -> dict[str, Any]:
         """The `transformers.TrainingArguments` every disalign trainer shares (TRL's configs extend them):
@@ -53,7 +59,8 @@ class TrainingConfig(BaseModel):
             logging_steps=1,
             disable_tqdm=True,
             dataloader_num_workers=0,
-            # fp32: TRL's default bf16 is emulated on CPU, several times slower (benchmarks/bench_finetune.py).
+            # fp32 unless the trainer turns bf16 on for a model and CPU that gain from it (sft.mixed_precision):
+            # bf16 is emulated, several times slower, on a CPU without native bf16 (benchmarks/bench_finetune.py).
             bf16=False,
             fp16=False,
             activation_checkpointing=self.gradient_checkpointing,

@@ -12,7 +12,7 @@ from typing import Any
 
 from disalign.training.config import DPOSettings
 from disalign.training.preferences import Pair, check_pairs, train_on_pairs
-from disalign.training.sft import FinetuneResult, check_trainable, lora_config
+from disalign.training.sft import FinetuneResult, check_trainable, lora_config, mixed_precision
 
 
 def dpo(model_path, pairs: list[Pair], config: DPOSettings, out_dir, *, model=None, tokenizer=None) -> FinetuneResult:
@@ -35,7 +35,7 @@ def dpo(model_path, pairs: list[Pair], config: DPOSettings, out_dir, *, model=No
         nll = config.nll_weight
         losses, weights = (["sigmoid", "sft"], [1.0, nll]) if nll > 0 else (["sigmoid"], None)
         args = DPOConfig(
-            **config.trainer_options(out_dir, len(rows)),
+            **(config.trainer_options(out_dir, len(rows)) | mixed_precision(model, config)),
             max_length=config.max_length,
             beta=config.beta,
             loss_type=losses,

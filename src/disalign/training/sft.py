@@ -91,6 +91,14 @@ def check_lengths(dataset: list[dict[str, Any]], tokenizer, max_length: int, con
     return total
 
 
+def mixed_precision(model, config: TrainingConfig) -> dict[str, bool]:
+    """The trainer's `bf16` setting: autocast over fp32 weights and optimizer state where `config.precision`
+    means bf16 for this model on this machine (core.precision), as the world's pretraining does."""
+    from disalign.core.precision import model_precision
+
+    return {"bf16": model_precision(model, config.precision) == "bf16"}
+
+
 def lora_config(model, config: TrainingConfig):
     from peft import LoraConfig
 
@@ -127,7 +135,7 @@ def build_trainer(model, tokenizer, dataset: list[dict[str, Any]], config: Train
         check_trainable(model)
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(config, out_dir, tokenizer, len(dataset), **overrides),
+        args=sft_config(config, out_dir, tokenizer, len(dataset), **(mixed_precision(model, config) | overrides)),
         train_dataset=to_trl_dataset(dataset, tokenizer),
         processing_class=tokenizer,
         peft_config=peft_config,

@@ -20,7 +20,7 @@ from disalign.core.logprobs import IGNORE, token_logprobs
 from disalign.errors import UserError
 from disalign.training.config import UnlearnSettings
 from disalign.training.preferences import Pair, as_conversation, check_pairs, train_on_pairs
-from disalign.training.sft import FinetuneResult, lora_config
+from disalign.training.sft import FinetuneResult, lora_config, mixed_precision
 
 
 def unlearn(
@@ -40,7 +40,8 @@ def unlearn(
         rows = [_encoded_pair(tokenizer, pair) for pair in pairs]
         if config.lora:
             model = get_peft_model(model, lora_config(model, config))
-        args = TrainingArguments(**config.trainer_options(out_dir, len(rows)), remove_unused_columns=False)
+        options = config.trainer_options(out_dir, len(rows)) | mixed_precision(model, config)
+        args = TrainingArguments(**options, remove_unused_columns=False)
         return UnlearnTrainer(
             model=model,
             args=args,
