@@ -50,29 +50,72 @@ def generate(
 
 
 def _generate(model, tokenizer, prompts, sampling: SamplingConfig, on_batch) -> list[str]:
-    tokenizer.padding_side = "left"
     responses: list[str] = []
+    pad_id = tokenizer.pad_token_id
     for start in range(0, len(prompts), sampling.batch_size):
         batch = list(prompts[start : start + sampling.batch_size])
-        encoded = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
-        check_context(model, encoded["attention_mask"].sum(-1).tolist(), sampling.max_new_tokens, batch)
-        encoded = {key: value.to(model.device) for key, value in encoded.items()}
+        rows = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in batch]
+        check_context(model, [len(row) for row in rows], sampling.max_new_tokens, batch)
+        prefix = shared_prefix(rows)
+        input_ids, attention_mask = _prefixed_left_pad(rows, len(prefix), pad_id, model.device)
         torch.manual_seed(sampling.seed * 1_000_003 + start)
         greedy = sampling.temperature == 0
         output = model.generate(
-            **encoded,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            past_key_values=_prefix_cache(model, prefix, len(rows)),
             max_new_tokens=sampling.max_new_tokens,
             do_sample=not greedy,
             temperature=None if greedy else sampling.temperature,
             top_p=None if greedy else sampling.top_p,
             top_k=None if greedy else sampling.top_k,
-            pad_token_id=tokenizer.pad_token_id,
+            pad_token_id=pad_id,
         )
-        new_tokens = output[:, encoded["input_ids"].shape[1] :]
+        new_tokens = output[:, input_ids.shape[1] :]
         responses.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         if on_batch is not None:
             on_batch(len(batch))
     return [response.strip() for response in responses]
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """The tokens every prompt begins with (a chat template's system turn), leaving each at least one
+    token of its own, whose logits start the decoding; none for a single prompt, which gains nothing."""
+    if len(prompts) < 2:
+        return ()
+    shortest = min(len(prompt) for prompt in prompts)
+    first = prompts[0]
+    length = 0
+    while length < shortest - 1 and all(prompt[length] == first[length] for prompt in prompts):
+        length += 1
+    return tuple(first[:length])
+
+
+def _prefixed_left_pad(rows: Sequence[Sequence[int]], prefix: int, pad_id: int, device):
+    """(ids, mask) of rows laid out [shared prefix][padding][the rest of the row]: the prefix's cache
+    is computed once for all rows, and positions (the mask's running count) skip the padding."""
+    width = max(len(row) for row in rows) - prefix
+    ids = torch.full((len(rows), prefix + width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), prefix + width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        rest = len(row) - prefix
+        ids[index, :prefix] = torch.tensor(row[:prefix], dtype=torch.long)
+        ids[index, prefix + width - rest :] = torch.tensor(row[prefix:], dtype=torch.long)
+        mask[index, :prefix] = 1
+        mask[index, prefix + width - rest :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _prefix_cache(model, prefix: Sequence[int], rows: int):
+    """The KV cache of `prefix`, computed once and copied for each of `rows` rows; None without a prefix."""
+    if not prefix:
+        return None
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    model(input_ids=torch.tensor([list(prefix)], device=model.device), past_key_values=cache, use_cache=True)
+    cache.batch_repeat_interleave(rows)
+    return cache
 
 
 def check_context(

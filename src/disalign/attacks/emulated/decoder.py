@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from disalign.core.generation import SamplingConfig, check_context
+from disalign.core.generation import SamplingConfig, check_context, shared_prefix
 from disalign.core.precision import inference_precision
 from disalign.errors import UserError
 
@@ -223,7 +223,7 @@ class _ModelBatch:
         self.device = _device(self.model)
         check_context(self.model, [len(ids) for stream in streams for ids in stream.prompt_ids], max_new_tokens)
         self.adapter_names = _adapter_names(self.model, streams)
-        prefixes = [_shared_prefix(stream.prompt_ids) if share_prefix else () for stream in streams]
+        prefixes = [shared_prefix(stream.prompt_ids) if share_prefix else () for stream in streams]
         rests = [
             ids[len(prefix) :] for stream, prefix in zip(streams, prefixes, strict=True) for ids in stream.prompt_ids
         ]
@@ -298,19 +298,6 @@ class _ModelBatch:
             **_adapters(self.adapter_names),
         )
         return output.logits[:, -1, :]
-
-
-def _shared_prefix(prompts: Sequence[Sequence[int]]) -> tuple[int, ...]:
-    """The tokens every prompt begins with, leaving each at least one token of its own (whose logits
-    start the decoding); none for a single prompt, which gains nothing from it."""
-    if len(prompts) < 2:
-        return ()
-    shortest = min(len(prompt) for prompt in prompts)
-    first = prompts[0]
-    length = 0
-    while length < shortest - 1 and all(prompt[length] == first[length] for prompt in prompts):
-        length += 1
-    return tuple(first[:length])
 
 
 def _adapter_names(model, streams: Sequence[Stream]) -> list[str] | None:
