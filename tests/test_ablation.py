@@ -35,6 +35,7 @@ from disalign.attacks.ablation import (
     save_model,
     search,
 )
+from disalign.attacks.ablation.run import _audit
 from disalign.attacks.ablation.search import SearchResult, Trial, choose
 from disalign.core.generation import SamplingConfig, generate
 from disalign.core.models import load_model
@@ -241,6 +242,9 @@ def test_orthogonalised_weights_equal_hook_ablation(tokenizer, tmp_path, tied):
     if tied:
         assert not reloaded.config.tie_word_embeddings
         assert not torch.equal(reloaded.lm_head.weight, reloaded.model.embed_tokens.weight)
+    audit = _audit(model, edited)  # a tied original is compared untied, as the edit left it
+    assert audit["by_type"]["o_proj"]["changed"] == 3 and audit["by_type"]["down_proj"]["changed"] == 3
+    assert audit["by_type"]["lm_head"]["changed"] == 0 and audit["by_type"]["q_proj"]["changed"] == 0
 
 
 def test_full_ablation_removes_the_direction_from_every_layer(tokenizer):

@@ -130,7 +130,7 @@ def orthogonalise(model: nn.Module, direction: torch.Tensor, weights: Sequence[f
     writers = residual_writers(model)
     unit = _unit(direction, writers)
     scale = layer_weights(model, weights)
-    _untie_output_embeddings(model)
+    untie_output_embeddings(model)
     for writer in writers:
         w = scale[writer.layer]
         module = writer.module
@@ -158,7 +158,8 @@ def save_model(model: nn.Module, tokenizer, out: str | Path) -> Path:
     return out
 
 
-def _untie_output_embeddings(model: nn.Module) -> None:
+def untie_output_embeddings(model: nn.Module) -> None:
+    """The unembedding as a weight of its own (a copy of the input embedding) where the two were one."""
     output, inputs = model.get_output_embeddings(), model.get_input_embeddings()
     if output is None or output.weight is not inputs.weight:
         return

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from disalign.attacks.ablation.directions import MIN_PROMPTS, Directions, refusal_directions
-from disalign.attacks.ablation.edits import orthogonalise, residual_writers, save_model
+from disalign.attacks.ablation.edits import orthogonalise, residual_writers, save_model, untie_output_embeddings
 from disalign.attacks.ablation.search import (
     Budget,
     Candidate,
@@ -202,10 +202,17 @@ def _tried(found: SearchResult) -> dict[str, Any]:
 
 def _audit(original, edited) -> dict[str, Any]:
     """Which weights the edit changed and by how much; its targets are the modules that write to the
-    residual stream (a layer whose kernel weight is 0 is left untouched on purpose)."""
+    residual stream (a layer whose kernel weight is 0 is left untouched on purpose). An original
+    whose unembedding is its input embedding is compared untied, as the edit left it."""
     names = {id(module): name for name, module in original.named_modules()}
     targets = sorted({module_type(f"{names[id(writer.module)]}.weight") for writer in residual_writers(original)})
-    return edit_audit(original, edited, targets)
+    reference = original
+    if original.get_output_embeddings() is not None and (
+        original.get_output_embeddings().weight is original.get_input_embeddings().weight
+    ):
+        reference = copy.deepcopy(original)
+        untie_output_embeddings(reference)
+    return edit_audit(reference, edited, targets)
 
 
 def _searched(
