@@ -35,7 +35,7 @@ from disalign.core.activations import right_padded
 from disalign.core.degeneration import response_nll, score_all
 from disalign.core.evaluate import rendered_prompts
 from disalign.core.generation import SamplingConfig, check_context, generate, render_chat
-from disalign.core.logprobs import IGNORE, kl_per_position, token_logprobs
+from disalign.core.logprobs import kl_per_position
 from disalign.core.progress import progress_bar
 from disalign.data import PromptRecord
 from disalign.data.capability import CapabilityItem, quick_set
@@ -286,16 +286,22 @@ def capability_rows(tokenizer, items: Sequence[CapabilityItem]) -> list[tuple[li
 @torch.no_grad()
 def candidate_logprobs(model, rows: Sequence[tuple[list[int], list[int]]], pad_id: int, batch_size: int) -> list[float]:
     """Summed log-probability of each row's candidate tokens after its prompt (lm-eval's
-    multiple-choice score), rows batched right-padded."""
+    multiple-choice score), rows batched right-padded. Only the candidates' positions go through the
+    softmax: two in twenty of a row's, over a vocabulary of 49k for SmolLM2."""
     device = _device(model)
     scores: list[float] = []
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
         ids, mask = right_padded([prompt + candidate for prompt, candidate in batch], pad_id)
-        labels = torch.full_like(ids, IGNORE)
-        for row, (prompt, candidate) in enumerate(batch):
-            labels[row, len(prompt) : len(prompt) + len(candidate)] = torch.tensor(candidate)
-        scores.extend(token_logprobs(model, ids.to(device), labels.to(device), mask.to(device)).sum(-1).tolist())
+        # logits[row, t] predicts ids[row, t + 1]: a candidate's tokens are predicted from the position before each.
+        where = [
+            (row, len(prompt) - 1 + k) for row, (prompt, candidate) in enumerate(batch) for k in range(len(candidate))
+        ]
+        targets = torch.tensor([token for _, candidate in batch for token in candidate], device=device)
+        rows_at, positions = (torch.tensor(index, device=device) for index in zip(*where, strict=True))
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[rows_at, positions].float()
+        picked = torch.log_softmax(logits, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+        scores.extend(torch.zeros(len(batch), device=device).index_add(0, rows_at, picked).tolist())
     return scores
 
 
