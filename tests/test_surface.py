@@ -150,3 +150,9 @@ def test_surface_of_a_text_model_resumes_from_its_records(tmp_path):
     again = disalign.surface(**options)
     assert {family: (tmp_path / "surface" / family / "records.jsonl").read_text() for family in cells} == cells
     assert again.surface == result.surface
+
+    # New budgets and fewer families decide no cell: the same folder answers them from its records.
+    narrower = disalign.surface(**{**options, "families": ["ed", "prefill"], "epsilon_kl": [1.0]})
+    assert {family: (tmp_path / "surface" / family / "records.jsonl").read_text() for family in cells} == cells
+    kl_rows = [row for row in narrower.surface if row["damage_figure"] == "kl_first_token"]
+    assert [(row["family"], row["epsilon"]) for row in kl_rows] == [("ed", 1.0), ("prefill", 1.0)]

@@ -66,6 +66,10 @@ DAMAGE_KEYS = (
 CAPABILITY_KEYS = {"safe_accuracy_delta", "capability_accuracy", "capability_drop", CAPABILITY}
 
 
+# Options that only read what the cells measured, or say how many run at once.
+AGGREGATION_ONLY = {"epsilon_kl", "epsilon_capability", "workers"}
+
+
 class SurfaceConfig(PromptOptions, JudgeOptions, SamplingOptions, RunOptions):
     model: str = Field(description="Aligned model under attack: HF directory, adapter directory, .gguf or 'smollm2'.")
     base: str | None = Field(
@@ -267,9 +271,12 @@ def surface(config: SurfaceConfig) -> RunResult:
     chosen, skipped = _families(config, base)
     specs = {name: _family_spec(config, name, base) for name in chosen}
     _check_specs(specs)
-    run = RunDir(config.out, "surface", config.model_dump(mode="json", exclude={"out", "overwrite"}))
+    # Budgets, the families chosen and the pool size decide no cell: a rerun that changes them reuses
+    # every cell done (each family's sweep keeps its own config and refuses a changed one).
+    stored = config.model_dump(mode="json", exclude={"out", "overwrite", "families", *AGGREGATION_ONLY})
+    run = RunDir(config.out, "surface", stored)
     # Recorded first, so the folder is claimed before any family's sweep writes inside it.
-    run.stage("families", lambda: list(chosen))
+    run.append([{"families": chosen, "epsilon_kl": config.epsilon_kl, "epsilon_capability": config.epsilon_capability}])
     from disalign.lab.sweep import run_sweep
 
     points: list[dict[str, Any]] = []
