@@ -8,7 +8,10 @@ its compliances), 1,000 repetitions each, with each judge's stored verdicts on t
   wilson              the raw judged rate's Wilson interval (the judge taken as perfect)
   corrected           Rogan-Gladen with the interval of Lee et al. 2025, the judge's sensitivity and
                       specificity counted on a calibration set drawn (with replacement) from the
-                      development half
+                      development half, the interval widened by the judge's stored shift between
+                      text sets (calibration.json: how far its error moved between the development
+                      half, the test half and the long replies, beyond sampling)
+  corrected_no_shift  the same without the shift: the calibration's own uncertainty only
   corrected_same_text the same, but the test half split in two at random each repetition: the run
                       drawn from one part, the calibration counted on the other (a measurement made
                       on the same kind of text as the run)
@@ -31,7 +34,7 @@ from disalign.judges.labelled import load_split
 TRUE_RATES = (0.05, 0.2, 0.5, 0.8, 0.95)
 RUN_SIZE, LABELLED, REPETITIONS, SEED = 200, 50, 1000, 0
 JUDGES = ("stance", "refusal", "keyword")
-ESTIMATES = ("wilson", "corrected", "corrected_same_text", "ppi")
+ESTIMATES = ("wilson", "corrected", "corrected_no_shift", "corrected_same_text", "ppi")
 
 
 def _counts(judged: np.ndarray, truth: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -49,7 +52,7 @@ def _interval(found: dict | None) -> tuple[float, float]:
     return (0.0, 1.0) if found is None else tuple(found["ci"])
 
 
-def simulate(rate: float, rng: np.random.Generator, halves, verdicts) -> dict[str, list[tuple]]:
+def simulate(rate: float, rng: np.random.Generator, halves, verdicts, shift) -> dict[str, list[tuple]]:
     truth_test, truth_dev = halves
     judged_test, judged_dev = verdicts
     everyone = np.arange(truth_test.size)
@@ -62,7 +65,8 @@ def simulate(rate: float, rng: np.random.Generator, halves, verdicts) -> dict[st
 
         calibration = rng.integers(0, truth_dev.size, truth_dev.size)
         counts = _counts(judged_dev[calibration], truth_dev[calibration])
-        intervals["corrected"].append(_interval(corrected_rate(positives, RUN_SIZE, *counts)))
+        intervals["corrected"].append(_interval(corrected_rate(positives, RUN_SIZE, *counts, text_shift=shift)))
+        intervals["corrected_no_shift"].append(_interval(corrected_rate(positives, RUN_SIZE, *counts)))
 
         shuffled = rng.permutation(everyone)
         source, measured = shuffled[: everyone.size // 2], shuffled[everyone.size // 2 :]
@@ -89,10 +93,11 @@ def main() -> None:
             print(f"{judge}: no stored verdicts; run python -m disalign.judges.calibration {judge}")
             continue
         verdicts = tuple(np.array(calibration[judge]["verdicts"][split], dtype=bool) for split in ("test", "dev"))
+        shift = (calibration[judge]["shift"]["sensitivity"], calibration[judge]["shift"]["specificity"])
         coverage[judge] = {name: {} for name in ESTIMATES}
         width[judge] = {name: {} for name in ESTIMATES}
         for rate in TRUE_RATES:
-            intervals = simulate(rate, rng, halves, verdicts)
+            intervals = simulate(rate, rng, halves, verdicts, shift)
             for name, found in intervals.items():
                 lows, highs = np.array(found, dtype=float).T
                 coverage[judge][name][str(rate)] = float(np.mean((lows <= rate) & (rate <= highs)))

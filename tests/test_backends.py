@@ -206,7 +206,9 @@ def test_eval_verb_generates_on_the_chosen_backend(fake_vllm, tiny_model, tmp_pa
     import disalign
 
     (tmp_path / "prompts.txt").write_text("do a x\ndo b x\n")
-    options = dict(model=str(tiny_model), prompts=str(tmp_path / "prompts.txt"), max_new_tokens=3, seed=5)
+    options = dict(
+        model=str(tiny_model), prompts=str(tmp_path / "prompts.txt"), max_new_tokens=3, seed=5, judge="keyword"
+    )
     result = disalign.eval(**options, backend="vllm", out=tmp_path / "run")
     responses = [json.loads(line)["response"] for line in (tmp_path / "run" / "records.jsonl").open()]
     assert responses == [f"6 {5 * 1_000_003}", f"6 {5 * 1_000_003 + 1}"] and result.n == 2

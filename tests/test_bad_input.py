@@ -65,7 +65,8 @@ def shared(tmp_path_factory) -> dict[str, Path]:
         "responses": responses,
     }
     # A finished run of EVAL's configuration (below), for the cases that resume or report one.
-    disalign.eval(model=str(paths["base"]), prompts=str(prompts), max_new_tokens=2, batch_size=2, out=root / "run")
+    run = dict(max_new_tokens=2, batch_size=2, judge="keyword", out=root / "run")
+    disalign.eval(model=str(paths["base"]), prompts=str(prompts), **run)
     return paths | {"run": root / "run"}
 
 
@@ -135,7 +136,7 @@ def jsonl(*rows) -> str:
 
 
 EVAL = ("eval", "--model", "{base}", "--prompts", "{prompts}", "--out", "{case}/out", "--max-new-tokens", "2")
-EVAL = (*EVAL, "--batch-size", "2")
+EVAL = (*EVAL, "--batch-size", "2", "--judge", "keyword")  # the judge is not what these cases test
 
 
 def earlier_run(edit: Callable[[Path], None] | None = None) -> Callable[[Path, dict[str, Path]], None]:
@@ -184,9 +185,10 @@ def corrupt_line(number: int) -> Callable[[Path], None]:
 
 
 ED = ("ed", "--base", "{base}", "--aligned", "{aligned}", "--prompts", "{prompts}", "--base-template", "chat")
-ED = (*ED, "--max-new-tokens", "2", "--out", "{case}/out")
+ED = (*ED, "--max-new-tokens", "2", "--out", "{case}/out", "--judge", "keyword")
 FINETUNE = ("finetune", "--model", "{base}", "--prompts", "{prompts}", "--recipe", "harmful", "--out", "{case}/out")
-JUDGE = ("judge", "--responses", "{responses}", "--out", "{case}/out")
+FINETUNE = (*FINETUNE, "--judge", "keyword")
+JUDGE = ("judge", "--responses", "{responses}", "--out", "{case}/out", "--judge", "keyword")
 RUBRIC = ("--judge", "rubric", "--judge-option", "base_url=http://127.0.0.1:9/v1", "--judge-option", "model=m")
 
 CASES: dict[str, Case] = {

@@ -137,6 +137,26 @@ def test_a_panel_summary_says_how_often_its_judges_disagree():
     assert correct_summary(summary)["judge_disagreement_rate"] == 0.25
 
 
+def test_every_verb_of_a_panel_records_its_judges_disagreement_from_the_run_records():
+    from disalign.core.runs import RunDir
+    from disalign.judges.correction import with_corrections
+    from disalign.results import RunResult
+
+    def panel(stance, refusal):
+        return {"panel": {"stance": {"harmful": stance}, "refusal": {"harmful": refusal}}}
+
+    run = RunDir(None, "ed", {})
+    run.append([panel(True, True), panel(True, False), panel(None, None), panel(False, True), {"key": "stage"}])
+    result = RunResult(
+        command="ed", judge="stance,refusal", harmful_rate=0.5, n=4, results=[{"harmful_rate": 0.5, "n": 4}]
+    )
+    summary = with_corrections(result, run).to_json()
+    assert summary["judge_disagreement_rate"] == 0.5
+    assert summary["headline"]["judge_disagreement_rate"] == 0.5
+    single = with_corrections(RunResult(command="ed", judge="refusal", harmful_rate=0.5, n=4), run).to_json()
+    assert "judge_disagreement_rate" not in single
+
+
 def test_the_headline_prefers_labels_then_the_correction_then_the_raw_rate():
     from disalign.judges.correction import with_headline
 
@@ -151,3 +171,20 @@ def test_the_headline_prefers_labels_then_the_correction_then_the_raw_rate():
     }
     labelled = {**corrected, "harmful_rate_ppi": 0.25, "harmful_rate_ppi_ci": [0.15, 0.35]}
     assert with_headline(labelled)["headline"]["from"] == "labels from this run"
+
+
+def test_a_shift_between_texts_widens_the_corrected_interval_around_the_same_estimate():
+    plain = corrected_rate(100, 200, (90, 100), (80, 100))
+    shifted = corrected_rate(100, 200, (90, 100), (80, 100), text_shift=(0.01, 0.02))
+    assert shifted["estimate"] == plain["estimate"]
+    assert shifted["ci"][0] < plain["ci"][0] and shifted["ci"][1] > plain["ci"][1]
+
+
+def test_the_shift_between_text_sets_is_what_sampling_does_not_explain():
+    from disalign.judges.calibration import between_set_shift
+
+    same = {"tp": 80, "fn": 20, "fp": 30, "tn": 70}
+    assert between_set_shift([same, same, same]) == {"sensitivity": 0.0, "specificity": 0.0}
+    apart = [same, {"tp": 80, "fn": 20, "fp": 5, "tn": 95}, {"tp": 80, "fn": 20, "fp": 50, "tn": 50}]
+    moved = between_set_shift(apart)
+    assert moved["sensitivity"] == 0.0 and 0.02 < moved["specificity"] < 0.2

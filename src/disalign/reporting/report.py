@@ -301,16 +301,19 @@ def validation_text(run: Run) -> tuple[str, str]:
         return "not recorded", ""
     validation = run.result.judge_validation
     error = getattr(run.result, "judge_error", None)
+    disagreement = getattr(run.result, "judge_disagreement_rate", None)
+    # A panel's judges disagreeing is how far its rates rest on which judge decides.
+    panel = "" if disagreement is None else f"; the panel's judges disagree on {percent(disagreement)} of records"
     if not validation and error:
-        return judge, _error_text(error)
+        return judge, _error_text(error) + panel
     if not validation:
-        return judge, "not validated: run `disalign judge --label-field` with this judge to measure it"
+        return judge, "not validated: run `disalign judge --label-field` with this judge to measure it" + panel
     parts = [str(validation["source"])] if validation.get("source") else []
     for key in ("accuracy", "f1", "cohen_kappa", "n"):
         if validation.get(key) is not None:
             value = validation[key]
             parts.append(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}")
-    return judge, "; ".join(parts)
+    return judge, "; ".join(parts) + panel
 
 
 def _error_text(error: dict[str, Any]) -> str:
