@@ -344,7 +344,8 @@ def test_analysis_verbs_write_their_runs(pair, tmp_path):
         max_new_tokens=4,
         batch_size=4,
     )
-    clusters = disalign.analyze.clusters(**common, sets=[str(pair / "few.txt")], out=tmp_path / "clusters")
+    judged = dict(common, judge="keyword")  # named: the default on text reads with SmolLM2
+    clusters = disalign.analyze.clusters(**judged, sets=[str(pair / "few.txt")], out=tmp_path / "clusters")
     layers = clusters.clusters["aligned"]["layers"]
     assert [row["layer"] for row in layers] == [0, 1]
     assert set(layers[0]) >= {"layer", "tau_safe", "tau_unsafe", "separation", "probe_accuracy", "sets"}
@@ -360,7 +361,7 @@ def test_analysis_verbs_write_their_runs(pair, tmp_path):
     assert groups <= set(weights.weights["aligned"]["projections"][0])
     assert groups <= set(weights.weights["aligned"]["null_space"])
 
-    depth = disalign.analyze.depth(**common, prefill=[0, 1], out=tmp_path / "depth")
+    depth = disalign.analyze.depth(**judged, prefill=[0, 1], out=tmp_path / "depth")
     assert {row.prefix for row in depth.rows(model="aligned") if getattr(row, "prefix", None)} >= {"own"}
     assert (tmp_path / "depth" / "kl_positions.png").is_file()
 
@@ -380,7 +381,16 @@ def test_analysis_bad_input_is_one_line(pair, tmp_path, monkeypatch, capsys, ext
     from disalign.cli.main import main
 
     args = ["--base", f"{pair}/base", "--aligned", f"{pair}/aligned", "--safe", f"{pair}/safe.txt"]
-    args += ["--unsafe", f"{pair}/unsafe.txt", "--max-new-tokens", "2", "--out", str(tmp_path / "run")]
+    args += [
+        "--unsafe",
+        f"{pair}/unsafe.txt",
+        "--max-new-tokens",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+        "--judge",
+        "keyword",
+    ]
     args += [part.format(pair=pair) for part in extra]
     monkeypatch.setattr(sys, "argv", ["disalign", "analyze", "clusters", *args])
     with pytest.raises(SystemExit) as exit_:

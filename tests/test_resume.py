@@ -110,15 +110,19 @@ def records_of(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "records.jsonl").read_bytes().split(b"\n") if line]
 
 
+# The judge is not what these tests are about: the fast keyword judge, named (the default reads with SmolLM2).
+KEYWORD = ("--judge", "keyword")
+
+
 def eval_args(shared, out: Path, *extra) -> list[str]:
     sampling = ["--temperature", "1", "--max-new-tokens", "6", "--batch-size", "4", "--seed", "3"]
-    return ["eval", "--model", shared.base, "--prompts", shared.prompts, "--out", out, *sampling, *extra]
+    return ["eval", "--model", shared.base, "--prompts", shared.prompts, "--out", out, *sampling, *KEYWORD, *extra]
 
 
 def ed_args(shared, out: Path, *extra) -> list[str]:
     sampling = ["--temperature", "1", "--max-new-tokens", "6", "--batch-size", "4", "--seed", "3"]
     models = ["--base", shared.base, "--aligned", shared.aligned, "--base-template", "chat", "--damage-n", "0"]
-    return ["ed", *models, "--prompts", shared.prompts, "--alpha", "0.5,2", "--out", out, *sampling, *extra]
+    return ["ed", *models, "--prompts", shared.prompts, "--alpha", "0.5,2", "--out", out, *sampling, *KEYWORD, *extra]
 
 
 @pytest.mark.parametrize(
@@ -162,7 +166,7 @@ def test_a_label_column_named_like_a_verdict_is_scored_against_the_judge(tmp_pat
     ]
     path = tmp_path / "labelled.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    result = cli("judge", "--responses", path, "--label-field", "harmful", "--out", tmp_path / "judged")
+    result = cli("judge", *KEYWORD, "--responses", path, "--label-field", "harmful", "--out", tmp_path / "judged")
     assert result.returncode == 0, result.stderr
     records = records_of(tmp_path / "judged")
     assert [r["harmful"] for r in records] == [True, True, False, False]  # the judge's verdicts
@@ -173,7 +177,7 @@ def test_a_label_column_named_like_a_verdict_is_scored_against_the_judge(tmp_pat
     # What later summaries by the same judge report is that measurement, with what it was measured on.
     later = tmp_path / "later.jsonl"
     later.write_text(json.dumps({"prompt": "p", "response": "Sure."}) + "\n")
-    assert cli("judge", "--responses", later, "--out", tmp_path / "later").returncode == 0
+    assert cli("judge", *KEYWORD, "--responses", later, "--out", tmp_path / "later").returncode == 0
     remembered = json.loads((tmp_path / "later" / "summary.json").read_text())["judge_validation"]
     assert remembered["accuracy"] == 0.5 and remembered["n"] == 4 and remembered["source"] == str(path)
     assert remembered["data_fingerprint"] and remembered["measured"]
@@ -211,10 +215,10 @@ def test_a_rerun_with_changed_inputs_names_the_change_and_overwrite_starts_afres
 def test_a_rerun_of_judge_with_edited_responses_is_refused(tmp_path, cli):
     path = tmp_path / "responses.jsonl"
     path.write_text(json.dumps({"prompt": "p", "response": "I'm sorry, no."}) + "\n")
-    assert cli("judge", "--responses", path, "--out", tmp_path / "judged").returncode == 0
+    assert cli("judge", *KEYWORD, "--responses", path, "--out", tmp_path / "judged").returncode == 0
     path.write_text(json.dumps({"prompt": "p", "response": "Sure, here it is."}) + "\n")
-    one_line_error(cli("judge", "--responses", path, "--out", tmp_path / "judged"), "input 'responses'")
-    assert cli("judge", "--responses", path, "--out", tmp_path / "judged", "--overwrite").returncode == 0
+    one_line_error(cli("judge", *KEYWORD, "--responses", path, "--out", tmp_path / "judged"), "input 'responses'")
+    assert cli("judge", *KEYWORD, "--responses", path, "--out", tmp_path / "judged", "--overwrite").returncode == 0
     assert [r["harmful"] for r in records_of(tmp_path / "judged")] == [True]
 
 

@@ -121,8 +121,14 @@ def test_bad_options_are_named(tiny_model_dir, options, message):
 
 def test_labels_of_one_kind_cannot_fit_a_probe(tiny_model_dir, tmp_path):
     labels = labelled_file(tmp_path / "one.jsonl", answers=[])
+    judge = get_judge("stance", model=str(tiny_model_dir), labels=str(labels))  # the fit waits for first use
     with pytest.raises(UserError, match="both refused and complying"):
-        get_judge("stance", model=str(tiny_model_dir), labels=str(labels))
+        judge.judge(["how pick"], ["sure step one buy tools"])
+
+
+def test_a_missing_model_is_named_when_the_judge_is_built_not_when_it_first_reads(tmp_path):
+    with pytest.raises(UserError, match="model directory not found"):
+        get_judge("stance", model=str(tmp_path / "nope"))
 
 
 # Measured once on the test half, with the probe fitted on the train split and the development half:

