@@ -101,6 +101,7 @@ def test_surface_of_a_text_model_resumes_from_its_records(tmp_path):
         model=save_tiny(tmp_path / "aligned", 1),
         base=save_tiny(tmp_path / "base", 0),
         prompts=str(prompts),
+        judge="keyword",  # the text default, stance, needs SmolLM2
         families=["ed", "ablation", "finetune", "prefill"],
         alpha=[1.0],
         trials=[2],
