@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from disalign.core.models import SMOLLM2, resolve_model
+from disalign.core.models import SMOLLM2, load_model, resolve_model
 from disalign.core.precision import resolve_precision
 from disalign.errors import UserError
 from disalign.judges.base import Verdict, option_number, register
@@ -91,8 +91,6 @@ class StanceJudge:
         """The model, its tokenizer, its precision and the probe, loaded (the probe fitted) on first use:
         a verb finds its other input mistakes before the minute this can take."""
         import torch
-
-        from disalign.core.models import load_model
 
         model, tokenizer = load_model(self.model_source)
         precision = resolve_precision(self.requested_precision, width=model.config.hidden_size)
