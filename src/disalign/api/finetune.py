@@ -78,6 +78,7 @@ def finetune(config: FinetuneConfig) -> RunResult:
         batch_size=config.train_batch_size,
         max_length=config.max_length,
         seed=config.train_seed,
+        precision=config.precision,
         lora=config.lora,
         lora_r=config.lora_r,
         lora_targets=config.lora_target or None,

@@ -30,6 +30,7 @@ from pydantic import Field
 from rich.table import Table
 
 from disalign.core.options import CommaSeparated, RunOptions, Seed
+from disalign.core.precision import Precision
 from disalign.core.progress import console, results_console
 from disalign.core.runs import RunDir, read_records
 from disalign.core.stats import wilson_ci
@@ -68,6 +69,9 @@ class TextDemoConfig(RunOptions):
     max_new_tokens: int = Field(64, ge=1, description="Most new tokens per response.")
     batch_size: int = Field(20, ge=1, description="Prompts per generation batch.")
     seed: Seed = Field(0, description="Split and sampling seed.")
+    precision: Precision = Field(
+        "auto", description="Matmuls of generation and training in bf16 (autocast) or fp32; auto: bf16 where native."
+    )
 
 
 def text_demo(config: TextDemoConfig) -> RunResult:
@@ -217,7 +221,12 @@ class _Scorer:
 
 
 def _greedy(config: TextDemoConfig) -> dict[str, Any]:
-    return {"max_new_tokens": config.max_new_tokens, "temperature": 0.0, "batch_size": config.batch_size}
+    return {
+        "max_new_tokens": config.max_new_tokens,
+        "temperature": 0.0,
+        "batch_size": config.batch_size,
+        "precision": config.precision,
+    }
 
 
 def _align(config: TextDemoConfig, run: RunDir, files: dict[str, Path]) -> dict[str, str]:
@@ -231,6 +240,7 @@ def _align(config: TextDemoConfig, run: RunDir, files: dict[str, Path]) -> dict[
         benign=str(files["benign_train"]),
         epochs=config.align_epochs,
         lr=config.align_lr,
+        precision=config.precision,
         out=run.file("align"),
     )
     adapter = result.models["aligned"]["path"]
@@ -272,6 +282,7 @@ def _ed(config, run, files, aligned, scorer) -> list[dict[str, Any]]:
         top_p=config.ed_top_p,
         batch_size=config.batch_size,
         seed=config.seed,
+        precision=config.precision,
         out=out,
     )
     records = _records(out)
