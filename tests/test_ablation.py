@@ -392,6 +392,9 @@ def test_ablate_with_a_named_layer(ablate_inputs):
         ({"layer": 7}, "layer 7 out of range"),
         ({"limit": 20}, "harmful prompts: 20 distinct prompts, at least 40 are needed"),
         ({"harmless": None}, "harmless: a prompt source is needed"),
+        ({"kl_budget": "nan"}, "kl_budget: Input should be a finite number"),
+        ({"kl_budget": -0.1}, "kl_budget: Input should be greater than or equal to 0"),
+        ({"degenerate_margin": 2}, "degenerate_margin: Input should be less than or equal to 1"),
     ],
 )
 def test_ablate_bad_input_is_one_line(ablate_inputs, monkeypatch, capsys, options, fragment):
