@@ -200,6 +200,8 @@ def test_an_edit_whose_answers_degenerate_is_never_chosen():
     result = SearchResult("grid", "refusal", original, [noisy], pareto_front([noisy]), None, budget)
     assert result.outcome.startswith("no edit within budget: of 1 trials, 0 kept")
     assert "60% of its answers degenerate" in result.outcome
+    named = SearchResult("fixed", "refusal", original, [noisy], [noisy], noisy, budget)  # --layer: no choice made
+    assert named.outcome.startswith("edit named by --layer, OUTSIDE the budget: refusal miss rate 90% → 0%")
 
 
 def test_optuna_plan_strides_over_every_layer():
@@ -384,6 +386,7 @@ def test_ablate_with_a_named_layer(ablate_inputs):
 
     result = ablate(**ablate_options(ablate_inputs, layer=1))
     assert result.search["sampler"] == "fixed" and result.after["harmful_rate"] == 1.0
+    assert result.outcome.startswith("edit within budget")
 
 
 @pytest.mark.parametrize(

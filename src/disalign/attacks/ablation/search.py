@@ -183,10 +183,11 @@ class SearchResult:
     def outcome(self) -> str:
         """One plain sentence: what was chosen, or why nothing was."""
         if self.chosen is not None:
+            within = self.budget.admits(self.chosen.measured, self.original)
             return (
-                f"edit within budget: {self.objective} miss rate {self.original.miss(self.objective):.0%} → "
-                f"{self.chosen.miss:.0%} on the search prompts at first-token KL {self.chosen.kl:.3g} "
-                f"(budget {self.budget.kl:g})"
+                f"{'edit within budget' if within else 'edit named by --layer, OUTSIDE the budget'}: "
+                f"{self.objective} miss rate {self.original_miss:.0%} → {self.chosen.miss:.0%} on the search "
+                f"prompts at first-token KL {self.chosen.kl:.3g} (budget {self.budget.kl:g})"
             )
         admissible = self.admissible
         best = min((trial.miss for trial in admissible), default=None)
