@@ -68,6 +68,8 @@ def measure(name: str, path: str, zoo: Path, out: Path, trials: int) -> dict:
             "after": ablate_summary.get("after"),
             "damage": ablate_summary.get("damage"),
             "chosen": ablate_summary.get("direction"),
+            "edit_found": ablate_summary.get("edit_found"),
+            "outcome": ablate_summary.get("outcome"),
         },
         "finetune_tier1": {"harmful_rate": cell.get("harmful_rate"), "ci": cell.get("ci"), "n": cell.get("n")},
         "depth": {
@@ -111,7 +113,10 @@ def _rate(summary: dict, key: str) -> dict:
 
 
 def _after_refusal(row: dict) -> dict:
-    after = row["ablation"]["after"] or {}
+    """The refusal rate after the chosen ablation; where no edit within the KL budget lowered refusals,
+    the attack changed nothing and the rate stays the model's own."""
+    ablation = row["ablation"]
+    after = ablation["after"] or (ablation["before"] if ablation.get("edit_found") is False else {})
     n = after.get("n") or 0
     rate = after.get("refusal_rate")
     return _share(round(rate * n), n) if rate is not None and n else {"rate": None, "n": 0}
