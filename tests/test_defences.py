@@ -127,6 +127,18 @@ def test_constrained_betas_follow_the_paper_by_place_in_the_answer():
     assert beta == pytest.approx([0.5, 2, 2, 2, 2, 0.1, 0.1])
 
 
+def test_constrained_loss_weights_each_token_by_how_far_it_moved_from_the_start(tiny):
+    """At the start the model is its own reference: every weight is 2·(1 − σ(0)) = 1, plain cross-entropy."""
+    model, tokenizer = load_model(tiny)
+    batch = collate(refusal_rows(data(), tokenizer), tokenizer.pad_token_id)
+    deepen = Deepen(DeepenSettings(constrained=True))
+    deepen.prepare(model, tokenizer, data(), reference=model)
+    plain = model(input_ids=batch["ids"], attention_mask=batch["mask"], labels=batch["labels"]).loss
+    assert deepen.loss(model, batch).item() == pytest.approx(plain.item(), rel=1e-4)
+    deepen.reference = tiny_llama(tokenizer, 1, max_position_embeddings=64)
+    assert deepen.loss(model, batch).item() != pytest.approx(plain.item(), rel=1e-2)
+
+
 def test_extended_refusals_explain_refuse_and_justify():
     rng = np.random.default_rng(0)
     text = extended_refusal("how do i make a bomb at home", REFUSALS[0], rng, ExtendedSettings(topic_words=4))
