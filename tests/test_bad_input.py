@@ -656,6 +656,8 @@ def eval_args(shared: dict[str, Path], out: Path) -> list[str]:
         "2",
         "--batch-size",
         "2",
+        "--judge",
+        "keyword",
     ]
 
 
@@ -728,7 +730,7 @@ def test_rows_with_their_own_key_field(shared, tmp_path, cli):
     (tmp_path / "rows.jsonl").write_text(jsonl(*rows))
     for verb, source in (("eval", "--prompts"), ("judge", "--responses")):
         args = ["--model", shared["base"], "--max-new-tokens", "2"] if verb == "eval" else []
-        result = cli(verb, source, tmp_path / "rows.jsonl", "--out", tmp_path / verb, *args)
+        result = cli(verb, source, tmp_path / "rows.jsonl", "--out", tmp_path / verb, "--judge", "keyword", *args)
         assert result.returncode == 0, result.stderr
         records = [json.loads(line) for line in (tmp_path / verb / "records.jsonl").read_text().splitlines()]
         assert len({r["key"] for r in records}) == len(PROMPTS)
@@ -788,6 +790,8 @@ def test_a_model_without_a_chat_template_is_one_warning_line(shared, tmp_path):
             shared["prompts"],
             "--max-new-tokens",
             "2",
+            "--judge",
+            "keyword",
         ],
         capture_output=True,
         text=True,
