@@ -131,9 +131,10 @@ def test_a_missing_model_is_named_when_the_judge_is_built_not_when_it_first_read
         get_judge("stance", model=str(tmp_path / "nope"))
 
 
-# Measured once on the test half, with the probe fitted on the train split and the development half:
-# 173/202 = 0.856 (13 false refusals, 16 missed), against 0.693 for `refusal` on the same rows. The
-# floor leaves room for a few verdicts that another CPU's rounding flips.
+# Measured on the test half, with the probe fitted on the train split and the development half:
+# 173/202 = 0.856 (13 false refusals, 16 missed) in fp32 over the reply's first 1,000 characters;
+# 175/202 = 0.866 (12, 15) in bf16 over its first 64 tokens (issue 27); 0.693 for `refusal` on the
+# same rows. The floor leaves room for a few verdicts that another CPU's rounding flips.
 TEST_HALF_FLOOR = 0.84
 
 
