@@ -589,6 +589,20 @@ CASES: dict[str, Case] = {
         "another vocabulary",
         lambda case, shared: save_tiny(case / "other", 0, words=[*WORDS, "extra"]) and None,
     ),
+    "defend unknown method": Case(
+        ("defend", "--model", "{base}", "--prompts", "{prompts}", "--method", "armour", "--out", "{case}/o"),
+        "method: Input should be 'deepen'",
+    ),
+    "defend knob out of range": Case(
+        ("defend", "--model", "{base}", "--prompts", "{prompts}", "--method", "booster", "--booster-lambda", "-1")
+        + ("--out", "{case}/o"),
+        "booster_lambda: Input should be greater than or equal to 0",
+    ),
+    "defend knob of another method": Case(
+        ("defend", "--model", "{base}", "--prompts", "{prompts}", "--method", "deepen", "--booster-lambda", "1")
+        + ("--out", "{case}/o"),
+        "booster_lambda is a knob of --method booster, not of deepen",
+    ),
     "compare run missing": Case(("compare", "--runs", "{case}/nope,{run}"), "nope: not a finished run directory"),
     "label run missing": Case(("label", "{case}/nope"), "nope: not a finished run directory"),
     "sweep spec missing": Case(("sweep", "--spec", "{case}/nope.yaml"), "nope.yaml"),

@@ -63,7 +63,7 @@ def _generate(model, tokenizer, prompts, sampling: SamplingConfig, on_batch) -> 
         output = model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            past_key_values=_prefix_cache(model, prefix, len(rows)),
+            cache=_prefix_cache(model, prefix, len(rows)),
             max_new_tokens=sampling.max_new_tokens,
             do_sample=not greedy,
             temperature=None if greedy else sampling.temperature,
@@ -113,7 +113,7 @@ def _prefix_cache(model, prefix: Sequence[int], rows: int):
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
-    model(input_ids=torch.tensor([list(prefix)], device=model.device), past_key_values=cache, use_cache=True)
+    model(input_ids=torch.tensor([list(prefix)], device=model.device), cache=cache, use_cache=True)
     cache.batch_repeat_interleave(rows)
     return cache
 
