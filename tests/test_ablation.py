@@ -352,7 +352,7 @@ def test_ablate_verb_writes_the_summary_and_a_loadable_model(ablate_inputs, toke
     assert summary["pareto"] and summary["pareto"][0]["refusal_rate"] == 0.0
     assert summary["outcome"].startswith("edit within budget") and summary["edit_found"] is True
     assert summary["search"]["tried"]["direction_layers"] == [1] and summary["after"]["degenerate_rate"] == 0.0
-    audit = summary["audit"]
+    audit = summary["edit_audit"]
     assert audit["targets"] == ["down_proj", "embed_tokens", "o_proj"] and not audit["no_weight_changed"]
     # The planted model's one stream writer with an r component is layer 0's attention output.
     assert audit["by_type"]["o_proj"]["per_layer"].keys() == {"0"} and audit["by_type"]["q_proj"]["changed"] == 0

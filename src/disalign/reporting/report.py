@@ -689,7 +689,7 @@ def edit_audit_tables(run: Run) -> list[dict[str, Any]]:
     fine-tuning cell's: per module type, how many weights changed and by how much."""
     from disalign.core.audit import summary_table
 
-    audits = [("", run.extra("edit_audit") or run.extra("audit"))]  # ablate writes its audit as `audit`
+    audits = [("", run.extra("edit_audit"))]
     if isinstance(run.extra("cells"), list):
         audits += [
             (f" of {cell.get('shots')} shots × {cell.get('epochs')} epochs", cell.get("edit_audit"))

@@ -125,7 +125,7 @@ def run_ablate(
     evaluation = harmful_splits[2]
     models = {"before": model}
     chosen = found.chosen
-    edit: dict[str, Any] = {"direction": None, "damage": None, "ablated_model": None, "audit": None}
+    edit: dict[str, Any] = {"direction": None, "damage": None, "ablated_model": None, "edit_audit": None}
     if chosen is not None:
         candidate = chosen.candidate
         edited = orthogonalise(
@@ -144,7 +144,7 @@ def run_ablate(
             },
             "damage": damage.on(harmless_splits[2])(model, edited),
             "ablated_model": str(model_dir),
-            "audit": _audit(model, edited),
+            "edit_audit": _audit(model, edited),
         }
     rates: dict[str, Any] = {"before": None, "after": None}
     for name, lm in models.items():
