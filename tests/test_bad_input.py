@@ -765,7 +765,17 @@ def test_prompts_with_unicode_line_separators_inside_strings(shared, tmp_path, c
     path = tmp_path / "p.jsonl"
     path.write_text("".join(json.dumps({"prompt": p}, ensure_ascii=False) + "\n" for p in prompts), encoding="utf-8")
     result = cli(
-        "eval", "--model", shared["base"], "--prompts", path, "--out", tmp_path / "out", "--max-new-tokens", "2"
+        "eval",
+        "--model",
+        shared["base"],
+        "--prompts",
+        path,
+        "--out",
+        tmp_path / "out",
+        "--max-new-tokens",
+        "2",
+        "--judge",
+        "keyword",
     )
     assert result.returncode == 0, result.stderr
     records = (tmp_path / "out" / "records.jsonl").read_bytes().split(b"\n")[:-1]
