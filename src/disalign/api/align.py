@@ -6,7 +6,15 @@ from __future__ import annotations
 from pydantic import Field
 
 from disalign.alignment.config import AlignConfig
-from disalign.api.common import finish, model_info, open_run, prompts_fingerprint, prompts_of
+from disalign.api.common import (
+    finish,
+    model_info,
+    open_run,
+    prompts_fingerprint,
+    prompts_of,
+    trained_model,
+    training_row,
+)
 from disalign.core.options import PromptOptions, RunOptions
 from disalign.core.runs import fingerprint_path
 from disalign.core.verbs import verb
@@ -35,7 +43,6 @@ def align(config: AlignVerbConfig) -> RunResult:
     from disalign.alignment.instructions import instruction_records
     from disalign.judges import get_judge
     from disalign.judges.validate import judge_fields
-    from disalign.training import RESULT, FinetuneResult
 
     if config.out is None:
         raise UserError("out: align writes a model; give a run directory")
@@ -55,22 +62,8 @@ def align(config: AlignVerbConfig) -> RunResult:
         check_module_names(config.model, config.lora_targets, "--lora-target")
     judge = get_judge(config.judge)
     run = open_run(config, "align", inputs)
-    out_dir = run.file("model").parent
-    if (out_dir / RESULT).is_file() and (out_dir / "model").is_dir():
-        import json
-
-        trained = FinetuneResult(**{**json.loads((out_dir / RESULT).read_text()), "model_dir": out_dir / "model"})
-    else:
-        trained = run_align(config.model, harmful, benign, config, out_dir, judge=judge)
-    row = {
-        "method": config.method,
-        "lora": config.lora,
-        "n": trained.n_examples,
-        **trained.extra.get("data", {}),
-        "final_loss": (trained.losses or [None])[-1],
-        "seconds": round(trained.seconds, 1),
-        "tokens_per_second": round(trained.tokens_per_second, 1),
-    }
+    trained = trained_model(run, lambda out_dir: run_align(config.model, harmful, benign, config, out_dir, judge=judge))
+    row = training_row(config.method, config.lora, trained)
     result = RunResult(
         command="align",
         models={"base": model, "aligned": {"path": str(trained.model_dir), "lora": config.lora}},

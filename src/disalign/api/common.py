@@ -126,3 +126,29 @@ def damage_meter(config: DamageOptions | SamplingOptions, tokenizer):
     return DamageMeter(
         tokenizer, harmless, task_judge=task_judge, sampling=config.sampling(), batch_size=config.batch_size
     )
+
+
+def trained_model(run: RunDir, train):
+    """The run's trained model (RUN/model): the finished training's result when the run already holds
+    it, else `train(out_dir)`'s."""
+    import json
+
+    from disalign.training import RESULT, FinetuneResult
+
+    out_dir = run.file("model").parent
+    if (out_dir / RESULT).is_file() and (out_dir / "model").is_dir():
+        return FinetuneResult(**{**json.loads((out_dir / RESULT).read_text()), "model_dir": out_dir / "model"})
+    return train(out_dir)
+
+
+def training_row(method: str, lora: bool, trained) -> dict[str, Any]:
+    """The result row of a safety training (align, defend)."""
+    return {
+        "method": method,
+        "lora": lora,
+        "n": trained.n_examples,
+        **trained.extra.get("data", {}),
+        "final_loss": (trained.losses or [None])[-1],
+        "seconds": round(trained.seconds, 1),
+        "tokens_per_second": round(trained.tokens_per_second, 1),
+    }

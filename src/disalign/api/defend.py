@@ -18,7 +18,15 @@ from disalign.alignment.defences import (
     DefenceSettings,
     ExtendedSettings,
 )
-from disalign.api.common import finish, model_info, open_run, prompts_fingerprint, prompts_of
+from disalign.api.common import (
+    finish,
+    model_info,
+    open_run,
+    prompts_fingerprint,
+    prompts_of,
+    trained_model,
+    training_row,
+)
 from disalign.core.options import PromptOptions, RunOptions
 from disalign.core.runs import fingerprint_path
 from disalign.core.verbs import verb
@@ -75,13 +83,11 @@ class DefendConfig(
 @verb("defend", DefendConfig)
 def defend(config: DefendConfig) -> RunResult:
     """Safety-tune a model with a defence (deepen, extended, ablation-robust, booster); writes RUN/model."""
-    import json
 
     from disalign.alignment.defences import run_defend
     from disalign.alignment.instructions import instruction_records
     from disalign.judges import get_judge
     from disalign.judges.validate import judge_fields
-    from disalign.training import RESULT, FinetuneResult
 
     if config.out is None:
         raise UserError("out: defend writes a model; give a run directory")
@@ -112,20 +118,10 @@ def defend(config: DefendConfig) -> RunResult:
     )
     defence = defence_class(settings)
     run = open_run(config, "defend", inputs)
-    out_dir = run.file("model").parent
-    if (out_dir / RESULT).is_file() and (out_dir / "model").is_dir():
-        trained = FinetuneResult(**{**json.loads((out_dir / RESULT).read_text()), "model_dir": out_dir / "model"})
-    else:
-        trained = run_defend(config.model, defence, harmful, benign, out_dir, refusals=refusals, judge=judge)
-    row = {
-        "method": config.method,
-        "lora": config.lora,
-        "n": trained.n_examples,
-        **trained.extra.get("data", {}),
-        "final_loss": (trained.losses or [None])[-1],
-        "seconds": round(trained.seconds, 1),
-        "tokens_per_second": round(trained.tokens_per_second, 1),
-    }
+    trained = trained_model(
+        run, lambda out_dir: run_defend(config.model, defence, harmful, benign, out_dir, refusals=refusals, judge=judge)
+    )
+    row = training_row(config.method, config.lora, trained)
     result = RunResult(
         command="defend",
         models={"base": model, "defended": {"path": str(trained.model_dir), "lora": config.lora}},
