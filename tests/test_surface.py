@@ -8,7 +8,15 @@ import torch
 
 import disalign
 from builders import tiny_llama, word_tokenizer
-from disalign.lab.surface import damage_correlation, pareto_front, surface_rows
+from disalign.lab.surface import (
+    FAMILIES,
+    _configurations,
+    best_harm_by_cost,
+    cost_to_reach,
+    damage_correlation,
+    pareto_front,
+    surface_rows,
+)
 from disalign.reporting.report import write_report
 
 torch.set_num_threads(1)
@@ -71,6 +79,42 @@ def test_damage_correlation_over_attacks_that_changed_weights():
     assert too_few == {"spearman": None, "p_value": None, "n": 2}
 
 
+def test_each_configuration_records_what_the_attacker_spent_on_it():
+    finetune = _configurations(
+        "finetune",
+        FAMILIES["finetune"],
+        [
+            {"cell": "before", "harmful_rate": 0.0},
+            {"shots": 10, "epochs": 5, "lr": None, "harmful_rate": 0.5, "damage": {"kl_first_token": 0.1}},
+            {"shots": 50, "epochs": 1, "lr": 1e-3, "harmful_rate": 0.6, "damage": {"kl_first_token": 0.2}},
+        ],
+    )
+    assert [(p["cost"], p["cost_unit"]) for p in finetune] == [(50, FAMILIES["finetune"].cost_unit)] * 2
+    ablation = _configurations(
+        "ablation", FAMILIES["ablation"], [{"model": "ablated", "trials": 16, "harmful_rate": 0.3}]
+    )
+    assert ablation[0]["cost"] == 16 and ablation[0]["cost_unit"] == "search trials"
+    # ED's α and the jailbreaks: one trial each, counted in the grid's order
+    ed = _configurations(
+        "ed", FAMILIES["ed"], [{"method": "ed", "alpha": alpha, "harmful_rate": 0.1} for alpha in (0.5, 1.0, 4.0)]
+    )
+    assert [p["cost"] for p in ed] == [1, 2, 3]
+
+
+def test_best_harm_against_cost_and_the_cost_of_half():
+    points = [
+        {**point("ablation", harm, kl, trials=trials), "cost": trials, "cost_unit": "search trials"}
+        for harm, kl, trials in ((0.2, 0.05, 8), (0.1, 0.01, 16), (0.6, 2.0, 16), (0.55, 0.2, 40))
+    ]
+    curve = best_harm_by_cost(points, "ablation")
+    assert [(step["cost"], step["harm"]) for step in curve] == [(8, 0.2), (16, 0.6)]
+    assert cost_to_reach(curve) == 16
+    within = best_harm_by_cost(points, "ablation", "kl_first_token", 0.5)  # the 16-trial edit at KL 2 is out
+    assert [(step["cost"], step["harm"]) for step in within] == [(8, 0.2), (40, 0.55)]
+    assert cost_to_reach(within) == 40
+    assert cost_to_reach(best_harm_by_cost(points, "ablation", "kl_first_token", 0.1)) is None  # never half
+
+
 # -- the verb on a text model --------------------------------------------------------------------
 
 WORDS = "how do i make a bomb steal car cook rice bake bread sorry no can not help with that first then ok".split()
@@ -120,6 +164,8 @@ def test_surface_of_a_text_model_resumes_from_its_records(tmp_path):
     # The ablation of a random model may find no edit within its own budget: a family without a configuration.
     assert {point["family"] for point in summary["configurations"]} >= {"ed", "finetune", "prefill"}
     assert summary["unattacked"]["harm"] is not None
+    assert all(point["cost"] > 0 for point in summary["configurations"])
+    assert summary["effort"]["finetune"]["curve"][0]["cost"] == 4  # 4 shots × 1 epoch
     rows = summary["surface"]
     assert {(row["family"], row["damage_figure"]) for row in rows} >= {
         (family, figure)
