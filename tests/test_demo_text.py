@@ -74,6 +74,11 @@ def test_text_demo_end_to_end(tiny, harmful, tmp_path):
         assert {"harmful_rate", "refusal_rate", "degenerate_rate"} <= row.keys()
         assert row["ci"][0] <= row["harmful_rate"] <= row["ci"][1]
         assert row["ci"] == row["harmful_ci"] and row["refusal_ci"][0] <= row["refusal_rate"] <= row["refusal_ci"][1]
+    # No table of the lab shows damage, so its ED and fine-tuning runs skip the measure (minutes per α on SmolLM2)
+    ed_run = json.loads((tmp_path / "demo" / "ed" / "summary.json").read_text())
+    assert ed_run["results"] and not any("damage" in row for row in ed_run["results"])
+    for tier in ("tier1", "tier2", "tier3"):
+        assert json.loads((tmp_path / "demo" / f"finetune-{tier}" / "config.json").read_text())["config"]["damage_n"] == 0
     cells = {(row["tier"], row["cell"].split("-")[0]) for row in summary["finetune"]}
     assert cells == {(tier, cell) for tier in ("tier1", "tier2", "tier3") for cell in ("before", "s4")}
     assert result.models["aligned"]["path"].endswith("model")
