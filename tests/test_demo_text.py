@@ -78,7 +78,8 @@ def test_text_demo_end_to_end(tiny, harmful, tmp_path):
     ed_run = json.loads((tmp_path / "demo" / "ed" / "summary.json").read_text())
     assert ed_run["results"] and not any("damage" in row for row in ed_run["results"])
     for tier in ("tier1", "tier2", "tier3"):
-        assert json.loads((tmp_path / "demo" / f"finetune-{tier}" / "config.json").read_text())["config"]["damage_n"] == 0
+        run_config = json.loads((tmp_path / "demo" / f"finetune-{tier}" / "config.json").read_text())["config"]
+        assert run_config["damage_n"] == 0
     cells = {(row["tier"], row["cell"].split("-")[0]) for row in summary["finetune"]}
     assert cells == {(tier, cell) for tier in ("tier1", "tier2", "tier3") for cell in ("before", "s4")}
     assert result.models["aligned"]["path"].endswith("model")
