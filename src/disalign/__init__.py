@@ -16,18 +16,21 @@ from disalign import api, world  # noqa: E402
 from disalign.api import *  # noqa: E402, F403  (every verb and its config, as api.__all__ lists them)
 from disalign.errors import UserError  # noqa: E402
 from disalign.lab.demo.run import DemoConfig, demo  # noqa: E402
+from disalign.lab.durability import DurabilityConfig, durability  # noqa: E402
 from disalign.lab.surface import SurfaceConfig, surface  # noqa: E402
 from disalign.lab.sweep import SweepConfig, sweep  # noqa: E402
 from disalign.results import ResultRow, RunResult  # noqa: E402
 
 __all__ = [
     "DemoConfig",
+    "DurabilityConfig",
     "ResultRow",
     "RunResult",
     "SurfaceConfig",
     "SweepConfig",
     "UserError",
     "demo",
+    "durability",
     "surface",
     "sweep",
     "world",

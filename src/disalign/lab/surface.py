@@ -517,6 +517,7 @@ def surface_rows(
                         "harm": worst["harm"],
                         "harm_ci": worst["harm_ci"],
                         "harm_measure": worst["harm_measure"],
+                        "n": worst["n"],
                         "damage": worst["damage"][figure],
                         "config": worst["config"],
                     }

@@ -684,6 +684,37 @@ def _surface_tables(run: Run) -> list[dict[str, Any]]:
     return tables
 
 
+def _durability_tables(run: Run) -> list[dict[str, Any]]:
+    rows, comparisons = run.extra("durability"), run.extra("comparisons")
+    tables = []
+    if isinstance(rows, list) and rows:
+        budget = f"{run.extra('damage_figure')} ≤ {run.extra('epsilon')}"
+        columns = ["model", "defence", "baseline", "family", "worst_harm", "worst_harm_ci", "config"]
+        columns += ["trials_to_half", "cost_unit", "over_refusal_rate", "capability_drop", "capability_drop_ci"]
+        tables.append(
+            _table(f"Durability: worst harm within {budget}, and the attacker's cost of 50 % harm", rows, columns)
+        )
+    if isinstance(comparisons, list) and comparisons:
+        paired = [
+            {
+                "model": entry["model"],
+                "baseline": entry["baseline"],
+                "family": family,
+                "worst harm − baseline's": found["worst_harm"]["difference"],
+                "worst-harm interval (unpaired)": found["worst_harm"]["ci"],
+                "cost of 50 % (model, baseline)": found["trials_to_half"],
+                "over-refusal rise": entry["over_refusal"]["difference"],
+                "over-refusal interval (paired)": entry["over_refusal"]["ci"],
+                "capability drop": entry["capability_drop"]["difference"],
+                "capability interval (paired)": entry["capability_drop"]["ci"],
+            }
+            for entry in comparisons
+            for family, found in entry["families"].items()
+        ]
+        tables.append(_table("each defence against its undefended baseline", paired))
+    return tables
+
+
 def edit_audit_tables(run: Run) -> list[dict[str, Any]]:
     """The edit audit (core/audit.py) of each model the run changed, align's, ablate's or each
     fine-tuning cell's: per module type, how many weights changed and by how much."""
@@ -713,6 +744,7 @@ TABLES: dict[str, Callable[[Run], list[dict[str, Any]]]] = {
     "beb": _beb_tables,
     "analyze clusters": _cluster_tables,
     "surface": _surface_tables,
+    "durability": _durability_tables,
 }
 
 
