@@ -16,6 +16,7 @@ import torch
 
 from builders import tiny_llama, word_tokenizer
 from disalign.cli.main import main
+from disalign.core.damage import DamageMeter
 
 torch.set_num_threads(1)
 
@@ -327,3 +328,19 @@ def test_an_ablate_layer_out_of_range_claims_no_folder(ablate_inputs, tmp_path):
     with pytest.raises(UserError, match="layer 7 out of range"):
         ablate(**ablate_options(ablate_inputs, layer=7), out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_rerun_of_ed_reads_each_alphas_damage_back(shared, tmp_path, cli, monkeypatch):
+    args = ed_args(shared, tmp_path / "ed", "--damage-n", "4")  # the last --damage-n given counts
+    assert cli(*args).returncode == 0
+    measured = json.loads((tmp_path / "ed" / "summary.json").read_text())["results"]
+
+    def measure_again(*_args, **_kwargs):
+        raise AssertionError("a rerun measured the damage again")
+
+    monkeypatch.setattr(DamageMeter, "__call__", measure_again)
+    rerun = cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    reread = json.loads((tmp_path / "ed" / "summary.json").read_text())["results"]
+    assert [row.get("damage") for row in reread] == [row.get("damage") for row in measured]
+    assert all(row["damage"]["kl_first_token"] >= 0 for row in reread if row["method"] == "ed")

@@ -62,7 +62,8 @@ def run_ed(
 ) -> list[dict[str, Any]]:
     """Every (method, α) cell and seed over the prompts, judged and recorded as it goes (a rerun
     continues); returns one result row per cell and plots them in a persistent run. With `damage`,
-    each ED row also says what its α costs on harmless prompts against the aligned model."""
+    each ED row also says what its α costs on harmless prompts against the aligned model, measured
+    once per α and recorded, so a rerun reads it back."""
     if not prompts:
         raise UserError("the prompt source has no usable rows")
     results = []
@@ -99,7 +100,8 @@ def run_ed(
     if damage is not None:
         for row in results:
             if row["method"] == "ed":
-                row["damage"] = _damage(damage, pair, row["alpha"], sampling)
+                alpha = row["alpha"]
+                row["damage"] = run.stage(f"damage|ed|{alpha:g}", lambda a=alpha: _damage(damage, pair, a, sampling))
     if run.persistent:
         plot_ed(run.file("harm_curve.png"), results)
     return results
