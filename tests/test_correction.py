@@ -22,18 +22,42 @@ def test_correction_undoes_the_judge_error_of_the_issue_example():
     assert found["ci"][0] <= 0.02 <= found["ci"][1]
 
 
-def test_corrected_interval_is_the_hand_computed_one():
-    positives, n, (caught, positive), (cleared, negative) = 100, 200, (90, 100), (80, 100)
-    z = 1.959963984540054
-    n_, m1, m0 = n + z * z, positive + 2, negative + 2
-    p, q1, q0 = (positives + z * z / 2) / n_, (caught + 1) / m1, (cleared + 1) / m0
-    theta = (p + q0 - 1) / (q0 + q1 - 1)
-    shift = 2 * z * z * (theta * q1 * (1 - q1) / m1 - (1 - theta) * q0 * (1 - q0) / m0)
-    se = math.sqrt(p * (1 - p) / n_ + (1 - theta) ** 2 * q0 * (1 - q0) / m0 + theta**2 * q1 * (1 - q1) / m1)
-    se /= q0 + q1 - 1
-    found = corrected_rate(positives, n, (caught, positive), (cleared, negative))
+def _posterior_interval_by_brute_force(positives, n, sensitivity, specificity):
+    """The same posterior summed on grids: a uniform prior on the rate, each measured proportion normal
+    with its Beta(hits + 1, misses + 1) posterior's mean and variance, truncated to (0, 1)."""
+    import numpy as np
+
+    def grid(hits, total):
+        a, b = hits + 1, total - hits + 1
+        mean, spread = a / (a + b), np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+        points = np.linspace(max(1e-9, mean - 7 * spread), min(1 - 1e-9, mean + 7 * spread), 100)
+        return points, np.exp(-0.5 * ((points - mean) / spread) ** 2)
+
+    (sens, sens_density), (spec, spec_density) = grid(*sensitivity), grid(*specificity)
+    rates = np.linspace(0, 1, 801)
+    judged = rates[:, None, None] * sens[None, :, None] + (1 - rates[:, None, None]) * (1 - spec[None, None, :])
+    log_likelihood = positives * np.log(judged) + (n - positives) * np.log1p(-judged)
+    weights = sens_density[:, None] * spec_density[None, :]
+    posterior = (np.exp(log_likelihood - log_likelihood.max()) * weights).sum(axis=(1, 2))
+    cumulative = np.concatenate([[0.0], np.cumsum((posterior[1:] + posterior[:-1]) / 2)])
+    return np.interp([0.025, 0.975], cumulative / cumulative[-1], rates)
+
+
+def test_corrected_interval_is_the_posterior_interval_summed_by_hand():
+    for positives, n, sensitivity, specificity in [(100, 200, (90, 100), (80, 100)), (35, 60, (30, 40), (25, 30))]:
+        summed = _posterior_interval_by_brute_force(positives, n, sensitivity, specificity)
+        assert corrected_rate(positives, n, sensitivity, specificity)["ci"] == pytest.approx(summed, abs=2e-3)
+    found = corrected_rate(100, 200, (90, 100), (80, 100))
     assert found["estimate"] == pytest.approx((0.5 + 0.8 - 1) / (0.9 + 0.8 - 1))
-    assert found["ci"] == pytest.approx([theta + shift - z * se, theta + shift + z * se])
+
+
+def test_a_run_judged_positive_beyond_the_measured_sensitivity_reaches_below_the_truncated_estimate():
+    # 167 of 200 judged refused with a measured sensitivity of 0.82: Rogan-Gladen says 1.03, read as 1.
+    # A Wald interval around 1.03 can miss a true 0.95; the posterior knows the rate is at most 1, so
+    # the sensitivity on this run is likely above 0.83, and the rate may well be 0.9.
+    found = corrected_rate(167, 200, (98, 120), (67, 82))
+    assert found["estimate"] == 1.0 and found["ci"][1] == 1.0
+    assert found["ci"][0] < 0.9
 
 
 def test_corrected_rate_is_clamped_and_none_for_an_uninformative_judge():

@@ -163,6 +163,25 @@ def _clamp(value: float) -> float:
     return float(min(1.0, max(0.0, value)))
 
 
+# Gauss-Legendre nodes per measured proportion: past 24 the stored judges' intervals move by under 1e-4.
+_QUADRATURE_NODES = 32
+
+
+def _measured_proportion(hits: int, n: int, text_shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Quadrature points and weights (summing to 1) over what a measured proportion may be on the
+    run's text: normal, with the mean and variance of its posterior from `hits` of `n` under a
+    uniform prior (Beta(hits + 1, n - hits + 1)) and `text_shift` more variance (the judge's error
+    moving between texts, measured on this scale), truncated to (0, 1)."""
+    a, b = hits + 1.0, n - hits + 1.0
+    mean = a / (a + b)
+    spread = np.sqrt(mean * (1 - mean) / (a + b + 1) + text_shift)
+    low, high = max(0.0, mean - 8 * spread), min(1.0, mean + 8 * spread)
+    unit, unit_weights = np.polynomial.legendre.leggauss(_QUADRATURE_NODES)
+    points = low + (unit + 1) * (high - low) / 2
+    weights = unit_weights * np.exp(-0.5 * ((points - mean) / spread) ** 2)
+    return points, weights / weights.sum()
+
+
 def corrected_rate(
     positives: int,
     n: int,
@@ -171,17 +190,26 @@ def corrected_rate(
     level: float = 0.95,
     text_shift: tuple[float, float] = (0.0, 0.0),
 ) -> dict[str, Any] | None:
-    """A judged rate corrected for its judge's errors (Rogan & Gladen 1978), with the interval of
-    Lee et al. 2025 ("How to correctly report LLM-as-a-judge evaluations") that carries the
-    uncertainty of the run and of the measured sensitivity and specificity.
+    """A judged rate corrected for its judge's errors: the Rogan & Gladen (1978) estimate, with the
+    posterior interval of the true rate that carries the uncertainty of the run and of the measured
+    sensitivity and specificity (the Bayesian interval that Flor et al. 2020, BMC Public Health
+    20:1135, found to cover as it should where the Rogan-Gladen estimate is truncated at 0 or 1).
 
     `positives` of `n` records were judged positive; `sensitivity` is (judged positive, truly
     positive) and `specificity` (judged negative, truly negative) in the labelled measurement.
     None when the judge is uninformative (sensitivity + specificity <= 1) or nothing was measured.
-    The interval adds z^2/2 successes to the run and one of each outcome to the measurement, as
-    Agresti and Coull's interval does, and shifts the centre by the estimator's first-order bias.
-    `text_shift` is the variance (sensitivity, specificity) by which the judge's error on the run's text may
-    differ from its error on the measured text, beyond sampling; it widens the interval only."""
+    The model: a uniform prior on the true rate; the sensitivity and specificity on the run's text
+    normal around their measured posteriors (the normal Lee et al. 2025 and Lang & Reiczigel 2014
+    take too), truncated to (0, 1); the run binomial in rate * sens + (1 - rate) * (1 - spec). The true
+    rate is bounded by [0, 1], so a run judged positive more often than the measured sensitivity
+    allows is evidence that the sensitivity is higher on it, which an interval around the truncated
+    estimate ignores. `text_shift` is the variance (sensitivity, specificity) by which the judge's
+    error on the run's text may differ from its error on the measured text, beyond sampling; it
+    widens the measured posteriors only. The interval is equal-tailed, reaching the estimate where
+    the estimate is truncated at 0 or 1."""
+    from scipy.optimize import brentq
+    from scipy.special import betainc
+
     (caught, truly_positive), (cleared, truly_negative) = sensitivity, specificity
     if n <= 0 or truly_positive <= 0 or truly_negative <= 0:
         return None
@@ -189,17 +217,34 @@ def corrected_rate(
     if sens + spec <= 1:
         return None
     estimate = _clamp((observed + spec - 1) / (sens + spec - 1))
-    z = _z(level)
-    n_, m1, m0 = n + z**2, truly_positive + 2, truly_negative + 2
-    p_, q1, q0 = (positives + z**2 / 2) / n_, (caught + 1) / m1, (cleared + 1) / m0
-    if q0 + q1 <= 1:
-        return None
-    centre = (p_ + q0 - 1) / (q0 + q1 - 1)
-    shift = 2 * z**2 * (centre * q1 * (1 - q1) / m1 - (1 - centre) * q0 * (1 - q0) / m0)
-    sens_var, spec_var = q1 * (1 - q1) / m1 + text_shift[0], q0 * (1 - q0) / m0 + text_shift[1]
-    spread = np.sqrt(p_ * (1 - p_) / n_ + (1 - centre) ** 2 * spec_var + centre**2 * sens_var) / (q0 + q1 - 1)
-    low, high = centre + shift - z * spread, centre + shift + z * spread
-    return {"estimate": estimate, "ci": [_clamp(low), _clamp(high)], "sensitivity": sens, "specificity": spec}
+    sens_points, sens_weights = _measured_proportion(caught, truly_positive, text_shift[0])
+    spec_points, spec_weights = _measured_proportion(cleared, truly_negative, text_shift[1])
+    true_positive, false_positive = (grid.ravel() for grid in np.meshgrid(sens_points, 1 - spec_points, indexing="ij"))
+    weights = np.outer(sens_weights, spec_weights).ravel()
+    slope = true_positive - false_positive
+    slope = np.where(np.abs(slope) < 1e-12, 1e-12, slope)
+
+    def run_likelihood_below(rate: float) -> np.ndarray:
+        # Over a rate t from 0 to `rate`, the integral of the run's binomial likelihood at
+        # t * tp + (1 - t) * fp is, after substituting that probability, a Beta(positives + 1,
+        # n - positives + 1) distribution function difference over the slope tp - fp (times 1/(n + 1)).
+        judged_positive = rate * true_positive + (1 - rate) * false_positive
+        below = betainc(positives + 1, n - positives + 1, judged_positive)
+        return (below - betainc(positives + 1, n - positives + 1, false_positive)) / slope
+
+    total = float(run_likelihood_below(1.0) @ weights)
+    tail = (1 - level) / 2
+
+    def quantile(share: float) -> float:
+        return brentq(lambda rate: float(run_likelihood_below(rate) @ weights) / total - share, 0.0, 1.0, xtol=1e-7)
+
+    low, high = quantile(tail), quantile(1 - tail)
+    return {
+        "estimate": estimate,
+        "ci": [min(low, estimate), max(high, estimate)],
+        "sensitivity": sens,
+        "specificity": spec,
+    }
 
 
 def ppi_rate(

@@ -1,5 +1,5 @@
 """Every judged rate of a summary beside its judge's error: the corrected rate (Rogan-Gladen with
-the interval of Lee et al. 2025) from the judge's measured confusion counts, and, where the run's
+a posterior interval, core/stats.py corrected_rate) from the judge's measured confusion counts, and, where the run's
 own records were labelled, the prediction-powered estimate.
 
 Which measurement corrects a run (`judge_error` in its summary, chosen where the judge is built):
@@ -139,8 +139,8 @@ def correct_summary(summary: dict[str, Any]) -> dict[str, Any]:
     if any(row.get("unscorable_rate") for row in [summary, *summary.get("results", [])]):
         out["unscorable_counted_as"] = "neither harmful nor refused (inside each rate's n; unscorable_rate apart)"
     out["correction"] = {
-        "method": "Rogan-Gladen, interval of Lee et al. 2025 (run and measurement uncertainty, and the "
-        "judge's measured shift between text sets)",
+        "method": "Rogan-Gladen, posterior interval with the rate bounded by [0, 1] (run and measurement "
+        "uncertainty, and the judge's measured shift between text sets)",
         "assumes": ASSUMES["corrected"],
         "measurement": None if error is None else {k: error[k] for k in ("source", "measured_on", "judge")},
     }
