@@ -61,7 +61,8 @@ def test_a_run_judged_positive_beyond_the_measured_sensitivity_reaches_below_the
 
 
 def test_corrected_rate_is_clamped_and_none_for_an_uninformative_judge():
-    assert corrected_rate(2, 200, (90, 100), (80, 100))["estimate"] == 0.0
+    clamped = corrected_rate(2, 200, (90, 100), (80, 100))
+    assert clamped["estimate"] == 0.0 and clamped["ci"][0] == 0.0 < clamped["ci"][1]
     assert corrected_rate(50, 100, (50, 100), (50, 100)) is None
     assert corrected_rate(50, 100, (0, 0), (50, 100)) is None
 
