@@ -16,16 +16,16 @@ from disalign.lab.format import pct, pct_ci
 DEMO_MODEL = "sft"
 DEFENCE = "deepen"
 # Cut to fit the section's 120 s on 2 cores: the defence continues from sft for 8 steps (256 world training
-# requests, half unsafe) instead of training the base for the zoo's whole schedule; the attacks are those
-# the defence is meant to resist, each over a short grid: prefilling 1, 2 and 5 tokens, one 4-trial
-# ablation search, one fine-tuning cell (50 shots × 1 epoch: the surface's strongest within a 5-point loss of
-# safe accuracy; 10 × 5 costs sft 40 points, beyond any budget); no ED, jailbreaks or many-shot
-# (the surface section attacks sft with those). `disalign durability` runs the full grids.
+# requests, half unsafe) instead of training the base for the zoo's whole schedule; the attacks are two the
+# defence is meant to resist, each over a short grid: prefilling 1, 2 and 5 tokens, one fine-tuning cell
+# (50 shots × 1 epoch: the surface's strongest within a 5-point loss of safe accuracy; 10 × 5 costs sft 40
+# points, beyond any budget). No ablation (in the world it removes refusals without making answers harmful,
+# and its search alone took 40 s), ED, jailbreaks or many-shot (the surface section attacks sft with those).
+# `disalign durability` runs the full grids.
 DEFENCE_EXAMPLES = 256
 DEMO_GRIDS: dict[str, Any] = {
-    "families": ["prefill", "ablation", "finetune"],
+    "families": ["prefill", "finetune"],
     "prefill": [1, 2, 5],
-    "trials": [4],
     "shots": [50],
     "epochs": [1],
     "damage_n": 32,
