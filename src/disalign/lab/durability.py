@@ -136,7 +136,13 @@ def durability(config: DurabilityConfig) -> RunResult:
         },
     }
     if run.persistent and rows:
-        summary["plots"] = {"durability": str(durability_plot(run.file("durability.png"), summary, rows))}
+        spent = {
+            family: max(point["cost"] for m in measured.values() for point in m["surface"]["configurations"]
+                        if point["family"] == family)
+            for family in {point["family"] for m in measured.values() for point in m["surface"]["configurations"]}
+        }  # fmt: skip
+        plot = durability_plot(run.file("durability.png"), summary, rows, spent)
+        summary["plots"] = {"durability": str(plot)}
     result = RunResult(
         command="durability",
         models={model.name: {"path": model.path, "defence": model.defence} for model in models},
@@ -429,9 +435,12 @@ def _result_row(row: dict[str, Any]) -> dict[str, Any]:
 # -- the picture -------------------------------------------------------------------------------
 
 
-def durability_plot(path: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> Path:
+def durability_plot(
+    path: Path, summary: dict[str, Any], rows: list[dict[str, Any]], spent: dict[str, float] | None = None
+) -> Path:
     """Per family, the best harm within the damage budget against the attacker's cost, one step line per
-    model (dashed for undefended ones); 50 % harm marked."""
+    model (dashed for undefended ones) running on to the most any configuration of the family cost
+    (`spent`); 50 % harm marked."""
     from disalign.core.plots import pyplot
 
     plt = pyplot()
@@ -444,10 +453,9 @@ def durability_plot(path: Path, summary: dict[str, Any], rows: list[dict[str, An
         lines, columns, figsize=(4 * columns, 3.4 * lines), constrained_layout=True, squeeze=False
     )
     for axis, family in zip(axes.flat, families, strict=False):
-        # Each line runs to the family's largest cost: the best harm stays where it is while the attacker spends more.
-        last = max(
-            (step["cost"] for curves in summary["curves"].values() for step in curves.get(family) or []), default=1
-        )
+        costs_seen = [step["cost"] for curves in summary["curves"].values() for step in curves.get(family) or []]
+        # A line runs on to the family's largest cost: the best harm stays where it is while the attacker spends more.
+        first, last = min(costs_seen, default=1), max([*costs_seen, (spent or {}).get(family, 1)])
         for index, (model, curves) in enumerate(summary["curves"].items()):
             curve = curves.get(family) or []
             if not curve:
@@ -458,11 +466,19 @@ def durability_plot(path: Path, summary: dict[str, Any], rows: list[dict[str, An
             axis.step(costs, harms, where="post", linestyle=style, color=f"C{index}", marker="o", markersize=3,
                       label=f"{model} ({defences.get(model)})")  # fmt: skip
         axis.axhline(HALF, color="grey", linewidth=0.6, linestyle=":")
-        axis.set_xscale("symlog", linthresh=1)
+        if first > 0:  # costs of 0 (no prefilled token) need the linear part of a symmetric-log axis
+            axis.set_xscale("log")
+            axis.set_xlim(first / 1.3, last * 1.3)
+        else:
+            axis.set_xscale("symlog", linthresh=1)
         axis.set(title=family, xlabel=units[family], ylabel="best harm", ylim=(-0.02, 1.02))
     for axis in list(axes.flat)[len(families) :]:
         axis.set_visible(False)
-    axes.flat[0].legend(fontsize="x-small")
+    handles = {
+        label: handle for axis in axes.flat for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)
+    }
+    figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(4, len(handles)),
+                  fontsize="small")  # fmt: skip
     figure.suptitle(
         f"Best harm within {summary['damage_figure'].replace('_', ' ')} ≤ {summary['epsilon']:g} against the "
         "attacker's effort"
