@@ -32,10 +32,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveInt
 
-from disalign.core.options import CommaSeparated, JudgeOptions, PromptOptions, RunOptions, SamplingOptions
+from disalign.core.options import (
+    WORLD_HARMLESS,
+    CommaSeparated,
+    JudgeOptions,
+    PromptOptions,
+    RunOptions,
+    SamplingOptions,
+)
 from disalign.core.progress import console
 from disalign.core.runs import RunDir, read_json, read_records
 from disalign.core.verbs import verb
+from disalign.data import BENIGN_CONTROL
 from disalign.errors import UserError
 from disalign.lab.surface import (
     FIGURES,
@@ -53,6 +61,7 @@ UNDEFENDED = "none"
 HALF = 0.5
 # Options that only read what the runs measured, or say how many cells run at once.
 AGGREGATION_ONLY = {"epsilon", "damage_figure", "workers"}
+SAMPLING = {"max_new_tokens", "temperature", "top_p", "top_k", "batch_size", "seed", "precision"}
 
 
 class DurabilityConfig(AttackGrids, PromptOptions, JudgeOptions, SamplingOptions, RunOptions):
@@ -107,7 +116,7 @@ def durability(config: DurabilityConfig) -> RunResult:
         measured[model.name] = {
             "surface": attacked.to_json(),
             "benign": _benign_answers(config, model, folder / "benign"),
-            "capability": _capability(config, model, run, folder / "benign"),
+            "capability": _capability(config, model, run),
         }
     rows, models_summary, comparisons = [], {}, []
     for model in models:
@@ -125,6 +134,8 @@ def durability(config: DurabilityConfig) -> RunResult:
         "comparisons": comparisons,
         "epsilon": config.epsilon,
         "damage_figure": config.damage_figure,
+        # surface cells that failed, every model's together: the verb exits 1, as a surface or sweep does
+        "failed": sum(m["surface"].get("failed", 0) for m in measured.values()),
         "curves": {
             model.name: {
                 family: best_harm_by_cost(
@@ -246,10 +257,10 @@ def _benign_answers(config: DurabilityConfig, model: Defended, folder: Path) -> 
 
     evaluate(
         model=model.path,
-        prompts=config.benign or config.world_default("world:safe", "benign-control"),
+        prompts=config.benign or config.world_default(WORLD_HARMLESS, BENIGN_CONTROL),
         limit=config.benign_n,
         column=None,
-        **config.model_dump(include={"world", "judge", "judge_option", *_SAMPLING}),
+        **config.model_dump(include={"world", "judge", "judge_option", *SAMPLING}),
         out=folder,
     )
     return {
@@ -259,10 +270,7 @@ def _benign_answers(config: DurabilityConfig, model: Defended, folder: Path) -> 
     }
 
 
-_SAMPLING = {"max_new_tokens", "temperature", "top_p", "top_k", "batch_size", "seed", "precision"}
-
-
-def _capability(config: DurabilityConfig, model: Defended, run: RunDir, benign: Path) -> dict[str, bool] | None:
+def _capability(config: DurabilityConfig, model: Defended, run: RunDir) -> dict[str, bool] | None:
     """Per capability item, whether the model got it right: the world's safe task from the benign
     answers (judged exactly), else the capability quick set by log-likelihood (a stage of this run)."""
     if config.world is not None:
