@@ -76,6 +76,7 @@ def cli(monkeypatch, capsys):
 
     def run(*args):
         monkeypatch.setattr(sys, "argv", ["disalign", *map(str, args)])
+        capsys.readouterr()  # what a case's setup printed (saving a model shows a progress bar) is not the CLI's
         code = 0
         try:
             main()
@@ -602,6 +603,19 @@ CASES: dict[str, Case] = {
         ("defend", "--model", "{base}", "--prompts", "{prompts}", "--method", "deepen", "--booster-lambda", "1")
         + ("--out", "{case}/o"),
         "booster_lambda is a knob of --method booster, not of deepen",
+    ),
+    "durability models of another vocabulary": Case(
+        ("durability", "--models", "{aligned},{case}/other", "--prompts", "{prompts}", "--out", "{case}/o"),
+        "another vocabulary",
+        lambda case, shared: save_tiny(case / "other", 0, words=[*WORDS, "extra"]) and None,
+    ),
+    "durability negative epsilon": Case(
+        ("durability", "--models", "{aligned}", "--prompts", "{prompts}", "--epsilon", "-1", "--out", "{case}/o"),
+        "epsilon: Input should be greater than or equal to 0",
+    ),
+    "durability unknown damage figure": Case(
+        ("durability", "--models", "{aligned}", "--prompts", "{prompts}", "--damage-figure", "perplexity"),
+        "damage_figure: Input should be 'kl_first_token'",
     ),
     "compare run missing": Case(("compare", "--runs", "{case}/nope,{run}"), "nope: not a finished run directory"),
     "label run missing": Case(("label", "{case}/nope"), "nope: not a finished run directory"),
