@@ -421,11 +421,15 @@ def _text_options(root, **options):
 def test_beb_verbs_run_on_a_text_model(text_inputs):
     from disalign.api import beb
 
-    curve = beb.curve(**_text_options(text_inputs, n=6, max_episodes=2, aligning=1, max_new_tokens=4))
+    # A tiny word model's answers: the fast keyword judge, named (the default panel reads with SmolLM2).
+    keyword = {"judge": "keyword"}
+    curve = beb.curve(**_text_options(text_inputs, n=6, max_episodes=2, aligning=1, max_new_tokens=4, **keyword))
     assert [row["k"] for row in curve.curve] == [0, 1, 2] and curve.curve_aligning[0]["aligning"] == 1
     assert all(-1 <= row["behavior"] <= 1 and row["n"] == 6 for row in curve.curve)
     assert set(curve.observed_flip) == {"value", "ci", "searched_up_to"}
-    shots = beb.manyshot(**_text_options(text_inputs, n=6, shots=[0, 1, 2, 3, 4], aligning=0, max_new_tokens=4))
+    shots = beb.manyshot(
+        **_text_options(text_inputs, n=6, shots=[0, 1, 2, 3, 4], aligning=0, max_new_tokens=4, **keyword)
+    )
     assert [row.shots for row in shots.results] == [0, 1, 2, 3, 4]
     assert all(row.nll > 0 for row in shots.results) and set(shots.manyshot["fit"]) >= {"C", "a", "K"}
     # Identical components: nothing tells them apart, so β = 0 and every bound is infinite (null).
