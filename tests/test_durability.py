@@ -9,28 +9,12 @@ import pytest
 import torch
 
 import disalign
-from builders import tiny_llama, word_tokenizer
 from disalign.errors import UserError
 from disalign.lab.durability import UNDEFENDED, _baselines, _models, _rows, unpaired_difference
 from disalign.reporting.report import write_report
+from test_surface import WORDS, save_tiny
 
 torch.set_num_threads(1)
-
-WORDS = "how do i make a bomb steal car cook rice bake bread sorry no can not help with that first then ok".split()
-SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>", "<user>", "<asst>", "<end>"]
-TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'user' %}<user> {{ m['content'] }} <asst>"
-    "{% elif m['role'] == 'assistant' %} {{ m['content'] }} <end>{% endif %}{% endfor %}"
-)
-
-
-def save_tiny(path, seed=0, words=WORDS):
-    tokenizer = word_tokenizer(SPECIALS, words, TEMPLATE, bos="<bos>", eos="<eos>", extra=["<user>", "<asst>", "<end>"])
-    end = tokenizer.convert_tokens_to_ids("<end>")
-    model = tiny_llama(tokenizer, seed, max_position_embeddings=512, eos_token_id=[end, tokenizer.eos_token_id])
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def trained_run(folder, command, origin, seed, **defence):

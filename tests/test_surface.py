@@ -125,8 +125,8 @@ TEMPLATE = (
 )
 
 
-def save_tiny(path, seed):
-    tokenizer = word_tokenizer(SPECIALS, WORDS, TEMPLATE, bos="<bos>", eos="<eos>", extra=["<user>", "<asst>", "<end>"])
+def save_tiny(path, seed=0, words=WORDS):
+    tokenizer = word_tokenizer(SPECIALS, words, TEMPLATE, bos="<bos>", eos="<eos>", extra=["<user>", "<asst>", "<end>"])
     end = tokenizer.convert_tokens_to_ids("<end>")
     model = tiny_llama(tokenizer, seed, max_position_embeddings=512, eos_token_id=[end, tokenizer.eos_token_id])
     model.save_pretrained(path)
