@@ -150,6 +150,9 @@ def test_a_panel_is_corrected_by_its_first_judge_and_reports_its_disagreement(ti
     assert scorer.error["judge"] == "refusal"
     rates = scorer.rates(records)
     assert rates["refusal_rate"] == 2 / 4 and rates["judge_disagreement_rate"] == 2 / 4
+    # A degenerate record's judges may differ (the verb's own check missed it): it counts, with no disagreement
+    records[1]["response"] = "no no no no no no no no no no no no no no no no no no no no no no no no"
+    assert scorer.rates(records)["judge_disagreement_rate"] == 1 / 4
     assert "judge_disagreement_rate" not in _Scorer(str(tiny), "refusal").rates([dict(r, panel=None) for r in records])
 
 
