@@ -237,6 +237,15 @@ def load_model(
     return model, tokenizer
 
 
+def load_merged(source: str | os.PathLike[str], **options):
+    """`load_model`, with an adapter merged into its base: one plain model whose parameters are named and
+    shaped as its base's, for code that compares the two weight by weight or hooks their modules."""
+    model, tokenizer = load_model(source, **options)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    return model, tokenizer
+
+
 def load_source_tokenizer(source: str | os.PathLike[str], *, trust_remote_code: bool = False):
     """The tokenizer `load_model(source)` gives, without loading the weights."""
     return _source_tokenizer(resolve_model(source), trust_remote_code)
@@ -267,9 +276,7 @@ def load_pair(base: str | os.PathLike[str], aligned: str | os.PathLike[str], **o
 def save_merged(source: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """An adapter merged into its base, saved as a full model directory (for a verb that trains the
     model as a whole, such as a fine-tuning attack); a plain model is saved as it is."""
-    model, tokenizer = load_model(source)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+    model, tokenizer = load_merged(source)
     out = Path(out)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)

@@ -37,7 +37,7 @@ from disalign.analyses.mechanism.weights import (
 )
 from disalign.core.activations import decoder_layers, select_layers
 from disalign.core.evaluate import chat_responder, generate_and_judge, rendered_prompts, summarise
-from disalign.core.models import load_model
+from disalign.core.models import load_merged
 from disalign.core.plots import harm_curve
 from disalign.core.runs import RunDir
 from disalign.data import PromptRecord
@@ -76,7 +76,7 @@ def run_clusters(run: RunDir, config, models: dict[str, str], halves: Halves, ju
     rows: list[dict] = []
     base_config = None
     for name, source in models.items():
-        lm, tokenizer = load_model(source)
+        lm, tokenizer = load_merged(source)
         base_config = base_config or lm.config
         check_configs(base_config, lm.config, name)
         chosen = select_layers(decoder_layers(lm, config.layer_pattern), config.layers)
@@ -124,7 +124,7 @@ def run_weights(
 ) -> dict[str, Any]:
     """`analyze weights`: ΔW of each aligned model against the base, matrix by matrix, and (with
     prompt sets) the projections of their activations onto the top singular directions."""
-    base, tokenizer = load_model(models["base"])
+    base, tokenizer = load_merged(models["base"])
 
     def inputs_of(lm) -> dict[str, dict[int, Any]]:
         return {
@@ -141,7 +141,7 @@ def run_weights(
     before = {f"{kind}_before": acts for kind, acts in inputs_of(base).items()}
     summary, rows = {}, []
     for name, source in list(models.items())[1:]:
-        aligned, _ = load_model(source)
+        aligned, _ = load_merged(source)
         matrices = weight_changes(base, aligned, mlp_pattern=config.mlp_pattern, share=config.share)
         projected = (
             projection_rows(
@@ -169,7 +169,7 @@ def run_depth(run: RunDir, config, models: dict[str, str], unsafe: list[PromptRe
     """`analyze depth`: per aligned model, KL(aligned ‖ base) per position after its own responses
     and after the base's harmful ones, and the harmful rate with k harmful tokens prefilled."""
     sampling = config.sampling()
-    base, tokenizer = load_model(models["base"])
+    base, tokenizer = load_merged(models["base"])
     prompts = rendered_prompts(tokenizer, unsafe)
     verdicts: dict[str, list[dict]] = {}
     responder(run, "base", base, tokenizer, judge, sampling, verdicts)("unsafe", unsafe)
@@ -179,7 +179,7 @@ def run_depth(run: RunDir, config, models: dict[str, str], unsafe: list[PromptRe
     summary: dict[str, dict] = {}
     rows: list[dict] = []
     for name, source in list(models.items())[1:]:
-        aligned, _ = load_model(source)
+        aligned, _ = load_merged(source)
         check_pair(base, aligned)
         own = responder(run, name, aligned, tokenizer, judge, sampling, {})("unsafe", unsafe)
         profiles = {
@@ -235,7 +235,7 @@ def run_depth(run: RunDir, config, models: dict[str, str], unsafe: list[PromptRe
 def run_attack(run: RunDir, config, models: dict[str, str], halves: Halves, judge) -> dict[str, Any]:
     """`analyze attack`: the base's harmful responses to the evaluated unsafe half are the targets;
     every model's Lipschitzness, attack success and where attacked activations land in τ."""
-    base, tokenizer = load_model(models["base"])
+    base, tokenizer = load_merged(models["base"])
     verdicts: dict[str, list[dict]] = {}
     responder(run, "base", base, tokenizer, judge, config.sampling(), verdicts)("unsafe", halves.evaluated["unsafe"])
     targeted = [
@@ -247,7 +247,7 @@ def run_attack(run: RunDir, config, models: dict[str, str], halves: Halves, judg
         raise UserError("the base model gave no harmful response to aim the attack at; use more unsafe prompts")
     summary, rows = {}, []
     for name, source in models.items():
-        lm = base if name == "base" else load_model(source)[0]
+        lm = base if name == "base" else load_merged(source)[0]
         check_configs(base.config, lm.config, name)
         measured = analyze_attack(
             lm,
