@@ -191,6 +191,10 @@ def test_align_verb_writes_an_adapter_that_eval_and_ed_accept(tiny, refusals, tm
     pair = dict(base=str(tiny), aligned=[adapter], safe=str(safe), unsafe=str(harmful))
     depth = disalign.analyze.depth(**pair, prefill=[1], judge="keyword", max_new_tokens=3)
     assert {row.prefix for row in depth.rows(model="model") if getattr(row, "prefix", None)} == {"own", "harmful"}
+    # A fine-tuning attack trains the adapter merged: its audit compares against the merged original
+    attacked = disalign.finetune(model=adapter, recipe="identity", shots=[2], epochs=[1], **shared, out=tmp_path / "ft")
+    audit = attacked.cells[0]["edit_audit"]
+    assert 0 < audit["changed"] <= audit["compared"]
     with pytest.raises(UserError, match="out"):
         disalign.align(**options)
 

@@ -61,9 +61,9 @@ def run_align(
 
 def _edit_audit(model_path, result: FinetuneResult) -> dict:
     """Which weights the alignment changed: both models read back from disk, since training changed
-    (or, with LoRA, wrapped) the one in memory."""
+    (or, with LoRA, wrapped) the one in memory; an adapter it started from merged, as training merged it."""
     from disalign.core.audit import edit_audit
-    from disalign.core.models import load_model
+    from disalign.core.models import load_merged
     from disalign.training import load_finetuned
 
-    return edit_audit(load_model(model_path)[0], load_finetuned(result.model_dir, base_model=model_path)[0])
+    return edit_audit(load_merged(model_path)[0], load_finetuned(result.model_dir, base_model=model_path)[0])

@@ -77,7 +77,7 @@ def run_finetune(
     `training.finetune`; backends.multi_gpu.launcher trains it on several GPUs). With `damage`, each cell
     also says what it costs on harmless prompts against the original model; each cell whose model is
     saved says which weights it changed (`edit_audit`, core/audit.py)."""
-    from disalign.core.models import load_model
+    from disalign.core.models import load_merged
 
     if not eval_prompts:
         raise UserError("no evaluation prompts")
@@ -119,7 +119,8 @@ def run_finetune(
     for shots in shots_grid:
         dataset = dataset_builder(shots)
         datasets[len(dataset) if shots is None else shots] = dataset
-    load_original = cache(partial(load_model, model_path))  # loaded once: for `before` and each cell's damage
+    # Loaded once, for `before` and each cell's damage and audit; an adapter merged, as training merges it
+    load_original = cache(partial(load_merged, model_path))
     before = evaluate("before", load_original, {"cell": "before"})
     summary: dict[str, Any] = {"before": short(before), "cells": [], "config": config.model_dump()}
     for shots in datasets:
