@@ -185,12 +185,13 @@ def test_align_verb_writes_an_adapter_that_eval_and_ed_accept(tiny, refusals, tm
     shared = dict(prompts=str(harmful), judge="keyword", max_new_tokens=3)
     assert disalign.eval(model=adapter, **shared).results[0].n == 3
     assert disalign.ed(base=str(tiny), aligned=adapter, alpha=[1.0], **shared).results[0].n == 3
-    # The depth analysis compares the pair weight by weight: the adapter is read merged into its base
+    # The depth analysis compares the pair weight by weight: the adapter is read merged into its base, and
+    # named by its run folder
     safe = tmp_path / "safe.txt"
     safe.write_text("\n".join(BENIGN) + "\n")
     pair = dict(base=str(tiny), aligned=[adapter], safe=str(safe), unsafe=str(harmful))
     depth = disalign.analyze.depth(**pair, prefill=[1], judge="keyword", max_new_tokens=3)
-    assert {row.prefix for row in depth.rows(model="model") if getattr(row, "prefix", None)} == {"own", "harmful"}
+    assert {row.prefix for row in depth.rows(model="run") if getattr(row, "prefix", None)} == {"own", "harmful"}
     # A fine-tuning attack trains the adapter merged: its audit compares against the merged original
     attacked = disalign.finetune(model=adapter, recipe="identity", shots=[2], epochs=[1], **shared, out=tmp_path / "ft")
     audit = attacked.cells[0]["edit_audit"]

@@ -45,7 +45,8 @@ class PairOptions(RunOptions):
     )
 
     def models(self) -> dict[str, str]:
-        """name -> source, base first; zoo models keep their zoo names, others their directory's."""
+        """name -> source, base first; zoo models keep their zoo names, others their folder's (a run's
+        RUN/model: the run's)."""
         base, aligned = self.base, list(self.aligned)
         if self.world is not None:
             from disalign.world import ZOO_MODELS
@@ -56,9 +57,11 @@ class PairOptions(RunOptions):
             raise UserError("base: a base model is needed (or --world DIR for the zoo's)")
         if not aligned:
             raise UserError("aligned: at least one aligned model is needed (or --world DIR for the zoo's)")
+        from disalign.core.models import display_name
+
         names: dict[str, str] = {"base": base}
         for source in aligned:
-            name = Path(source).name or source
+            name = display_name(source)
             while name in names:
                 name += "'"
             names[name] = source

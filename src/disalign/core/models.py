@@ -90,6 +90,13 @@ def source_name(source: str | os.PathLike[str]) -> str:
     return text if text == SMOLLM2 else str(Path(text).expanduser().resolve())
 
 
+def display_name(source: str | os.PathLike[str]) -> str:
+    """How a verb names a model in its tables: its folder's name, or for a run's `RUN/model` (what
+    `align`, `defend` and `finetune` write) the run folder's."""
+    path = Path(source)
+    return (path.parent if path.name == "model" and path.parent.name else path).name or str(source)
+
+
 def check_model_dir(path: Path) -> None:
     if not (path / "config.json").is_file():
         raise UserError(f"{path}: no config.json, not a Hugging Face model directory")
