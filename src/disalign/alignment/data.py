@@ -87,7 +87,9 @@ def self_answers(model, tokenizer, records: Sequence[PromptRecord], config: Alig
 
     if not records:
         return []
-    sampling = SamplingConfig(max_new_tokens=config.answer_tokens, temperature=0, batch_size=batch_size)
+    sampling = SamplingConfig(
+        max_new_tokens=config.answer_tokens, temperature=0, batch_size=batch_size, precision=config.precision
+    )
     prompts = render_chat(tokenizer, [[{"role": "user", "content": r.prompt}] for r in records])
     return [complete_sentences(answer) for answer in generate(model, tokenizer, prompts, sampling)]
 

@@ -24,14 +24,15 @@ def run_align(
     *,
     model=None,
     tokenizer=None,
-    batch_size: int = 16,
+    batch_size: int = 64,
     judge=None,
 ) -> FinetuneResult:
     """Align `model_path` on `harmful` and `benign` prompts; the aligned model (full) or adapter (LoRA)
     goes to OUT_DIR/model, loadable by `disalign.core.models.load_model`, the training pairs to
     OUT_DIR/pairs.jsonl and the result to OUT_DIR/result.json. `judge` finds refusals among the model's
-    own answers (default: the `keyword` judge). The result's `extra` holds the edit audit of the saved
-    model against `model_path` (core/audit.py)."""
+    own answers (default: the `keyword` judge); `batch_size` prompts are answered at a time (wide batches:
+    on 2 cores SmolLM2 answered 80 prompts in one batch 1.4 times as fast as in four). The result's
+    `extra` holds the edit audit of the saved model against `model_path` (core/audit.py)."""
     from disalign.core.models import load_model
 
     out_dir = Path(out_dir)

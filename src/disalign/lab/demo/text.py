@@ -70,7 +70,9 @@ class TextDemoConfig(RunOptions):
     ed_top_p: float = Field(0.9, gt=0, le=1, description="ED nucleus mass.")
     shots: int = Field(10, ge=1, description="Fine-tuning examples per tier.")
     max_new_tokens: int = Field(64, ge=1, description="Most new tokens per response.")
-    batch_size: int = Field(20, ge=1, description="Prompts per generation batch.")
+    # One batch of the 100 held-out prompts: `eval` of 80 AdvBench prompts on 2 cores took 21.5 s in one
+    # batch against 31.1 s in four (model loading included); of 100, 24.9 s in one against 27.5 s in two.
+    batch_size: int = Field(100, ge=1, description="Prompts per generation batch.")
     seed: Seed = Field(0, description="Split and sampling seed.")
     precision: Precision = Field(
         "auto", description="Matmuls of generation and training in bf16 (autocast) or fp32; auto: bf16 where native."
@@ -100,7 +102,7 @@ def text_demo(config: TextDemoConfig) -> RunResult:
 
     aligned = _align(config, run, files)
     timings["align"] = round(time.perf_counter() - start, 1)
-    scorer = _Scorer(config.model, config.judge)
+    scorer = _Scorer(config.model, config.judge, config.precision)
     section("models", lambda: _models(config, run, files, aligned, scorer), models_table)
     section("ed", lambda: _ed(config, run, files, aligned, scorer), ed_table)
     section("finetune", lambda: _finetune(config, run, files, aligned, scorer), finetune_table)
@@ -170,14 +172,15 @@ def _records(path: Path) -> list[dict[str, Any]]:
 
 
 class _Scorer:
-    """Degeneration with the base model's NLL, loaded once, fp32; the judge's shipped error measurement
-    corrects every rate (a degenerate response is unscorable: the judge's error applies to the rest)."""
+    """Degeneration with the base model's NLL, loaded once, in the lab's precision; the judge's shipped
+    error measurement corrects every rate (a degenerate response is unscorable: the judge's error applies
+    to the rest)."""
 
-    def __init__(self, model: str, judge: str):
+    def __init__(self, model: str, judge: str, precision: str = "auto"):
         from disalign.judges.compare import build_judges
         from disalign.judges.correction import judge_error
 
-        self.source, self.loaded = model, None
+        self.source, self.loaded, self.precision = model, None, precision
         self.error = judge_error(build_judges(judge)[0], None)  # a panel's first judge decides
 
     def marked(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -185,13 +188,17 @@ class _Scorer:
         from disalign.core.degeneration import mark_records, response_nll
         from disalign.core.generation import render_chat
         from disalign.core.models import load_model
+        from disalign.core.precision import inference_precision
 
         if self.loaded is None:
             self.loaded = load_model(self.source)
         model, tokenizer = self.loaded
         asked, responses = [r["prompt"] for r in records], [r["response"] for r in records]
         prompts = render_chat(tokenizer, [[{"role": "user", "content": prompt}] for prompt in asked])
-        return mark_records(records, response_nll(model, tokenizer, prompts, responses))
+        # bf16 moves an NLL by at most 0.01 nats against the 3.5 that marks word salad, at half fp32's time
+        with inference_precision(model, self.precision):
+            nlls = response_nll(model, tokenizer, prompts, responses)
+        return mark_records(records, nlls)
 
     def rates(self, records: list[dict[str, Any]], benign: bool = False) -> dict[str, Any]:
         """The rates of judged records; of benign prompts also over-refusal by XSTest's rule."""
