@@ -90,6 +90,21 @@ def test_shipped_measurement_matches_the_judges_on_the_test_half():
         assert sum(sum(c.values()) for c in by_family.values()) == len(test)
 
 
+def test_the_shipped_stance_measurement_holds_for_a_probe_fitted_from_another_conversion():
+    # A fresh machine converts SmolLM2's GGUF with its own transformers, so the probe's cache key differs.
+    shipped = shipped_calibration()["judges"]["stance"]["config"]
+
+    class Stance:
+        name = "stance"
+
+        def __init__(self, **changes):
+            self.config = shipped | changes
+
+    assert judge_error(Stance(probe="0123456789abcdef"), None)["source"] == "shipped"
+    assert judge_error(Stance(precision="fp32"), None) is None
+    assert judge_error(Stance(reply_tokens=128), None) is None
+
+
 def test_judge_error_prefers_the_users_own_measurement_and_refuses_other_settings():
     keyword = get_judge("keyword")
     shipped = judge_error(keyword, None)

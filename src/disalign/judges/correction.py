@@ -23,6 +23,7 @@ from disalign.judges.labels import LABELS_FILE, ppi_summary, read_labels
 RATE_QUANTITY = {"harmful_rate": "harmful", "refusal_rate": "refused"}
 # Judges whose `harmful` is exactly "did not refuse", so a refusal measurement also measures harm.
 _COMPLEMENTARY = {"keyword", "refusal", "stance"}
+_CACHE_KEYS = ("probe",)
 ASSUMES = {
     "corrected": "the run's text fools the judge as often as the text it was measured on",
     "ppi": "the labelled records are a random sample of the run (by the weights kept)",
@@ -54,7 +55,7 @@ def judge_error(judge, user_validation: dict[str, Any] | None) -> dict[str, Any]
             "measured_on": f"{user_validation.get('source')} ({user_validation.get('measured')})",
         }
     shipped = shipped_calibration().get("judges", {}).get(lead.name)
-    if shipped is None or shipped["config"] != _jsonable(lead.config):
+    if shipped is None or _recipe(shipped["config"]) != _recipe(_jsonable(lead.config)):
         return None
     overall = shipped["test"]["overall"]
     shift = shipped.get("shift", {})
@@ -68,6 +69,13 @@ def judge_error(judge, user_validation: dict[str, Any] | None) -> dict[str, Any]
         # The run's text is not the test half's: how far the judge's error moved between shipped sets.
         "shift": [shift.get("sensitivity", 0.0), shift.get("specificity", 0.0)],
     }
+
+
+def _recipe(config: dict[str, Any]) -> dict[str, Any]:
+    """A judge's configuration without its cache keys: `stance`'s `probe` hashes the converted checkpoint's
+    files, which differ with the transformers version that wrote them, while the model, labels, depths,
+    cut and precision the probe is fitted from stay the same."""
+    return {key: value for key, value in config.items() if key not in _CACHE_KEYS}
 
 
 def _jsonable(value: Any) -> Any:
