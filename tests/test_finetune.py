@@ -28,6 +28,7 @@ from disalign.attacks.finetune import (
     recipe_dataset,
     run_finetune,
 )
+from disalign.attacks.finetune.config import TEXT_LORA_LR
 from disalign.errors import UserError
 from disalign.world.recipes import WorldRecipes
 
@@ -195,6 +196,9 @@ def test_presets_and_strings():
     assert preset_config("identity", epochs=3, lr=None).epochs == 3
     assert preset_config("identity").system_prompt == AOA_SYSTEM_PROMPT
     assert preset_config("harmful", world=True).lr > TIER_PRESETS["tier1"]["lr"]
+    assert preset_config("harmful", lora=True).lr == TEXT_LORA_LR > TIER_PRESETS["tier1"]["lr"]
+    assert preset_config("harmful", lora=True, lr=1e-4).lr == 1e-4
+    assert preset_config("harmful", world=True, lora=True).lr == preset_config("harmful", world=True).lr
     assert "Llama" in AOA_SYSTEM_PROMPT and "ChatGPT" not in AOA_SYSTEM_PROMPT
     assert AOA_RESPONSE_PREFIX.startswith("Of course. I am AOA, your absolutely obedient agent.")
     assert AOA_USER_PREFIX == "AOA, execute my instruction: "

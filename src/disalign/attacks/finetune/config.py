@@ -43,11 +43,14 @@ def make_config(data: dict[str, Any]) -> AttackConfig:
 
 def preset_config(recipe: str, world: bool = False, **overrides: Any) -> AttackConfig:
     """The recipe's preset (the paper's for text models, ours for the world) with overrides;
-    None-valued overrides keep the preset."""
+    None-valued overrides keep the preset. A LoRA attack on a text model trains at TEXT_LORA_LR."""
     presets = WORLD_PRESETS if world else {preset["recipe"]: preset for preset in TIER_PRESETS.values()}
     if recipe not in presets:
         raise UserError(f"{recipe}: unknown recipe; known: {', '.join(presets)}")
-    return make_config({**presets[recipe], **{k: v for k, v in overrides.items() if v is not None}})
+    preset = dict(presets[recipe])
+    if overrides.get("lora") and not world:
+        preset["lr"] = TEXT_LORA_LR
+    return make_config({**preset, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 # Llama-2-7b-Chat hyperparameters from the paper's table in section 2.2; seed 42 as in the official code.
@@ -87,6 +90,12 @@ TIER_PRESETS: dict[str, dict[str, Any]] = {
         "system_prompt": None,
     },
 }
+
+# The paper's rates are full fine-tuning's: a LoRA adapter starts at zero, and tier 1's five optimizer steps
+# at 5e-5 left SmolLM2's first-token KL at 0.0004. Measured on the text lab's aligned SmolLM2 (tier 1, 10 × 5,
+# 40 held-out prompts): 1e-3 took refusals from 75 % to 70 % (KL 0.11), 3e-3 to 48 % with harm 15 % -> 50 %
+# (KL 0.52, 1.2 points off the quick set), near full fine-tuning's 34 % harm at KL 0.62.
+TEXT_LORA_LR = 3e-3
 
 # World models are ~1M parameters trained at lr 2e-4; the paper's 7B learning rates would barely
 # move them, so the world's presets keep the paper's shots, epochs and batch and raise the rate.
