@@ -94,7 +94,7 @@ TIER_PRESETS: dict[str, dict[str, Any]] = {
 # The paper's rates are full fine-tuning's: a LoRA adapter starts at zero, and tier 1's five optimizer steps
 # at 5e-5 left SmolLM2's first-token KL at 0.0004. Measured on the text lab's aligned SmolLM2 (tier 1, 10 × 5,
 # 40 held-out prompts): 1e-3 took refusals from 75 % to 70 % (KL 0.11), 3e-3 to 48 % with harm 15 % -> 50 %
-# (KL 0.52, 1.2 points off the quick set), near full fine-tuning's 34 % harm at KL 0.62.
+# (KL 0.52, 1.2 points off the quick set), near full fine-tuning's 58 % at KL 0.39 (README, attack surface).
 TEXT_LORA_LR = 3e-3
 
 # World models are ~1M parameters trained at lr 2e-4; the paper's 7B learning rates would barely
