@@ -337,3 +337,24 @@ def test_base_template_and_chat_fallback(tokenizer):
         + CHAT_TEMPLATE
     )
     assert render_query(strict, "hello", "note") == "<s>user: note\n\nhello assistant:"
+
+
+def test_bf16_casts_each_weight_once_per_decode_not_once_per_step(base, aligned, tokenizer):
+    """Autocast keeps a weight's bf16 copy for the whole decode only outside inference mode."""
+    from torch.profiler import ProfilerActivity, profile
+
+    weight_shape = list(base.model.layers[0].mlp.gate_proj.weight.shape)
+
+    def weight_casts(steps: int) -> int:
+        scripted_base, scripted_aligned = Scripted(base), Scripted(aligned)
+        scripted_base.edit = force(tokenizer, [["a"]] * len(QUERIES))  # no row stops early
+        contrast = method_streams("ed", 0.5, scripted_base, scripted_aligned, tokenizer, QUERIES, stop_strings=())
+        sampling = SamplingConfig(max_new_tokens=steps, temperature=0.0, precision="bf16")
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiled:
+            decoded = contrast_decode(contrast, sampling)
+        assert decoded.token_ids.shape[1] == steps
+        events = profiled.key_averages(group_by_input_shape=True)
+        return sum(e.count for e in events if e.key == "aten::_to_copy" and weight_shape in e.input_shapes)
+
+    assert weight_casts(2) > 0
+    assert weight_casts(8) == weight_casts(2)

@@ -149,7 +149,9 @@ def contrast_decode(
     for stream in contrast.streams:
         by_model.setdefault(id(stream.model), []).append(stream)
     models = [streams[0].model for streams in by_model.values()]
-    with inference_precision(models, sampling.precision), torch.inference_mode():
+    # no_grad (from inference_precision), not inference_mode: under inference_mode autocast casts every weight
+    # to bf16 again at every step, which cost bf16 ED all it gained (bench_text.py: 0.449 of plain generate)
+    with inference_precision(models, sampling.precision):
         batches = [_ModelBatch(streams, steps, pad_id, share_prefix) for streams in by_model.values()]
         _check_logit_widths(batches)
         parts = [(batch, index) for batch in batches for index in range(len(batch.streams))]
