@@ -90,11 +90,15 @@ def source_name(source: str | os.PathLike[str]) -> str:
     return text if text == SMOLLM2 else str(Path(text).expanduser().resolve())
 
 
-def display_name(source: str | os.PathLike[str]) -> str:
-    """How a verb names a model in its tables: its folder's name, or for a run's `RUN/model` (what
-    `align`, `defend` and `finetune` write) the run folder's."""
+def run_folder(source: str | os.PathLike[str]) -> Path | None:
+    """The run folder of a run's `RUN/model` (what `align`, `defend` and `finetune` write), else None."""
     path = Path(source)
-    return (path.parent if path.name == "model" and path.parent.name else path).name or str(source)
+    return path.parent if path.name == "model" else None
+
+
+def display_name(source: str | os.PathLike[str]) -> str:
+    """How a verb names a model in its tables: its folder's name, or for a run's `RUN/model` the run's."""
+    return (run_folder(source) or Path(source)).name or str(source)
 
 
 def check_model_dir(path: Path) -> None:

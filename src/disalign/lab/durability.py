@@ -171,13 +171,11 @@ def durability(config: DurabilityConfig) -> RunResult:
 
 def _models(sources: list[str]) -> list[Defended]:
     """Each model with its folder name (the run folder's name for a run's RUN/model), defence and origin."""
-    from disalign.core.models import display_name, source_name
+    from disalign.core.models import display_name, run_folder, source_name
 
     models, names = [], set()
     for source in dict.fromkeys(sources):
-        path = Path(source)
-        run = path.parent if path.name == "model" else None
-        defence, origin = _training_of(path, run)
+        defence, origin = _training_of(Path(source), run_folder(source))
         name = display_name(source)
         unique, index = name, 2
         while unique in names:
